@@ -1,0 +1,46 @@
+"""tapeir: trace Python tensor code into a typed, printable IR and run it.
+
+>>> import numpy as np, tapeir as tp
+>>> g = tp.trace(lambda x: tp.softmax(x * 2.0), np.zeros((2, 3), np.float32))
+>>> tp.run(g, np.zeros((2, 3), np.float32)).astype(float).round(3).tolist()
+[[0.333, 0.333, 0.333], [0.333, 0.333, 0.333]]
+"""
+from __future__ import annotations
+
+from .backends.numpy_backend import compile_numpy as _compile_numpy
+from .frontend.functions import (
+    abs, add, astype, avg_pool2d, binary_cross_entropy_with_logits, broadcast_to, clip, concatenate,
+    conv2d, cos, cross_entropy, div, divide, elu, equal, exp, expand_dims, gelu, greater, greater_equal,
+    l1_loss, layer_norm, leaky_relu, less, less_equal, log, log_softmax, logsumexp, matmul, max,
+    max_pool2d, maximum, mean, min, minimum, mse_loss, mul, multiply, negative, nll_loss, not_equal,
+    power, reciprocal, relu, reshape, safe_log, sigmoid, silu, sin, softmax, softplus, sqrt, squeeze,
+    sub, subtract, sum, tanh, transpose, where,
+)
+from .frontend.tensor import Tensor
+from .frontend.tracer import Spec, trace
+from .ir import (
+    OPS, Graph, ParseError, RunError, TapeirError, TensorType, TraceError, TypeRuleError, VerifyError,
+    load, parse, save, verify,
+)
+
+__version__ = "0.1.0"
+
+BACKENDS = ("numpy",)
+
+
+def compile(g: Graph, backend: str = "numpy"):
+    """A callable that runs `g` on the same pytrees the traced function took.
+
+    >>> import numpy as np, tapeir as tp
+    >>> f = tp.compile(tp.trace(lambda x: x + 1.0, tp.Spec(("N",))))
+    >>> f(np.arange(3, dtype=np.float32)).tolist()
+    [1.0, 2.0, 3.0]
+    """
+    if backend == "numpy":
+        return _compile_numpy(g)
+    raise TapeirError(f"unknown backend {backend!r}", hint=f"available backends: {', '.join(BACKENDS)}")
+
+
+def run(g: Graph, *args, backend: str = "numpy"):
+    """Compile and call once: `tp.run(g, x)` is `tp.compile(g, backend)(x)`."""
+    return compile(g, backend)(*args)

@@ -1,0 +1,244 @@
+"""The numpy backend: interpret a Graph through one IMPL table.
+
+IMPL maps each op to a factory `attrs -> kernel`, so attributes are bound once at
+compile time and the run loop only calls kernels. Values live in slots that are reused
+after their last use (so intermediates are freed as soon as they are dead).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.dtypes import dtype_of, to_numpy
+from ..ir.errors import RunError, TapeirError
+from ..ir.pytree import flatten, unflatten
+from ..ir.types import factors, resolve_dim
+from . import numpy_kernels as K
+
+
+def _fixed(fn):
+    return lambda attrs: fn
+
+
+def _reduce(fn):
+    def make(attrs):
+        axes, keep = attrs["axes"], attrs["keepdims"]
+        return lambda x: np.asarray(fn(x, axis=axes, keepdims=keep), dtype=x.dtype)
+    return make
+
+
+def _clip(attrs):
+    lo, hi = attrs["min"], attrs["max"]
+    if lo is None and hi is None:
+        return lambda x: x
+    return lambda x: np.clip(x, None if lo is None else x.dtype.type(lo), None if hi is None else x.dtype.type(hi))
+
+
+def _slice(attrs):
+    def make_index(ndim):
+        idx = [slice(None)] * ndim
+        for a, s, e, st in zip(attrs["axes"], attrs["starts"], attrs["stops"], attrs["steps"]):
+            idx[a] = slice(s, None if e < 0 else e, st)
+        return tuple(idx)
+    cache = {}
+
+    def run(x):
+        idx = cache.get(x.ndim) or cache.setdefault(x.ndim, make_index(x.ndim))
+        return x[idx]
+    return run
+
+
+def _with(fn, *names):
+    return lambda attrs: (lambda *xs: fn(*xs, **{n: attrs[n] for n in names}))
+
+
+IMPL = {
+    "neg": _fixed(np.negative), "exp": _fixed(np.exp), "log": _fixed(np.log),
+    "reciprocal": _fixed(np.reciprocal), "sqrt": _fixed(np.sqrt), "abs": _fixed(np.abs),
+    "tanh": _fixed(np.tanh), "sin": _fixed(np.sin), "cos": _fixed(np.cos),
+    "sigmoid": _fixed(K.sigmoid), "softplus": _fixed(K.softplus),
+    "relu": _fixed(lambda x: np.maximum(x, x.dtype.type(0))),
+    "leaky_relu": lambda a: (lambda x: K.leaky_relu(x, a["alpha"])),
+    "elu": lambda a: (lambda x: K.elu(x, a["alpha"])),
+    "gelu": lambda a: (lambda x: K.gelu(x, a["approximate"])),
+    "clip": _clip,
+    "cast": lambda a: (lambda x, dt=to_numpy(a["to"]): x.astype(dt)),
+    "add": _fixed(np.add), "sub": _fixed(np.subtract), "mul": _fixed(np.multiply),
+    "div": _fixed(np.divide), "pow": _fixed(np.power),
+    "maximum": _fixed(np.maximum), "minimum": _fixed(np.minimum),
+    "equal": _fixed(np.equal), "not_equal": _fixed(np.not_equal), "less": _fixed(np.less),
+    "less_equal": _fixed(np.less_equal), "greater": _fixed(np.greater),
+    "greater_equal": _fixed(np.greater_equal),
+    "where": _fixed(np.where),
+    "sum": _reduce(np.sum), "mean": _reduce(np.mean), "max": _reduce(np.max), "min": _reduce(np.min),
+    "logsumexp": lambda a: (lambda x: K.logsumexp(x, a["axes"], a["keepdims"])),
+    "softmax": lambda a: (lambda x: K.softmax(x, a["axis"])),
+    "log_softmax": lambda a: (lambda x: K.log_softmax(x, a["axis"])),
+    "layer_norm": _with(K.layer_norm, "axis", "epsilon"),
+    "matmul": _fixed(np.matmul),
+    "conv2d": _with(K.conv2d, "stride", "padding", "dilation", "groups"),
+    "max_pool2d": _with(K.max_pool2d, "kernel", "stride", "padding", "dilation"),
+    "avg_pool2d": _with(K.avg_pool2d, "kernel", "stride", "padding", "dilation", "count_include_pad"),
+    "reshape": lambda a: (lambda x, s=a["shape"]: np.reshape(x, s)),
+    "transpose": lambda a: (lambda x, p=a["perm"]: np.transpose(x, p)),
+    "broadcast_to": lambda a: (lambda x, s=a["shape"]: np.broadcast_to(x, s)),
+    "concatenate": lambda a: (lambda *xs: np.concatenate(xs, axis=a["axis"])),
+    "slice": _slice,
+    "squeeze": lambda a: (lambda x, ax=a["axes"]: np.squeeze(x, axis=ax)),
+    "unsqueeze": lambda a: (lambda x, ax=a["axes"]: np.expand_dims(x, ax)),
+    "cross_entropy": _with(K.cross_entropy, "reduction", "ignore_index"),
+    "nll_loss": _with(K.nll_loss, "reduction", "ignore_index"),
+}
+
+_SHAPE_ATTRS = ("shape",)  # attributes whose symbolic dims are bound per call
+
+
+def _has_symbols(attrs) -> bool:
+    return any(isinstance(d, str) for k in _SHAPE_ATTRS if k in attrs for d in attrs[k])
+
+
+def _is_leaf(x) -> bool:
+    return isinstance(x, (np.ndarray, np.generic, int, float, bool))
+
+
+class NumpyFunction:
+    """A Graph compiled for the numpy interpreter. Call it with the traced function's pytrees."""
+
+    def __init__(self, graph):
+        for n in graph.nodes:
+            if n.op not in IMPL:
+                raise TapeirError(f"the numpy backend has no kernel for op {n.op!r}",
+                                  where=n.source, hint="add it to IMPL in backends/numpy_backend.py")
+        self.graph = graph
+        self._plan()
+
+    def _plan(self):
+        g = self.graph
+        last_use: dict[int, int] = {}
+        for i, n in enumerate(g.nodes):
+            for v in n.inputs:
+                last_use[id(v)] = i
+        for v in g.outputs:
+            last_use[id(v)] = len(g.nodes)
+        slot: dict[int, int] = {}
+        free: list[int] = []
+        nslots = 0
+
+        def alloc():
+            nonlocal nslots
+            if free:
+                return free.pop()
+            nslots += 1
+            return nslots - 1
+
+        for v in list(g.inputs) + list(g.constants):
+            slot[id(v)] = alloc()
+        self._n_fixed = len(g.inputs) + len(g.constants)
+        plan = []
+        for i, n in enumerate(g.nodes):
+            ins = tuple(slot[id(v)] for v in n.inputs)
+            dying = {slot[id(v)] for v in n.inputs
+                     if last_use.get(id(v)) == i and slot[id(v)] >= self._n_fixed}
+            free.extend(sorted(dying, reverse=True))
+            outs = tuple(alloc() for _ in n.outputs)
+            for o, s in zip(n.outputs, outs):
+                slot[id(o)] = s
+                if id(o) not in last_use:  # never used: free at once
+                    free.append(s)
+            dynamic = _has_symbols(n.attrs)
+            fn = None if dynamic else IMPL[n.op](n.attrs)
+            plan.append((fn, ins, outs[0] if len(outs) == 1 else outs, i, dynamic))
+        self._plan_steps = plan
+        self._nslots = nslots
+        self._out_slots = [slot[id(v)] for v in g.outputs]
+        self._consts = [c.data for c in g.constants]
+        self._specs = [(v.name, v.type.dtype, to_numpy(v.type.dtype), v.type.shape) for v in g.inputs]
+
+    def _bind(self, leaves) -> tuple[list, dict]:
+        if len(leaves) != len(self._specs):
+            raise RunError(f"{self.graph.name} takes {len(self._specs)} input arrays, got {len(leaves)}")
+        arrays, bindings = [], {}
+        deferred = []
+        for x, (name, dt, npdt, shape) in zip(leaves, self._specs):
+            if not isinstance(x, np.ndarray):
+                x = np.asarray(x)
+            if x.dtype != npdt:
+                raise RunError(f"input {name} has dtype {x.dtype}, the graph expects {dt}",
+                               hint=f"pass {name}.astype(np.{npdt.name})")
+            if x.ndim != len(shape):
+                raise RunError(f"input {name} has shape {x.shape}, the graph expects rank {len(shape)} "
+                               f"[{','.join(map(str, shape))}]")
+            for axis, (d, n) in enumerate(zip(shape, x.shape)):
+                if isinstance(d, int):
+                    if d != n:
+                        raise RunError(f"input {name} has shape {x.shape}, the graph expects "
+                                       f"[{','.join(map(str, shape))}] (axis {axis}: {n} vs {d})")
+                else:
+                    coef, syms = factors(d)
+                    if len(syms) == 1 and coef == 1:
+                        if bindings.setdefault(syms[0], n) != n:
+                            raise RunError(f"input {name} axis {axis} binds {d}={n}, but an earlier input "
+                                           f"bound {d}={bindings[d]}", hint="all uses of a symbolic dim must agree")
+                    else:
+                        deferred.append((name, axis, d, n))
+            arrays.append(x)
+        for name, axis, d, n in deferred:
+            try:
+                want = resolve_dim(d, bindings)
+            except KeyError:
+                raise RunError(f"input {name} axis {axis} has size {d}, whose symbols no input binds alone") from None
+            if want != n:
+                raise RunError(f"input {name} axis {axis} is {n}, but {d} = {want}")
+        return arrays, bindings
+
+    def run_flat(self, leaves) -> list:
+        arrays, bindings = self._bind(leaves)
+        env = [None] * self._nslots
+        env[:self._n_fixed] = arrays + self._consts
+        nodes = self.graph.nodes
+        step = None
+        try:
+            for step in self._plan_steps:
+                fn, ins, out, i, dynamic = step
+                if dynamic:
+                    n = nodes[i]
+                    attrs = dict(n.attrs)
+                    for k in _SHAPE_ATTRS:
+                        if k in attrs:
+                            attrs[k] = tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in attrs[k])
+                    fn = IMPL[n.op](attrs)
+                if len(ins) == 1:
+                    r = fn(env[ins[0]])
+                elif len(ins) == 2:
+                    r = fn(env[ins[0]], env[ins[1]])
+                else:
+                    r = fn(*[env[s] for s in ins])
+                if type(out) is int:
+                    env[out] = r
+                else:
+                    for s, x in zip(out, r):
+                        env[s] = x
+        except Exception as e:
+            if step is None:
+                raise
+            n = nodes[step[3]]
+            shapes = ", ".join(f"{np.shape(env[s])}:{getattr(env[s], 'dtype', '?')}" for s in step[1])
+            raise RunError(f"{n.op} failed at node {step[3]} of {self.graph.name}: {e}",
+                           where=f"{n.source or '<no source>'} (operands {shapes})") from e
+        return [np.asarray(env[s]) for s in self._out_slots]
+
+    def __call__(self, *args):
+        g = self.graph
+        if len(args) != len(g.arg_names):
+            raise RunError(f"{g.name} takes {len(g.arg_names)} arguments ({', '.join(g.arg_names)}), got {len(args)}")
+        leaves = []
+        for name, td, a in zip(g.arg_names, g.in_tree.children, args):
+            lv, got = flatten(a, _is_leaf, what=f"argument {name!r}")
+            if got != td:
+                raise RunError(f"argument {name!r} has a different structure than at trace time",
+                               hint="pass the same nesting of dicts/lists/tuples (same keys) that was traced")
+            leaves.extend(lv)
+        return unflatten(g.out_tree, self.run_flat(leaves))
+
+
+def compile_numpy(graph) -> NumpyFunction:
+    return NumpyFunction(graph)

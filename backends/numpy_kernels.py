@@ -1,0 +1,152 @@
+"""numpy kernels for the ops that are more than one numpy call.
+
+Numerics follow DESIGN's contracts: sigmoid, softplus, logsumexp, softmax and
+log_softmax never exponentiate a large positive number, so |x| up to 1e4 in f32 gives
+finite results.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def sigmoid(x):
+    e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def softplus(x):
+    return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x):
+    return _ERF(x).astype(x.dtype)
+
+
+def gelu(x, approximate):
+    if approximate == "tanh":
+        c = np.asarray(math.sqrt(2 / math.pi), x.dtype)
+        return (0.5 * x * (1 + np.tanh(c * (x + np.asarray(0.044715, x.dtype) * x * x * x)))).astype(x.dtype, copy=False)
+    return (0.5 * x * (1 + erf(x / np.asarray(math.sqrt(2), x.dtype)))).astype(x.dtype, copy=False)
+
+
+def elu(x, alpha):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+def leaky_relu(x, alpha):
+    return np.where(x >= 0, x, x * np.asarray(alpha, x.dtype))
+
+
+def _max_shift(x, axes):
+    m = np.max(x, axis=axes, keepdims=True)
+    return np.where(np.isfinite(m), m, 0)  # all -inf rows: shift by 0, not -inf (no nan)
+
+
+def logsumexp(x, axes, keepdims):
+    m = _max_shift(x, axes)
+    out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    return (out if keepdims else np.squeeze(out, axis=axes)).astype(x.dtype, copy=False)
+
+
+def softmax(x, axis):
+    e = np.exp(x - _max_shift(x, axis))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis):
+    s = x - _max_shift(x, axis)
+    return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
+
+
+def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
+    axes = tuple(range(axis, x.ndim))
+    mu = np.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    var = np.mean(d * d, axis=axes, keepdims=True)
+    y = d / np.sqrt(var + np.asarray(epsilon, x.dtype))
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def _windows(x, kernel, stride, padding, dilation, fill):
+    ph, pw = padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    kh, kw = kernel
+    dh, dw = dilation
+    v = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    return v[:, :, ::stride[0], ::stride[1], ::dh, ::dw]  # N, C, OH, OW, kh, kw
+
+
+def conv2d(x, w, b=None, *, stride, padding, dilation, groups):
+    n, c = x.shape[:2]
+    o, cg, kh, kw = w.shape
+    win = _windows(x, (kh, kw), stride, padding, dilation, 0)  # N, C, OH, OW, kh, kw
+    oh, ow = win.shape[2:4]
+    if groups == 1:
+        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+        y = (cols @ w.reshape(o, -1).T).reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+    else:
+        win = win.reshape(n, groups, cg, oh, ow, kh, kw)
+        wg = w.reshape(groups, o // groups, cg, kh, kw)
+        y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(n, o, oh, ow)
+    y = np.ascontiguousarray(y, dtype=x.dtype)
+    if b is not None:
+        y += b.reshape(1, o, 1, 1)
+    return y
+
+
+def max_pool2d(x, *, kernel, stride, padding, dilation):
+    win = _windows(x, kernel, stride, padding, dilation, -np.inf)
+    return np.ascontiguousarray(win.max(axis=(4, 5)))
+
+
+def avg_pool2d(x, *, kernel, stride, padding, dilation, count_include_pad):
+    win = _windows(x, kernel, stride, padding, dilation, 0)
+    total = win.sum(axis=(4, 5))
+    if count_include_pad or padding == (0, 0):
+        return (total / np.asarray(kernel[0] * kernel[1], x.dtype)).astype(x.dtype, copy=False)
+    ones = np.ones((1, 1) + x.shape[2:], x.dtype)
+    count = _windows(ones, kernel, stride, padding, dilation, 0).sum(axis=(4, 5))
+    return (total / count).astype(x.dtype, copy=False)
+
+
+def _class_axis_last(x, labels):
+    """[N,C,d..] -> [N*d.., C] and labels -> [N*d..]; [C] -> [1,C]."""
+    if x.ndim == 1:
+        return x[None, :], np.reshape(labels, (1,))
+    c = x.shape[1]
+    return np.moveaxis(x, 1, -1).reshape(-1, c), labels.reshape(-1)
+
+
+def nll_loss(logp, labels, *, reduction, ignore_index):
+    shape = labels.shape
+    lp, lab = _class_axis_last(logp, labels)
+    c = lp.shape[1]
+    keep = lab != ignore_index
+    bad = keep & ((lab < 0) | (lab >= c))
+    if bad.any():
+        raise ValueError(f"label {int(lab[bad][0])} is out of range for {c} classes "
+                         f"(labels must be in [0, {c - 1}] or ignore_index={ignore_index})")
+    safe = np.where(keep, lab, 0)
+    picked = -np.take_along_axis(lp, safe[:, None], axis=1)[:, 0]
+    picked = np.where(keep, picked, 0).astype(logp.dtype, copy=False)
+    if reduction == "none":
+        return picked.reshape(shape)
+    if reduction == "sum":
+        return np.sum(picked, dtype=logp.dtype)
+    return (np.sum(picked, dtype=logp.dtype) / logp.dtype.type(keep.sum())).astype(logp.dtype)
+
+
+def cross_entropy(x, labels, *, reduction, ignore_index):
+    axis = 0 if x.ndim == 1 else 1
+    return nll_loss(log_softmax(x, axis), labels, reduction=reduction, ignore_index=ignore_index)

@@ -1,0 +1,47 @@
+"""The `tapeir` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _dump(args) -> int:
+    from .ir import load
+
+    sys.stdout.write(str(load(args.file)))
+    return 0
+
+
+def _demo(args) -> int:
+    from .examples_demo import main as demo
+
+    return demo()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tapeir", description="Trace Python tensor code into a typed IR, "
+                                     "print it, and run it in numpy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("dump", help="print the text form of a saved graph")
+    p.add_argument("file", help="a graph saved with tp.save")
+    p.set_defaults(func=_dump)
+    p = sub.add_parser("demo", help="trace a small model, print its IR and run it")
+    p.set_defaults(func=_demo)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from .ir import TapeirError
+
+    try:
+        return args.func(args)
+    except TapeirError as e:
+        print(f"tapeir: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"tapeir: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Tensor: the traced value users compute with. Every operator records an IR node."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.dtypes import FLOATS, INTS, to_numpy
+from ..ir.errors import TraceError
+from .tracer import Tracer, current_tracer, user_source
+
+
+class Tensor:
+    """A symbolic tensor inside `tp.trace`. Shapes and dtypes are known; values are not.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: (x * 2.0 + 1.0).sum(axis=0), np.ones((3, 4), np.float32))
+    >>> [v.type for v in g.outputs]
+    [f32[4]]
+    """
+
+    __slots__ = ("value", "tracer")
+    __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray + Tensor)
+    __array_priority__ = 1000
+
+    def __init__(self, value, tracer: Tracer):
+        self.value = value
+        self.tracer = tracer
+
+    # ---- metadata ----
+    @property
+    def type(self):
+        return self.value.type
+
+    @property
+    def shape(self) -> tuple:
+        return self.value.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return to_numpy(self.value.type.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return self.value.type.rank
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.value.type})"
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TraceError("len() of a 0-d tensor", where=user_source())
+        if not isinstance(self.shape[0], int):
+            raise TraceError(f"len() of a tensor with symbolic first dim {self.shape[0]!r}",
+                             where=user_source(), hint="use x.shape[0] (a symbol) or reduce instead")
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def _no_concrete(self, what):
+        raise TraceError(
+            f"{what} of a traced tensor {self.type}: its value is unknown while tracing",
+            where=user_source(),
+            hint="Python control flow cannot depend on tensor values; use tp.where(cond, a, b) to select",
+        )
+
+    def __bool__(self):
+        self._no_concrete("bool()")
+
+    def __float__(self):
+        self._no_concrete("float()")
+
+    def __int__(self):
+        self._no_concrete("int()")
+
+    def __index__(self):
+        self._no_concrete("using as an index")
+
+    __hash__ = object.__hash__
+
+    # ---- operators (defined in functions.py, attached below) ----
+    def __add__(self, o): return F.add(self, o)
+    def __radd__(self, o): return F.add(o, self)
+    def __sub__(self, o): return F.sub(self, o)
+    def __rsub__(self, o): return F.sub(o, self)
+    def __mul__(self, o): return F.mul(self, o)
+    def __rmul__(self, o): return F.mul(o, self)
+    def __truediv__(self, o): return F.div(self, o)
+    def __rtruediv__(self, o): return F.div(o, self)
+    def __pow__(self, o): return F.power(self, o)
+    def __rpow__(self, o): return F.power(o, self)
+    def __matmul__(self, o): return F.matmul(self, o)
+    def __rmatmul__(self, o): return F.matmul(o, self)
+    def __neg__(self): return F.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return F.abs(self)
+    def __eq__(self, o): return F.equal(self, o)  # noqa: E704
+    def __ne__(self, o): return F.not_equal(self, o)
+    def __lt__(self, o): return F.less(self, o)
+    def __le__(self, o): return F.less_equal(self, o)
+    def __gt__(self, o): return F.greater(self, o)
+    def __ge__(self, o): return F.greater_equal(self, o)
+    def __getitem__(self, index): return F.getitem(self, index)
+
+    # ---- methods ----
+    @property
+    def T(self) -> "Tensor":
+        return F.transpose(self)
+
+    def reshape(self, *shape) -> "Tensor":
+        return F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def transpose(self, *axes) -> "Tensor":
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return F.transpose(self, axes or None)
+
+    def astype(self, dtype) -> "Tensor":
+        return F.astype(self, dtype)
+
+    def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return F.min(self, axis, keepdims)
+
+    def is_float(self) -> bool:
+        return self.value.type.dtype in FLOATS
+
+    def is_int(self) -> bool:
+        return self.value.type.dtype in INTS
+
+
+from . import functions as F  # noqa: E402  (functions imports Tensor)

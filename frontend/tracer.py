@@ -1,0 +1,182 @@
+"""Tracing: run a Python function on Tensors that record IR nodes.
+
+Every node records the user's `file:line`: the first stack frame outside tapeir's own
+folders. Closed-over numpy arrays and Python scalars become graph constants.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import sys
+
+import numpy as np
+
+from ..ir.dtypes import dtype_of, to_numpy
+from ..ir.errors import TapeirError, TraceError
+from ..ir.graph import Graph, Node, Value, constant
+from ..ir.pytree import TreeDef, flatten, unflatten
+from ..ir.registry import OPS
+from ..ir.types import TensorType
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_INTERNAL = tuple(os.path.join(_ROOT, d) + os.sep for d in ("frontend", "ir", "passes", "backends")) + (
+    os.path.join(_ROOT, "__init__.py"),)
+_SOURCE_CACHE: dict[str, str] = {}
+
+
+def user_source() -> str | None:
+    """`file:line` of the innermost frame outside tapeir (relative to the cwd when inside it)."""
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_INTERNAL):
+        f = f.f_back
+    if f is None:
+        return None
+    fname = f.f_code.co_filename
+    short = _SOURCE_CACHE.get(fname)
+    if short is None:
+        short = fname
+        if os.path.isabs(fname):
+            rel = os.path.relpath(fname)
+            if not rel.startswith(".."):
+                short = rel
+        _SOURCE_CACHE[fname] = short = short.replace(os.sep, "/")
+    return f"{short}:{f.f_lineno}"
+
+
+class Spec:
+    """An abstract argument: only its shape and dtype matter to `trace`.
+
+    >>> Spec(("B", 64)).type
+    f32[B,64]
+    """
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype="float32"):
+        self.shape = tuple(shape)
+        self.dtype = dtype_of(dtype)
+
+    @property
+    def type(self) -> TensorType:
+        return TensorType(self.dtype, self.shape)
+
+    def __repr__(self) -> str:
+        return f"Spec({self.shape}, {self.dtype!r})"
+
+
+class Tracer:
+    """The recording state of one `trace` call."""
+
+    def __init__(self):
+        self.nodes: list[Node] = []
+        self.constants: list[Value] = []
+        self._const_cache: dict = {}
+
+    def emit(self, op: str, inputs: list[Value], attrs: dict | None = None) -> list[Value]:
+        opdef = OPS[op]
+        try:
+            attrs = opdef.normalize_attrs(attrs or {})
+            out_types = opdef.infer([v.type for v in inputs], attrs)
+        except TapeirError as e:
+            raise TraceError(e.problem, where=user_source(), hint=e.hint) from None
+        outs = [Value(t) for t in out_types]
+        self.nodes.append(Node(op, inputs, attrs, outs, user_source()))
+        return outs
+
+    def const(self, array, keep=None) -> Value:
+        """A constant for `array`, shared by every use of the same array or scalar."""
+        key = (id(keep), ) if keep is not None else (array.dtype.str, array.shape, array.tobytes())
+        hit = self._const_cache.get(key)
+        if hit is not None:
+            return hit[0]
+        v = constant(array)
+        self._const_cache[key] = (v, keep)  # keep the user's array alive so its id stays unique
+        self.constants.append(v)
+        return v
+
+
+_STACK: list[Tracer] = []
+
+
+def current_tracer(what: str = "this operation") -> Tracer:
+    if not _STACK:
+        raise TraceError(f"{what} needs a traced Tensor, but no trace is running",
+                         where=user_source(), hint="call it inside a function passed to tp.trace(fn, *args)")
+    return _STACK[-1]
+
+
+def _is_arg_leaf(x) -> bool:
+    return isinstance(x, (np.ndarray, np.generic, Spec))
+
+
+def _leaf_type(x, where: str) -> TensorType:
+    if isinstance(x, Spec):
+        return x.type
+    try:
+        dt = dtype_of(x.dtype)
+    except TapeirError as e:
+        raise TraceError(f"{where} has unsupported dtype {x.dtype}", hint=e.hint) from None
+    return TensorType(dt, np.shape(x))
+
+
+def _arg_names(fn, n: int) -> list[str]:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    star = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
+    names = []
+    for i in range(n):
+        if i < len(positional):
+            names.append(positional[i])
+        else:
+            names.append(f"{star or 'arg'}{i - len(positional) if star else i}")
+    return names
+
+
+def trace(fn, *args, name: str | None = None) -> Graph:
+    """Record `fn(*args)` as a Graph. Args are pytrees of numpy arrays or `Spec`s.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x, w: tp.tanh(x @ w), tp.Spec(("B", 3)), np.ones((3, 2), np.float32))
+    >>> print(g)  # doctest: +ELLIPSIS
+    graph lambda(x: f32[B,3], w: f32[3,2]) {
+      %0: f32[B,2] = matmul(x, w)  # ...
+      %1: f32[B,2] = tanh(%0)      # ...
+      return %1
+    }
+    <BLANKLINE>
+    """
+    from .tensor import Tensor
+
+    arg_names = _arg_names(fn, len(args))
+    trees, inputs, wrapped = [], [], []
+    for aname, arg in zip(arg_names, args):
+        leaves, td = flatten(arg, _is_arg_leaf, what=f"argument {aname!r}")
+        trees.append(td)
+        vals = [Value(_leaf_type(x, f"argument {aname!r}")) for x in leaves]
+        inputs.extend(vals)
+        wrapped.append((td, vals))
+    tracer = Tracer()
+    _STACK.append(tracer)
+    try:
+        call_args = [unflatten(td, [Tensor(v, tracer) for v in vals]) for td, vals in wrapped]
+        result = fn(*call_args)
+        out_leaves, out_tree = flatten(result, lambda x: isinstance(x, (Tensor, np.ndarray, np.generic)),
+                                       what="the traced function's result")
+        outputs = []
+        for x in out_leaves:
+            if isinstance(x, Tensor):
+                if x.tracer is not tracer:
+                    raise TraceError("the traced function returned a Tensor from another trace",
+                                     hint="return values computed from this function's arguments")
+                outputs.append(x.value)
+            else:
+                outputs.append(tracer.const(np.asarray(x)))
+    finally:
+        _STACK.pop()
+    gname = name or re.sub(r"\W", "_", getattr(fn, "__name__", "f")).strip("_") or "f"
+    return Graph(gname, arg_names, TreeDef("tuple", tuple(trees)), inputs, tracer.nodes, out_tree,
+                 outputs, tracer.constants)

@@ -1,0 +1,19 @@
+"""The IR: dtypes, types, the op registry, Value/Node/Graph, text form, verifier."""
+from . import ops as _ops  # noqa: F401  (fills the registry)
+from .dtypes import DTYPES, dtype_of
+from .errors import ParseError, RunError, TapeirError, TraceError, TypeRuleError, VerifyError
+from .graph import Graph, Node, Value, constant
+from .parser import parse
+from .printer import print_graph
+from .pytree import TreeDef, flatten, unflatten
+from .registry import OPS, Attr, Category, OpDef, get_op, ops_in
+from .serialize import load, save
+from .types import TensorType
+from .verifier import verify
+
+__all__ = [
+    "DTYPES", "dtype_of", "ParseError", "RunError", "TapeirError", "TraceError", "TypeRuleError",
+    "VerifyError", "Graph", "Node", "Value", "constant", "parse", "print_graph", "TreeDef",
+    "flatten", "unflatten", "OPS", "Attr", "Category", "OpDef", "get_op", "ops_in", "load", "save",
+    "TensorType", "verify",
+]

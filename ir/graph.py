@@ -1,0 +1,126 @@
+"""Value, Node, Graph: the typed SSA IR.
+
+A Value has one producer (a node, a graph input or a constant) and compares by
+identity. A Graph lists its nodes in topological order; its inputs are the leaves of
+the traced function's argument pytrees, named by path (`params.w1`), and its outputs
+the leaves of the returned pytree. Graph equality (`==`) is structural: same inputs,
+constants (bitwise), nodes, attributes, source lines and outputs.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .dtypes import to_numpy
+from .pytree import TreeDef, leaf_names
+from .types import TensorType
+
+
+class Value:
+    """A typed SSA value. `data` is set only for constants."""
+
+    __slots__ = ("type", "name", "data")
+
+    def __init__(self, type: TensorType, name: str | None = None, data: np.ndarray | None = None):
+        self.type = type
+        self.name = name
+        self.data = data
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+    def __repr__(self) -> str:
+        return f"Value({self.name or hex(id(self))}: {self.type})"
+
+
+def constant(array) -> Value:
+    """A constant Value holding a private copy of `array`."""
+    from .dtypes import dtype_of
+
+    dt = dtype_of(np.asarray(array).dtype)
+    arr = np.array(array, dtype=to_numpy(dt), copy=True, order="C")
+    arr.flags.writeable = False
+    return Value(TensorType(dt, arr.shape), data=arr)
+
+
+class Node:
+    """One op application: `outputs = op(inputs) {attrs}`, with the user's source line."""
+
+    __slots__ = ("op", "inputs", "attrs", "outputs", "source")
+
+    def __init__(self, op: str, inputs: Iterable[Value], attrs: dict, outputs: Iterable[Value],
+                 source: str | None = None):
+        self.op = op
+        self.inputs = tuple(inputs)
+        self.attrs = dict(attrs)
+        self.outputs = tuple(outputs)
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"Node({self.op}, {len(self.inputs)} in, {len(self.outputs)} out, {self.source})"
+
+
+class Graph:
+    """A traced program.
+
+    `arg_names[i]` names the i-th argument; `in_tree` is the TreeDef of the argument
+    tuple, so `inputs` (its leaves) are named `arg_name + path`. `out_tree` is the
+    TreeDef of the returned pytree, `outputs` its leaves.
+    """
+
+    def __init__(self, name: str, arg_names: list[str], in_tree: TreeDef, inputs: list[Value],
+                 nodes: list[Node], out_tree: TreeDef, outputs: list[Value],
+                 constants: list[Value] | None = None):
+        self.name = name
+        self.arg_names = list(arg_names)
+        self.in_tree = in_tree
+        self.inputs = list(inputs)
+        self.nodes = list(nodes)
+        self.out_tree = out_tree
+        self.outputs = list(outputs)
+        self.constants = list(constants or [])
+        for v, n in zip(self.inputs, self.input_names()):
+            v.name = n
+
+    def input_names(self) -> list[str]:
+        return [n for name, td in zip(self.arg_names, self.in_tree.children) for n in leaf_names(name, td)]
+
+    def input_tree(self, i: int) -> TreeDef:
+        return self.in_tree.children[i]
+
+    def input_range(self, i: int) -> range:
+        """Positions in `inputs` of argument i's leaves."""
+        start = sum(c.num_leaves for c in self.in_tree.children[:i])
+        return range(start, start + self.in_tree.children[i].num_leaves)
+
+    def __str__(self) -> str:
+        from .printer import print_graph
+
+        return print_graph(self)
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes, {len(self.outputs)} outputs>"
+
+    def _key(self):
+        ids: dict[int, object] = {}
+        for i, v in enumerate(self.inputs):
+            ids[id(v)] = ("in", i)
+        consts = []
+        for i, v in enumerate(self.constants):
+            ids[id(v)] = ("const", i)
+            consts.append((str(v.type), v.data.tobytes()))
+        nodes = []
+        for j, n in enumerate(self.nodes):
+            for k, o in enumerate(n.outputs):
+                ids[id(o)] = ("node", j, k)
+            nodes.append((n.op, tuple(ids.get(id(v), "?") for v in n.inputs), sorted(n.attrs.items()),
+                          tuple(str(o.type) for o in n.outputs), n.source))
+        return (self.name, tuple(self.arg_names), self.in_tree, tuple(str(v.type) for v in self.inputs),
+                tuple(consts), tuple(nodes), self.out_tree, tuple(ids.get(id(v), "?") for v in self.outputs))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Graph) and self._key() == other._key()
+
+    __hash__ = None  # graphs are mutable containers

@@ -1,0 +1,356 @@
+"""The op set. Each op is declared once: arity, attributes, category, type rule.
+
+Ops follow ONNX operators of the same meaning (snake_case names) so export is 1:1.
+Attributes are stored canonical: axes non-negative and sorted, defaults filled in, so
+two graphs that mean the same thing print the same.
+"""
+from __future__ import annotations
+
+from .dtypes import FLOATS, INTS
+from .errors import TypeRuleError
+from .registry import Attr, Category, register
+from .types import TensorType, dim_divide, dim_product
+
+E, R, S = Category.ELEMENTWISE, Category.REDUCE, Category.SHAPE
+NUMERIC = FLOATS | INTS
+
+
+def _fmt(types) -> str:
+    return ", ".join(map(str, types))
+
+
+def _need_dtype(op, t: TensorType, allowed, what="input"):
+    if t.dtype not in allowed:
+        kind = "floating-point" if allowed == FLOATS else "numeric" if allowed == NUMERIC else "/".join(sorted(allowed))
+        raise TypeRuleError(
+            f"{op}: {what} has dtype {t.dtype}, expected {kind}",
+            hint="cast with .astype('float32')" if allowed == FLOATS else None,
+        )
+
+
+def _same_dtype(op, types):
+    if len({t.dtype for t in types}) > 1:
+        raise TypeRuleError(
+            f"{op}: dtypes differ ({_fmt(types)})",
+            hint="tapeir does not promote tensor dtypes; cast one side with .astype(...)",
+        )
+
+
+def broadcast_shapes(op, *types) -> tuple:
+    """numpy broadcasting over int and symbolic dims (a symbol matches itself or 1)."""
+    rank = max(t.rank for t in types)
+    out = []
+    for i in range(-rank, 0):
+        dims = {t.shape[i] for t in types if t.rank >= -i} - {1}
+        if len(dims) > 1:
+            raise TypeRuleError(
+                f"{op}: shapes do not broadcast ({_fmt(types)}): axis {i} has sizes "
+                + " vs ".join(str(t.shape[i]) if t.rank >= -i else "-" for t in types),
+                hint="sizes must match or be 1; reshape or broadcast_to first",
+            )
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def _check_axes(op, axes, rank, name="axes"):
+    if any(a < 0 or a >= rank for a in axes):
+        raise TypeRuleError(f"{op}: {name} {list(axes)} out of range for rank {rank}")
+    if list(axes) != sorted(set(axes)):
+        raise TypeRuleError(f"{op}: {name} {list(axes)} must be sorted and unique")
+
+
+# ---- type rules -------------------------------------------------------------------
+
+def unary(allowed):
+    def rule(op, ts, attrs):
+        _need_dtype(op, ts[0], allowed)
+        return [ts[0]]
+    return rule
+
+
+def binary(allowed, out_dtype=None):
+    def rule(op, ts, attrs):
+        for t in ts:
+            _need_dtype(op, t, allowed)
+        _same_dtype(op, ts)
+        return [TensorType(out_dtype or ts[0].dtype, broadcast_shapes(op, *ts))]
+    return rule
+
+
+def where_rule(op, ts, attrs):
+    c, a, b = ts
+    if c.dtype != "bool":
+        raise TypeRuleError(f"where: condition has dtype {c.dtype}, expected bool",
+                            hint="build it with a comparison, e.g. x > 0")
+    _same_dtype("where", [a, b])
+    return [TensorType(a.dtype, broadcast_shapes("where", c, a, b))]
+
+
+def cast_rule(op, ts, attrs):
+    return [ts[0].with_dtype(attrs["to"])]
+
+
+def clip_rule(op, ts, attrs):
+    _need_dtype("clip", ts[0], NUMERIC)
+    lo, hi = attrs["min"], attrs["max"]
+    if lo is not None and hi is not None and lo > hi:
+        raise TypeRuleError(f"clip: min={lo} is greater than max={hi}")
+    return [ts[0]]
+
+
+def reduce_rule(allowed):
+    def rule(op, ts, attrs):
+        t = ts[0]
+        _need_dtype(op, t, allowed)
+        axes = attrs["axes"]
+        _check_axes(op, axes, t.rank)
+        shape = [1 if i in axes else d for i, d in enumerate(t.shape)] if attrs["keepdims"] else [
+            d for i, d in enumerate(t.shape) if i not in axes]
+        return [t.with_shape(shape)]
+    return rule
+
+
+def axis_rule(op, ts, attrs):
+    t = ts[0]
+    _need_dtype(op, t, FLOATS)
+    if not 0 <= attrs["axis"] < t.rank:
+        raise TypeRuleError(f"{op}: axis {attrs['axis']} out of range for {t}")
+    return [t]
+
+
+def matmul_rule(op, ts, attrs):
+    a, b = ts
+    _same_dtype("matmul", ts)
+    _need_dtype("matmul", a, NUMERIC)
+    if a.rank == 0 or b.rank == 0:
+        raise TypeRuleError(f"matmul: operands must have rank >= 1, got {_fmt(ts)}",
+                            hint="use * for scaling by a scalar")
+    ash = (1,) + a.shape if a.rank == 1 else a.shape
+    bsh = b.shape + (1,) if b.rank == 1 else b.shape
+    if ash[-1] != bsh[-2]:
+        raise TypeRuleError(
+            f"matmul: contracting dims differ ({_fmt(ts)}): {ash[-1]} vs {bsh[-2]}",
+            hint="a @ b needs a.shape[-1] == b.shape[-2]; transpose one side?")
+    batch = broadcast_shapes("matmul", TensorType(a.dtype, ash[:-2]), TensorType(b.dtype, bsh[:-2]))
+    shape = batch + ((ash[-2],) if a.rank > 1 else ()) + ((bsh[-1],) if b.rank > 1 else ())
+    return [TensorType(a.dtype, shape)]
+
+
+def reshape_rule(op, ts, attrs):
+    t, shape = ts[0], list(attrs["shape"])
+    if shape.count(-1) > 1:
+        raise TypeRuleError(f"reshape: more than one -1 in shape {shape}")
+    total = dim_product(t.shape)
+    if -1 in shape:
+        i = shape.index(-1)
+        known = dim_product(d for d in shape if d != -1)
+        inferred = dim_divide(total, known)
+        if inferred is None:
+            raise TypeRuleError(f"reshape: cannot reshape {t} to {shape}: {total} is not a multiple of {known}")
+        shape[i] = inferred
+    if dim_product(shape) != total:
+        raise TypeRuleError(f"reshape: cannot reshape {t} ({total} elements) to {shape} ({dim_product(shape)} elements)",
+                            hint="the element count must stay the same; use -1 for one inferred dim")
+    return [t.with_shape(shape)]
+
+
+def transpose_rule(op, ts, attrs):
+    t, perm = ts[0], attrs["perm"]
+    if sorted(perm) != list(range(t.rank)):
+        raise TypeRuleError(f"transpose: perm {list(perm)} is not a permutation of the {t.rank} axes of {t}")
+    return [t.with_shape([t.shape[p] for p in perm])]
+
+
+def broadcast_to_rule(op, ts, attrs):
+    t, shape = ts[0], attrs["shape"]
+    if -1 in shape or len(shape) < t.rank:
+        raise TypeRuleError(f"broadcast_to: cannot broadcast {t} to {list(shape)}")
+    for i in range(1, t.rank + 1):
+        if t.shape[-i] not in (1, shape[-i]):
+            raise TypeRuleError(f"broadcast_to: cannot broadcast {t} to {list(shape)}: axis {-i} is {t.shape[-i]} vs {shape[-i]}",
+                                hint="only size-1 axes (and missing leading axes) broadcast")
+    return [t.with_shape(shape)]
+
+
+def concatenate_rule(op, ts, attrs):
+    axis = attrs["axis"]
+    _same_dtype("concatenate", ts)
+    first = ts[0]
+    if not 0 <= axis < first.rank:
+        raise TypeRuleError(f"concatenate: axis {axis} out of range for {first}")
+    for t in ts[1:]:
+        if t.rank != first.rank or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
+            raise TypeRuleError(f"concatenate: shapes differ off axis {axis} ({_fmt(ts)})")
+    sizes = [t.shape[axis] for t in ts]
+    if not all(isinstance(s, int) for s in sizes):
+        raise TypeRuleError(f"concatenate: cannot concatenate along symbolic axis {axis} ({_fmt(ts)})")
+    return [first.with_shape(first.shape[:axis] + (sum(sizes),) + first.shape[axis + 1:])]
+
+
+def slice_rule(op, ts, attrs):
+    t = ts[0]
+    axes, starts, stops, steps = attrs["axes"], attrs["starts"], attrs["stops"], attrs["steps"]
+    if not len(axes) == len(starts) == len(stops) == len(steps):
+        raise TypeRuleError("slice: axes, starts, stops and steps must have the same length")
+    _check_axes("slice", axes, t.rank)
+    shape = list(t.shape)
+    for a, start, stop, step in zip(axes, starts, stops, steps):
+        n = shape[a]
+        if not isinstance(n, int):
+            raise TypeRuleError(f"slice: axis {a} of {t} is symbolic; only full slices (:) keep it")
+        if step == 0 or not (0 <= start <= n and -1 <= stop <= n):
+            raise TypeRuleError(f"slice: bounds {start}:{stop}:{step} invalid for axis {a} of size {n}")
+        shape[a] = len(range(start, stop, step))
+    return [t.with_shape(shape)]
+
+
+def squeeze_rule(op, ts, attrs):
+    t, axes = ts[0], attrs["axes"]
+    _check_axes("squeeze", axes, t.rank)
+    if any(t.shape[a] != 1 for a in axes):
+        raise TypeRuleError(f"squeeze: axes {list(axes)} of {t} are not all size 1")
+    return [t.with_shape([d for i, d in enumerate(t.shape) if i not in axes])]
+
+
+def unsqueeze_rule(op, ts, attrs):
+    t, axes = ts[0], attrs["axes"]
+    rank = t.rank + len(axes)
+    _check_axes("unsqueeze", axes, rank)
+    it = iter(t.shape)
+    return [t.with_shape([1 if i in axes else next(it) for i in range(rank)])]
+
+
+def _spatial_out(op, t, k, stride, padding, dilation):
+    out = []
+    for i in range(2):
+        n = t.shape[2 + i]
+        if not isinstance(n, int):
+            raise TypeRuleError(f"{op}: spatial dims must be static, got {t}")
+        size = (n + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1
+        if size <= 0:
+            raise TypeRuleError(f"{op}: window {k} (dilation {dilation}) larger than padded input {t}")
+        out.append(size)
+    return out
+
+
+def _check_pairs(op, attrs, names):
+    for n in names:
+        v = attrs[n]
+        if len(v) != 2 or any(x < (0 if n == "padding" else 1) for x in v):
+            raise TypeRuleError(f"{op}: {n}={list(v)} must be two {'non-negative' if n == 'padding' else 'positive'} ints")
+
+
+def conv2d_rule(op, ts, attrs):
+    x, w = ts[0], ts[1]
+    _same_dtype("conv2d", ts)
+    _need_dtype("conv2d", x, FLOATS)
+    if x.rank != 4 or w.rank != 4:
+        raise TypeRuleError(f"conv2d: expected input [N,C,H,W] and weight [O,C/groups,kH,kW], got {_fmt(ts)}")
+    _check_pairs("conv2d", attrs, ("stride", "padding", "dilation"))
+    g = attrs["groups"]
+    if g < 1 or x.shape[1] != dim_product([w.shape[1], g]) or not isinstance(w.shape[0], int) or w.shape[0] % g:
+        raise TypeRuleError(f"conv2d: channels do not match groups={g} ({_fmt(ts)})",
+                            hint="input channels must equal weight.shape[1] * groups, and groups must divide out channels")
+    if len(ts) == 3 and ts[2].shape != (w.shape[0],):
+        raise TypeRuleError(f"conv2d: bias must be [{w.shape[0]}], got {ts[2]}")
+    h, wd = _spatial_out("conv2d", x, w.shape[2:], attrs["stride"], attrs["padding"], attrs["dilation"])
+    return [x.with_shape((x.shape[0], w.shape[0], h, wd))]
+
+
+def pool_rule(op, ts, attrs):
+    x = ts[0]
+    _need_dtype(op, x, FLOATS)
+    if x.rank != 4:
+        raise TypeRuleError(f"{op}: expected input [N,C,H,W], got {x}")
+    _check_pairs(op, attrs, ("kernel", "stride", "padding", "dilation"))
+    k, p = attrs["kernel"], attrs["padding"]
+    if any(2 * p[i] > k[i] for i in range(2)):
+        raise TypeRuleError(f"{op}: padding {list(p)} must be at most half the kernel {list(k)}")
+    h, w = _spatial_out(op, x, k, attrs["stride"], p, attrs["dilation"])
+    return [x.with_shape(x.shape[:2] + (h, w))]
+
+
+def layer_norm_rule(op, ts, attrs):
+    x, axis = ts[0], attrs["axis"]
+    _need_dtype("layer_norm", x, FLOATS)
+    _same_dtype("layer_norm", ts)
+    if not 0 <= axis < x.rank:
+        raise TypeRuleError(f"layer_norm: axis {axis} out of range for {x}")
+    for t, what in zip(ts[1:], ("weight", "bias")):
+        if t.shape != x.shape[axis:]:
+            raise TypeRuleError(f"layer_norm: {what} shape {t} must equal normalized shape {list(x.shape[axis:])}")
+    return [x]
+
+
+def class_loss_rule(op, ts, attrs):
+    x, labels = ts
+    _need_dtype(op, x, FLOATS, "input")
+    _need_dtype(op, labels, INTS, "labels")
+    want = x.shape[:1] + x.shape[2:] if x.rank >= 2 else ()
+    if x.rank == 0 or labels.shape != want:
+        raise TypeRuleError(
+            f"{op}: labels {labels} do not fit input {x}",
+            hint="input is [N,C] (or [N,C,d...] or [C]); labels are integer classes [N] (or [N,d...] or [])")
+    shape = () if attrs["reduction"] != "none" else want
+    return [TensorType(x.dtype, shape)]
+
+
+# ---- declarations -----------------------------------------------------------------
+
+def _decl(name, arity, cat, rule, attrs=None, **kw):
+    register(name, arity, cat, rule, attrs, **kw)
+
+
+_UNARY_FLOAT = ["exp", "log", "reciprocal", "sqrt", "tanh", "sigmoid", "softplus", "sin", "cos"]
+for _n in _UNARY_FLOAT:
+    _decl(_n, 1, E, unary(FLOATS))
+for _n in ["neg", "abs", "relu"]:
+    _decl(_n, 1, E, unary(NUMERIC))
+_decl("leaky_relu", 1, E, unary(FLOATS), {"alpha": Attr("float", 0.01)})
+_decl("elu", 1, E, unary(FLOATS), {"alpha": Attr("float", 1.0)})
+_decl("gelu", 1, E, unary(FLOATS), {"approximate": Attr("str", "none", ("none", "tanh"))})
+_decl("clip", 1, E, clip_rule, {"min": Attr("float?", None), "max": Attr("float?", None)})
+_decl("cast", 1, E, cast_rule, {"to": Attr("dtype")})
+
+for _n in ["add", "sub", "mul", "maximum", "minimum"]:
+    _decl(_n, 2, E, binary(NUMERIC))
+for _n in ["div", "pow"]:
+    _decl(_n, 2, E, binary(FLOATS))
+for _n in ["equal", "not_equal"]:
+    _decl(_n, 2, E, binary(NUMERIC | {"bool"}, "bool"), differentiable=False)
+for _n in ["less", "less_equal", "greater", "greater_equal"]:
+    _decl(_n, 2, E, binary(NUMERIC, "bool"), differentiable=False)
+_decl("where", 3, E, where_rule)
+
+_REDUCE_ATTRS = {"axes": Attr("ints"), "keepdims": Attr("bool", False)}
+for _n, _allowed in [("sum", NUMERIC), ("mean", FLOATS), ("max", NUMERIC), ("min", NUMERIC)]:
+    _decl(_n, 1, R, reduce_rule(_allowed), _REDUCE_ATTRS)
+_decl("logsumexp", 1, R, reduce_rule(FLOATS), _REDUCE_ATTRS)
+
+_decl("softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")})
+_decl("log_softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")})
+_decl("layer_norm", (1, 3), Category.NORMALIZE, layer_norm_rule,
+      {"axis": Attr("int"), "epsilon": Attr("float", 1e-5)})
+
+_decl("matmul", 2, Category.CONTRACT, matmul_rule)
+_decl("conv2d", (2, 3), Category.CONTRACT, conv2d_rule,
+      {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)),
+       "dilation": Attr("ints", (1, 1)), "groups": Attr("int", 1)})
+_POOL = {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", (0, 0)),
+         "dilation": Attr("ints", (1, 1))}
+_decl("max_pool2d", 1, Category.WINDOW, pool_rule, _POOL)
+_decl("avg_pool2d", 1, Category.WINDOW, pool_rule,
+      {**_POOL, "count_include_pad": Attr("bool", True)})
+
+_decl("reshape", 1, S, reshape_rule, {"shape": Attr("shape")})
+_decl("transpose", 1, S, transpose_rule, {"perm": Attr("ints")})
+_decl("broadcast_to", 1, S, broadcast_to_rule, {"shape": Attr("shape")})
+_decl("concatenate", (1, None), S, concatenate_rule, {"axis": Attr("int")})
+_decl("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("ints"),
+                                  "stops": Attr("ints"), "steps": Attr("ints")})
+_decl("squeeze", 1, S, squeeze_rule, {"axes": Attr("ints")})
+_decl("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")})
+
+_LOSS = {"reduction": Attr("str", "mean", ("mean", "sum", "none")), "ignore_index": Attr("int", -100)}
+_decl("cross_entropy", 2, Category.LOSS, class_loss_rule, _LOSS)
+_decl("nll_loss", 2, Category.LOSS, class_loss_rule, _LOSS)

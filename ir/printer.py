@@ -1,0 +1,114 @@
+"""The text form: deterministic, typed, one node a line, parses back (ir/parser.py).
+
+    graph NAME(ARG: TREE, ...) {
+      %c0: f32[] = const 2.0
+      %0: f32[B,32] = matmul(x, params.w1)             # model.py:14
+      %1: f32[B,32] = mul(%0, %c0) {}                  # model.py:15
+      return %1
+    }
+
+Intermediates are numbered %0, %1, ... in order, constants %c0, %c1, ...; graph inputs
+are referred to by their path names. Attributes print sorted. Constants with at most
+`INLINE_LIMIT` elements print their values; larger ones (or ones holding NaN) print
+their raw little-endian bytes in base64, so the round trip is bit-exact.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+
+from .pytree import TreeDef
+
+INLINE_LIMIT = 16
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+_KEYWORDS = {"graph", "return", "const", "base64", "true", "false", "none", "inf", "nan"}
+
+
+def fmt_name(name: str) -> str:
+    """A name prints bare when it is identifier-like (dots allowed), else JSON-quoted."""
+    return name if _BARE.match(name) and name not in _KEYWORDS else json.dumps(name)
+
+
+def fmt_scalar(x) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "true" if x else "false"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, np.floating):
+        s = str(x)  # numpy's shortest repr that round-trips in x's own dtype
+    else:
+        s = repr(float(x))
+    if s in ("inf", "-inf", "nan"):
+        return s
+    return s if any(c in s for c in ".en") else s + ".0"
+
+
+def fmt_attr(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(fmt_attr(x) for x in v) + "]"
+    return fmt_scalar(v)
+
+
+def fmt_const(data: np.ndarray) -> str:
+    if data.size <= INLINE_LIMIT and not (data.dtype.kind == "f" and np.isnan(data).any()):
+        if data.ndim == 0:
+            return fmt_scalar(data[()])
+        return "[" + ", ".join(fmt_scalar(x) for x in data.reshape(-1)) + "]"
+    raw = np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
+    return "base64 " + json.dumps(base64.b64encode(raw).decode("ascii"))
+
+
+def fmt_tree(td: TreeDef, leaves) -> str:
+    it = iter(leaves)
+
+    def go(t):
+        if t.kind == "leaf":
+            return next(it)
+        kids = [go(c) for c in t.children]
+        if t.kind == "dict":
+            return "{" + ", ".join(f"{fmt_name(k)}: {v}" for k, v in zip(t.keys, kids)) + "}"
+        if t.kind == "list":
+            return "[" + ", ".join(kids) + "]"
+        return "(" + ", ".join(kids) + ("," if len(kids) == 1 else "") + ")"
+
+    return go(td)
+
+
+def print_graph(g) -> str:
+    names: dict[int, str] = {}
+    for v in g.inputs:
+        names[id(v)] = fmt_name(v.name)
+    lines: list[tuple[str, str | None]] = []
+    for i, c in enumerate(g.constants):
+        names[id(c)] = f"%c{i}"
+        lines.append((f"%c{i}: {c.type} = const {fmt_const(c.data)}", None))
+    counter = 0
+    for n in g.nodes:
+        binders = []
+        for o in n.outputs:
+            names[id(o)] = f"%{counter}"
+            binders.append(f"%{counter}: {o.type}")
+            counter += 1
+        args = ", ".join(names.get(id(v), "%?") for v in n.inputs)
+        text = f"{', '.join(binders)} = {n.op}({args})"
+        if n.attrs:
+            text += " {" + ", ".join(f"{k}={fmt_attr(v)}" for k, v in sorted(n.attrs.items())) + "}"
+        lines.append((text, n.source))
+
+    in_types = iter(str(v.type) for v in g.inputs)
+    params = ", ".join(f"{fmt_name(a)}: {fmt_tree(td, in_types)}"
+                       for a, td in zip(g.arg_names, g.in_tree.children))
+    width = min(max((len(t) for t, s in lines if s), default=0), 72)
+    out = [f"graph {fmt_name(g.name)}({params}) {{"]
+    for text, source in lines:
+        out.append(f"  {text.ljust(width)}  # {source}" if source else f"  {text}")
+    out.append(f"  return {fmt_tree(g.out_tree, [names.get(id(v), '%?') for v in g.outputs])}")
+    out.append("}")
+    return "\n".join(out) + "\n"

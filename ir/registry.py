@@ -1,0 +1,154 @@
+"""The op registry: every IR op is declared once here, with its arity, attribute
+schema, category and type rule. Every other concern (VJP, IMPL, EXPORT, IMPORT) is a
+table keyed by the op name, kept in the module that uses it.
+
+`ir/ops.py` fills the registry; this module holds the machinery.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable
+
+from .dtypes import dtype_of
+from .errors import TypeRuleError
+from .types import TensorType, check_dim
+
+
+class Category(Enum):
+    ELEMENTWISE = "elementwise"   # output[i] depends on input[i] only (after broadcasting)
+    REDUCE = "reduce"             # folds axes away
+    SHAPE = "shape"               # moves/copies elements, no arithmetic
+    CONTRACT = "contract"         # matmul, conv
+    WINDOW = "window"             # pooling
+    NORMALIZE = "normalize"       # softmax family, layer_norm
+    LOSS = "loss"
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute in an op's schema: its kind, default and allowed values.
+
+    kinds: int, float, bool, str, dtype, ints (tuple of ints), shape (tuple of dims,
+    -1 allowed), float? (a float or None).
+    """
+
+    kind: str
+    default: Any = _REQUIRED
+    choices: tuple | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def normalize(self, op: str, name: str, value):
+        def bad(expected):
+            return TypeRuleError(f"{op}: attribute {name}={value!r} is not {expected}")
+
+        k = self.kind
+        if k == "int":
+            if isinstance(value, bool) or not hasattr(value, "__index__"):
+                raise bad("an int")
+            value = int(value)
+        elif k == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+                raise bad("a float")
+            value = float(value)
+        elif k == "float?":
+            if value is not None:
+                if isinstance(value, bool) or not hasattr(value, "__float__"):
+                    raise bad("a float or None")
+                value = float(value)
+        elif k == "bool":
+            if not isinstance(value, bool):
+                raise bad("a bool")
+        elif k == "str":
+            if not isinstance(value, str):
+                raise bad("a string")
+        elif k == "dtype":
+            value = dtype_of(value)
+        elif k == "ints":
+            if not isinstance(value, (tuple, list)) or any(
+                isinstance(v, bool) or not hasattr(v, "__index__") for v in value
+            ):
+                raise bad("a list of ints")
+            value = tuple(int(v) for v in value)
+        elif k == "shape":
+            if not isinstance(value, (tuple, list)):
+                raise bad("a shape (list of ints and symbols)")
+            value = tuple(-1 if (not isinstance(v, str) and v == -1) else check_dim(v) for v in value)
+        else:  # pragma: no cover - schema typo
+            raise AssertionError(f"unknown attribute kind {k}")
+        if self.choices is not None and value not in self.choices:
+            raise TypeRuleError(
+                f"{op}: attribute {name}={value!r} is not one of {list(self.choices)}"
+            )
+        return value
+
+
+TypeRule = Callable[[str, list, dict], list]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    arity: tuple[int, int | None]          # (min, max); max None = variadic
+    category: Category
+    type_rule: TypeRule                    # (op name, input types, attrs) -> output types
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    differentiable: bool = True            # False: outputs carry no gradient (comparisons)
+    doc: str = ""
+
+    def check_arity(self, n: int) -> None:
+        lo, hi = self.arity
+        if n < lo or (hi is not None and n > hi):
+            want = f"{lo}" if lo == hi else f"{lo}..{'' if hi is None else hi}"
+            raise TypeRuleError(f"{self.name} takes {want} inputs, got {n}")
+
+    def normalize_attrs(self, attrs: dict) -> dict:
+        unknown = set(attrs) - set(self.attrs)
+        if unknown:
+            raise TypeRuleError(
+                f"{self.name}: unknown attribute(s) {sorted(unknown)}",
+                hint=f"{self.name} takes {sorted(self.attrs) or 'no attributes'}",
+            )
+        out = {}
+        for name, spec in self.attrs.items():
+            if name in attrs:
+                out[name] = spec.normalize(self.name, name, attrs[name])
+            elif spec.required:
+                raise TypeRuleError(f"{self.name}: missing attribute {name!r}")
+            else:
+                out[name] = spec.default
+        return out
+
+    def infer(self, in_types: list[TensorType], attrs: dict) -> list[TensorType]:
+        """Check arity and attributes and return the output types (raises TypeRuleError)."""
+        self.check_arity(len(in_types))
+        return self.type_rule(self.name, in_types, attrs)
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(name, arity, category, type_rule, attrs=None, differentiable=True, doc=""):
+    if name in OPS:
+        raise AssertionError(f"op {name} registered twice")
+    if isinstance(arity, int):
+        arity = (arity, arity)
+    OPS[name] = OpDef(name, arity, category, type_rule, dict(attrs or {}), differentiable, doc)
+    return OPS[name]
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise TypeRuleError(f"unknown op {name!r}", hint="see tapeir.ir.OPS for the op set") from None
+
+
+def ops_in(category: Category) -> frozenset[str]:
+    return frozenset(n for n, d in OPS.items() if d.category is category)

@@ -1,0 +1,32 @@
+"""save/load: a graph file is its text form (UTF-8), so loading never executes code.
+
+The text form is exact: constants are inline or base64 little-endian bytes.
+"""
+from __future__ import annotations
+
+import os
+
+from .parser import parse
+from .printer import print_graph
+
+MAGIC = "# tapeir graph v1\n"
+
+
+def save(g, path: str | os.PathLike) -> None:
+    """Write `g` to `path`; `load(path) == g`.
+
+    >>> import numpy as np, tapeir as tp, tempfile, os
+    >>> g = tp.trace(lambda x: x * 2.0, np.ones(2, np.float32))
+    >>> p = os.path.join(tempfile.mkdtemp(), "g.tapeir"); tp.save(g, p); tp.load(p) == g
+    True
+    """
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(MAGIC + print_graph(g))
+
+
+def load(path: str | os.PathLike):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if text.startswith(MAGIC):
+        text = text[len(MAGIC):]
+    return parse(text)

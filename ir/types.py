@@ -1,0 +1,132 @@
+"""TensorType: a dtype and a shape whose dims are ints or symbols.
+
+A symbolic dim is a name (`"B"`) or a product of names and one int (`"4*B"`, `"B*T"`),
+which is what reshaping a symbolic shape produces. Symbols are bound to sizes when a
+graph runs; two dims are equal only when they are the same int or the same product.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Union
+
+from .dtypes import dtype_of
+from .errors import TapeirError
+
+Dim = Union[int, str]
+
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_dim(d) -> Dim:
+    """Validate one dim: a non-negative int or a product of symbols (and an int)."""
+    if isinstance(d, bool):
+        raise TapeirError(f"dim {d!r} is a bool", hint="dims are ints or symbol names like 'B'")
+    if isinstance(d, int) or (hasattr(d, "__index__") and not isinstance(d, str)):
+        d = int(d)
+        if d < 0:
+            raise TapeirError(f"negative dim {d}", hint="dims are sizes, >= 0")
+        return d
+    if isinstance(d, str):
+        coef, syms = factors(d)
+        return from_factors(coef, syms)
+    raise TapeirError(f"dim {d!r} is neither an int nor a symbol name",
+                      hint="use ints for known sizes and names like 'B' for symbolic ones")
+
+
+def factors(d: Dim) -> tuple[int, tuple[str, ...]]:
+    """`"4*B*T"` -> (4, ("B", "T")); `12` -> (12, ())."""
+    if isinstance(d, int):
+        return d, ()
+    coef, syms = 1, []
+    for part in d.split("*"):
+        part = part.strip()
+        if part.isdigit():
+            coef *= int(part)
+        elif _SYMBOL.match(part):
+            syms.append(part)
+        else:
+            raise TapeirError(f"bad symbolic dim {d!r}",
+                              hint="a symbolic dim is a name like 'B' or a product like '4*B'")
+    return coef, tuple(sorted(syms))
+
+
+def from_factors(coef: int, syms: tuple[str, ...]) -> Dim:
+    if not syms or coef == 0:
+        return coef
+    body = "*".join(sorted(syms))
+    return body if coef == 1 else f"{coef}*{body}"
+
+
+def dim_product(dims) -> Dim:
+    coef, syms = 1, []
+    for d in dims:
+        c, s = factors(d)
+        coef *= c
+        syms.extend(s)
+    return from_factors(coef, tuple(syms))
+
+
+def dim_divide(num: Dim, den: Dim) -> Dim | None:
+    """num / den as a dim, or None when it is not a whole dim."""
+    nc, ns = factors(num)
+    dc, ds = factors(den)
+    rest = list(ns)
+    for s in ds:
+        if s not in rest:
+            return None
+        rest.remove(s)
+    if dc == 0 or nc % dc:
+        return None
+    return from_factors(nc // dc, tuple(rest))
+
+
+def resolve_dim(d: Dim, bindings: dict[str, int]) -> int:
+    """The size of a dim once its symbols are bound."""
+    coef, syms = factors(d)
+    return coef * math.prod(bindings[s] for s in syms)
+
+
+def symbols_of(d: Dim) -> tuple[str, ...]:
+    return factors(d)[1]
+
+
+def dim_str(d: Dim) -> str:
+    return str(d)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """The type of a value: dtype short name and shape.
+
+    >>> t = TensorType("f32", ("B", 64))
+    >>> str(t), t.rank
+    ('f32[B,64]', 2)
+    """
+
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "dtype", dtype_of(self.dtype))
+        object.__setattr__(self, "shape", tuple(check_dim(d) for d in self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    def with_shape(self, shape) -> "TensorType":
+        return TensorType(self.dtype, tuple(shape))
+
+    def with_dtype(self, dtype) -> "TensorType":
+        return TensorType(dtype, self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(map(str, self.shape))}]"
+
+    __repr__ = __str__

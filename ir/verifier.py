@@ -1,0 +1,93 @@
+"""The verifier: checks a Graph's invariants and names the node that breaks one.
+
+Rules:
+  1. every node's op is registered and its arity and attributes fit the schema;
+  2. every operand is a graph input, a constant or an output of an earlier node
+     (use before definition and values from another graph are errors);
+  3. every value is defined once;
+  4. the type rule, re-run on the operand types, gives exactly the recorded output types;
+  5. constants hold arrays of their declared type; graph outputs are defined;
+  6. input names are unique and the trees match the input/output counts.
+"""
+from __future__ import annotations
+
+from .errors import TapeirError, VerifyError
+from .registry import get_op
+
+CONTEXT = 5  # lines of IR shown on each side of the failing node
+
+
+def _fail(g, index: int | None, problem: str, hint: str | None = None):
+    where = None
+    if index is not None:
+        node = g.nodes[index]
+        lines = str(g).splitlines()
+        # the node's line: header + constants + index
+        at = 1 + len(g.constants) + index
+        lo, hi = max(1, at - CONTEXT), min(len(lines), at + CONTEXT + 1)
+        excerpt = "\n".join(("  > " if i == at else "    ") + lines[i] for i in range(lo, hi))
+        where = f"node {index} ({node.op}{', ' + node.source if node.source else ''})\n{excerpt}"
+    raise VerifyError(f"verification failed at node {index}: {problem}" if index is not None
+                      else f"verification failed: {problem}", where=where, hint=hint)
+
+
+def verify(g) -> None:
+    """Raise VerifyError if `g` breaks an IR invariant; return None if it is well formed.
+
+    >>> import numpy as np, tapeir as tp
+    >>> tp.verify(tp.trace(lambda x: x + 1.0, np.ones(2, np.float32)))
+    """
+    defined: set[int] = set()
+    names = [v.name for v in g.inputs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        _fail(g, None, f"duplicate input names {dup}")
+    if g.in_tree.num_leaves != len(g.inputs) or len(g.in_tree.children) != len(g.arg_names):
+        _fail(g, None, "input tree does not match the inputs")
+    if g.out_tree.num_leaves != len(g.outputs):
+        _fail(g, None, "output tree does not match the outputs")
+    for v in g.inputs:
+        if v.is_constant:
+            _fail(g, None, f"input {v.name} carries constant data")
+        defined.add(id(v))
+    for i, c in enumerate(g.constants):
+        if c.data is None or tuple(c.data.shape) != c.type.shape or str(c.data.dtype) != str(_np(c.type.dtype)):
+            _fail(g, None, f"constant %c{i} does not hold an array of its type {c.type}")
+        if id(c) in defined:
+            _fail(g, None, f"constant %c{i} is defined twice")
+        defined.add(id(c))
+    for i, n in enumerate(g.nodes):
+        try:
+            opdef = get_op(n.op)
+            attrs = opdef.normalize_attrs(n.attrs)
+        except TapeirError as e:
+            _fail(g, i, e.problem, e.hint)
+        if attrs != n.attrs:
+            _fail(g, i, f"attributes {n.attrs} are not canonical (expected {attrs})",
+                  "build nodes through the frontend or fill defaults with the op's schema")
+        for k, v in enumerate(n.inputs):
+            if id(v) not in defined:
+                what = "a value defined later" if any(v is o for m in g.nodes[i:] for o in m.outputs) \
+                    else "a value that no node, input or constant of this graph defines (dangling)"
+                _fail(g, i, f"operand {k} is {what}", "nodes must come in topological order")
+        try:
+            want = opdef.infer([v.type for v in n.inputs], n.attrs)
+        except TapeirError as e:
+            _fail(g, i, e.problem, e.hint)
+        got = [o.type for o in n.outputs]
+        if want != got:
+            _fail(g, i, f"recorded output types {', '.join(map(str, got))} but the type rule gives "
+                  f"{', '.join(map(str, want))}")
+        for o in n.outputs:
+            if id(o) in defined:
+                _fail(g, i, "an output is defined twice (SSA: one producer per value)")
+            defined.add(id(o))
+    for k, v in enumerate(g.outputs):
+        if id(v) not in defined:
+            _fail(g, None, f"graph output {k} is not defined in the graph (dangling)")
+
+
+def _np(dtype):
+    from .dtypes import to_numpy
+
+    return to_numpy(dtype)

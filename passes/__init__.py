@@ -1,0 +1,1 @@
+"""Graph -> Graph passes (autodiff, fusion, simplification) live here."""
