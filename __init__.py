@@ -10,14 +10,15 @@ from __future__ import annotations
 from .backends.numpy_backend import compile_numpy as _compile_numpy
 from .frontend.functions import (
     abs, add, astype, avg_pool2d, binary_cross_entropy_with_logits, broadcast_to, clip, concatenate,
-    conv2d, cos, cross_entropy, div, divide, elu, equal, exp, expand_dims, gelu, greater, greater_equal,
+    conv2d, conv_transpose2d, cos, erf, cross_entropy, div, divide, elu, equal, exp, expand_dims, gelu, greater, greater_equal,
     l1_loss, layer_norm, leaky_relu, less, less_equal, log, log_softmax, logsumexp, matmul, max,
-    max_pool2d, maximum, mean, min, minimum, mse_loss, mul, multiply, negative, nll_loss, not_equal,
+    max_pool2d, maximum, mean, min, minimum, mse_loss, mul, multiply, negative, nll_loss, not_equal, pad,
     power, reciprocal, relu, reshape, safe_log, sigmoid, silu, sin, softmax, softplus, sqrt, squeeze,
     sub, subtract, sum, tanh, transpose, where,
 )
 from .frontend.tensor import Tensor
-from .frontend.tracer import Spec, trace
+from .frontend.tracer import Spec, call, trace
+from .passes import grad, value_and_grad
 from .ir import (
     OPS, Graph, ParseError, RunError, TapeirError, TensorType, TraceError, TypeRuleError, VerifyError,
     load, parse, save, verify,

@@ -13,7 +13,7 @@ def _dump(args) -> int:
 
 
 def _demo(args) -> int:
-    from .examples_demo import main as demo
+    from .demo import main as demo
 
     return demo()
 

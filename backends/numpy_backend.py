@@ -6,6 +6,8 @@ after their last use (so intermediates are freed as soon as they are dead).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..ir.dtypes import dtype_of, to_numpy
@@ -30,7 +32,9 @@ def _clip(attrs):
     lo, hi = attrs["min"], attrs["max"]
     if lo is None and hi is None:
         return lambda x: x
-    return lambda x: np.clip(x, None if lo is None else x.dtype.type(lo), None if hi is None else x.dtype.type(hi))
+    def bound(v, x, to_int):  # an int tensor clipped to [0.5, 2.5] is clipped to [1, 2], not [0, 2]
+        return None if v is None else x.dtype.type(to_int(v) if x.dtype.kind in "iu" else v)
+    return lambda x: np.clip(x, bound(lo, x, math.ceil), bound(hi, x, math.floor))
 
 
 def _slice(attrs):
@@ -55,7 +59,7 @@ IMPL = {
     "neg": _fixed(np.negative), "exp": _fixed(np.exp), "log": _fixed(np.log),
     "reciprocal": _fixed(np.reciprocal), "sqrt": _fixed(np.sqrt), "abs": _fixed(np.abs),
     "tanh": _fixed(np.tanh), "sin": _fixed(np.sin), "cos": _fixed(np.cos),
-    "sigmoid": _fixed(K.sigmoid), "softplus": _fixed(K.softplus),
+    "sigmoid": _fixed(K.sigmoid), "erf": _fixed(K.erf), "softplus": _fixed(K.softplus),
     "relu": _fixed(lambda x: np.maximum(x, x.dtype.type(0))),
     "leaky_relu": lambda a: (lambda x: K.leaky_relu(x, a["alpha"])),
     "elu": lambda a: (lambda x: K.elu(x, a["alpha"])),
@@ -76,6 +80,8 @@ IMPL = {
     "layer_norm": _with(K.layer_norm, "axis", "epsilon"),
     "matmul": _fixed(np.matmul),
     "conv2d": _with(K.conv2d, "stride", "padding", "dilation", "groups"),
+    "conv_transpose2d": _with(K.conv_transpose2d, "stride", "padding", "dilation", "groups", "output_padding"),
+    "pad": _with(K.pad, "pads", "value"),
     "max_pool2d": _with(K.max_pool2d, "kernel", "stride", "padding", "dilation"),
     "avg_pool2d": _with(K.avg_pool2d, "kernel", "stride", "padding", "dilation", "count_include_pad"),
     "reshape": lambda a: (lambda x, s=a["shape"]: np.reshape(x, s)),
@@ -232,7 +238,10 @@ class NumpyFunction:
             raise RunError(f"{g.name} takes {len(g.arg_names)} arguments ({', '.join(g.arg_names)}), got {len(args)}")
         leaves = []
         for name, td, a in zip(g.arg_names, g.in_tree.children, args):
-            lv, got = flatten(a, _is_leaf, what=f"argument {name!r}")
+            try:
+                lv, got = flatten(a, _is_leaf, what=f"argument {name!r}")
+            except TapeirError as e:  # a leaf that is not an array: a run-time input error
+                raise RunError(e.problem, hint=e.hint) from None
             if got != td:
                 raise RunError(f"argument {name!r} has a different structure than at trace time",
                                hint="pass the same nesting of dicts/lists/tuples (same keys) that was traced")

@@ -92,8 +92,8 @@ def _unary(op):
     return f
 
 
-exp, log, reciprocal, sqrt, tanh, sigmoid, softplus, sin, cos = map(
-    _unary, ["exp", "log", "reciprocal", "sqrt", "tanh", "sigmoid", "softplus", "sin", "cos"])
+exp, log, reciprocal, sqrt, tanh, sigmoid, softplus, sin, cos, erf = map(
+    _unary, ["exp", "log", "reciprocal", "sqrt", "tanh", "sigmoid", "softplus", "sin", "cos", "erf"])
 abs, relu, negative = _unary("abs"), _unary("relu"), _unary("neg")
 
 
@@ -235,9 +235,11 @@ def concatenate(xs, axis: int = 0):
     return _apply("concatenate", xs, {"axis": _axis(first, axis, "concatenate")})
 
 
-def squeeze(x, axis):
+def squeeze(x, axis=None):
+    """numpy.squeeze: drop the given size-1 axes (all size-1 axes when axis is None)."""
     x = _t(x, "squeeze")
-    return _apply("squeeze", [x], {"axes": _axes(x, axis, "squeeze")})
+    axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else _axes(x, axis, "squeeze")
+    return _apply("squeeze", [x], {"axes": axes})
 
 
 def expand_dims(x, axis):
@@ -259,7 +261,8 @@ def getitem(x: Tensor, index) -> Tensor:
     if builtins.sum(1 for i in index if i is Ellipsis) > 1:
         raise TraceError("an index can only have a single ellipsis ('...')", where=user_source())
     if n_real > x.ndim:
-        raise TraceError(f"too many indices ({n_real}) for {x.type}", where=user_source())
+        raise TraceError(f"getitem: too many indices ({n_real}) for {x.type}", where=user_source(),
+                         hint=f"a rank-{x.ndim} tensor takes at most {x.ndim} ints or slices (plus ... and None)")
     expanded = []
     for i in index:
         if i is Ellipsis:
@@ -283,6 +286,8 @@ def getitem(x: Tensor, index) -> Tensor:
                     raise TraceError(f"cannot slice symbolic axis {axis} ({n}) of {x.type} with {i}",
                                      where=user_source(), hint="only a full slice ':' keeps a symbolic axis")
                 s, e, st = i.indices(n)
+                if not range(s, e, st):  # empty: indices() may give start -1 (x[-9::-1]), which slice rejects
+                    s, e, st = 0, 0, 1
                 if (s, e, st) != (0, n, 1):
                     axes.append(axis); starts.append(s); stops.append(e); steps.append(st)
             out_pos += 1
@@ -292,8 +297,8 @@ def getitem(x: Tensor, index) -> Tensor:
                                  where=user_source())
             k = int(i)
             if not -n <= k < n:
-                raise TraceError(f"index {k} is out of bounds for axis {axis} with size {n} ({x.type})",
-                                 where=user_source())
+                raise TraceError(f"getitem: index {k} is out of bounds for axis {axis} with size {n} ({x.type})",
+                                 where=user_source(), hint=f"indices on axis {axis} are in [-{n}, {n - 1}]")
             k %= n
             axes.append(axis); starts.append(k); stops.append(k + 1); steps.append(1)
             drop.append(axis)
@@ -354,6 +359,21 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
     return _apply("conv2d", operands, {"stride": _pair(stride, "stride", "conv2d"),
                                        "padding": _pair(padding, "padding", "conv2d"),
                                        "dilation": dil, "groups": groups})
+
+
+def conv_transpose2d(input, weight, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1):
+    """torch.nn.functional.conv_transpose2d without bias: the adjoint of conv2d in its input."""
+    return _apply("conv_transpose2d", [input, weight], {
+        "stride": _pair(stride, "stride", "conv_transpose2d"), "padding": _pair(padding, "padding", "conv_transpose2d"),
+        "output_padding": _pair(output_padding, "output_padding", "conv_transpose2d"),
+        "groups": groups, "dilation": _pair(dilation, "dilation", "conv_transpose2d")})
+
+
+def pad(x, pad_width, constant_values: float = 0.0):
+    """numpy.pad in constant mode: pad_width is ((before, after), ...) per axis, or one pair for all."""
+    x = _t(x, "pad")
+    pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
+    return _apply("pad", [x], {"pads": tuple(pw[:, 0]) + tuple(pw[:, 1]), "value": constant_values})
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):

@@ -72,20 +72,54 @@ class Tracer:
         self.nodes: list[Node] = []
         self.constants: list[Value] = []
         self._const_cache: dict = {}
+        self.source_override: str | None = None  # set by passes: nodes they emit keep this source
 
     def emit(self, op: str, inputs: list[Value], attrs: dict | None = None) -> list[Value]:
         opdef = OPS[op]
+        source = self.source_override or user_source()
         try:
             attrs = opdef.normalize_attrs(attrs or {})
             out_types = opdef.infer([v.type for v in inputs], attrs)
         except TapeirError as e:
-            raise TraceError(e.problem, where=user_source(), hint=e.hint) from None
+            raise TraceError(e.problem, where=source, hint=e.hint) from None
         outs = [Value(t) for t in out_types]
-        self.nodes.append(Node(op, inputs, attrs, outs, user_source()))
+        self.nodes.append(Node(op, inputs, attrs, outs, source))
         return outs
+
+    def inline(self, graph: Graph, inputs: list[Value], env: dict | None = None) -> list[Value]:
+        """Record graph's nodes here, reading `inputs` for its inputs; return its outputs.
+
+        Types are re-inferred (a graph traced with a symbolic dim inlines at a concrete
+        size) and nodes keep their source lines, so a graph built from another still
+        points at the lines the user wrote. `env`, if given, receives old id -> new value.
+        """
+        env = {} if env is None else env
+        subst = {}
+        for a, b in zip(graph.inputs, inputs):
+            for d_old, d_new in zip(a.type.shape, b.type.shape):
+                if isinstance(d_old, str) and d_old != d_new:
+                    subst[d_old] = d_new
+        env.update((id(a), b) for a, b in zip(graph.inputs, inputs))
+        for c in graph.constants:
+            env[id(c)] = self.const(c.data)
+        saved = self.source_override
+        try:
+            for n in graph.nodes:
+                attrs = n.attrs
+                if subst and "shape" in attrs:
+                    attrs = {**attrs, "shape": tuple(subst.get(d, d) if isinstance(d, str) else d
+                                                     for d in attrs["shape"])}
+                self.source_override = n.source or saved
+                outs = self.emit(n.op, [env[id(v)] for v in n.inputs], attrs)
+                env.update((id(o), p) for o, p in zip(n.outputs, outs))
+        finally:
+            self.source_override = saved
+        return [env[id(v)] for v in graph.outputs]
 
     def const(self, array, keep=None) -> Value:
         """A constant for `array`, shared by every use of the same array or scalar."""
+        if keep is None and array.size > 64:
+            keep = array  # large arrays dedupe by identity, not by hashing their bytes
         key = (id(keep), ) if keep is not None else (array.dtype.str, array.shape, array.tobytes())
         hit = self._const_cache.get(key)
         if hit is not None:
@@ -180,3 +214,45 @@ def trace(fn, *args, name: str | None = None) -> Graph:
     gname = name or re.sub(r"\W", "_", getattr(fn, "__name__", "f")).strip("_") or "f"
     return Graph(gname, arg_names, TreeDef("tuple", tuple(trees)), inputs, tracer.nodes, out_tree,
                  outputs, tracer.constants)
+
+
+def call(graph: Graph, *args):
+    """Inside a traced function, inline `graph` on `args` (pytrees like the ones it was traced on).
+
+    Graphs compose this way: `tp.call(tp.grad(g), x)` records g's backward pass into the
+    current trace, so it can be differentiated again.
+
+    >>> import numpy as np, tapeir as tp
+    >>> sq = tp.trace(lambda x: (x * x).sum(), np.ones(3, np.float32))
+    >>> g2 = tp.trace(lambda x: tp.call(tp.grad(sq), x).sum(), np.ones(3, np.float32))
+    >>> tp.run(tp.grad(g2), np.arange(3, dtype=np.float32)).tolist()
+    [2.0, 2.0, 2.0]
+    """
+    from .tensor import Tensor
+    from .functions import _lift, _tracer_of
+
+    if not isinstance(graph, Graph):
+        raise TraceError(f"tp.call expects a Graph, got {type(graph).__name__}", where=user_source())
+    if len(args) != len(graph.arg_names):
+        raise TraceError(f"tp.call: {graph.name} takes {len(graph.arg_names)} arguments "
+                         f"({', '.join(graph.arg_names)}), got {len(args)}", where=user_source())
+    leaves = []
+    for name, td, a in zip(graph.arg_names, graph.in_tree.children, args):
+        lv, got = flatten(a, lambda x: isinstance(x, (Tensor, np.ndarray, np.generic, int, float)),
+                          what=f"argument {name!r}")
+        if got != td:
+            raise TraceError(f"tp.call: argument {name!r} has a different pytree structure than {graph.name} "
+                             "was traced with", where=user_source())
+        leaves.extend(lv)
+    tr = _tracer_of(leaves)
+    vals = []
+    for x, v in zip(leaves, graph.inputs):
+        val = _lift(tr, x, v.type.dtype, "call")
+        t = val.type
+        if t.dtype != v.type.dtype or t.rank != v.type.rank or any(
+                isinstance(a, int) and a != b for a, b in zip(v.type.shape, t.shape)):
+            raise TraceError(f"tp.call: input {v.name} of {graph.name} is {v.type}, got {t}", where=user_source(),
+                             hint="pass arrays of the dtype and shape the graph was traced with")
+        vals.append(val)
+    outs = tr.inline(graph, vals)
+    return unflatten(graph.out_tree, [Tensor(o, tr) for o in outs])

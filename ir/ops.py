@@ -146,7 +146,8 @@ def reshape_rule(op, ts, attrs):
         known = dim_product(d for d in shape if d != -1)
         inferred = dim_divide(total, known)
         if inferred is None:
-            raise TypeRuleError(f"reshape: cannot reshape {t} to {shape}: {total} is not a multiple of {known}")
+            raise TypeRuleError(f"reshape: cannot reshape {t} to {shape}: {total} is not a multiple of {known}",
+                                hint="the element count must stay the same; the known dims must divide it")
         shape[i] = inferred
     if dim_product(shape) != total:
         raise TypeRuleError(f"reshape: cannot reshape {t} ({total} elements) to {shape} ({dim_product(shape)} elements)",
@@ -157,14 +158,16 @@ def reshape_rule(op, ts, attrs):
 def transpose_rule(op, ts, attrs):
     t, perm = ts[0], attrs["perm"]
     if sorted(perm) != list(range(t.rank)):
-        raise TypeRuleError(f"transpose: perm {list(perm)} is not a permutation of the {t.rank} axes of {t}")
+        raise TypeRuleError(f"transpose: perm {list(perm)} is not a permutation of the {t.rank} axes of {t}",
+                            hint=f"give each of the axes 0..{t.rank - 1} exactly once")
     return [t.with_shape([t.shape[p] for p in perm])]
 
 
 def broadcast_to_rule(op, ts, attrs):
     t, shape = ts[0], attrs["shape"]
     if -1 in shape or len(shape) < t.rank:
-        raise TypeRuleError(f"broadcast_to: cannot broadcast {t} to {list(shape)}")
+        raise TypeRuleError(f"broadcast_to: cannot broadcast {t} to {list(shape)}",
+                            hint="the target needs at least the input's rank and no -1")
     for i in range(1, t.rank + 1):
         if t.shape[-i] not in (1, shape[-i]):
             raise TypeRuleError(f"broadcast_to: cannot broadcast {t} to {list(shape)}: axis {-i} is {t.shape[-i]} vs {shape[-i]}",
@@ -180,7 +183,8 @@ def concatenate_rule(op, ts, attrs):
         raise TypeRuleError(f"concatenate: axis {axis} out of range for {first}")
     for t in ts[1:]:
         if t.rank != first.rank or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
-            raise TypeRuleError(f"concatenate: shapes differ off axis {axis} ({_fmt(ts)})")
+            raise TypeRuleError(f"concatenate: shapes differ off axis {axis} ({_fmt(ts)})",
+                                hint=f"all operands need the same rank and sizes except on axis {axis}")
     sizes = [t.shape[axis] for t in ts]
     if not all(isinstance(s, int) for s in sizes):
         raise TypeRuleError(f"concatenate: cannot concatenate along symbolic axis {axis} ({_fmt(ts)})")
@@ -208,7 +212,8 @@ def squeeze_rule(op, ts, attrs):
     t, axes = ts[0], attrs["axes"]
     _check_axes("squeeze", axes, t.rank)
     if any(t.shape[a] != 1 for a in axes):
-        raise TypeRuleError(f"squeeze: axes {list(axes)} of {t} are not all size 1")
+        raise TypeRuleError(f"squeeze: axes {list(axes)} of {t} are not all size 1",
+                            hint="only size-1 axes can be squeezed; use reshape to merge axes")
     return [t.with_shape([d for i, d in enumerate(t.shape) if i not in axes])]
 
 
@@ -257,6 +262,44 @@ def conv2d_rule(op, ts, attrs):
     return [x.with_shape((x.shape[0], w.shape[0], h, wd))]
 
 
+def conv_transpose2d_rule(op, ts, attrs):
+    g, w = ts
+    _same_dtype(op, ts)
+    _need_dtype(op, g, FLOATS)
+    if g.rank != 4 or w.rank != 4:
+        raise TypeRuleError(f"{op}: expected input [N,O,h,w] and weight [O,C/groups,kH,kW], got {_fmt(ts)}")
+    _check_pairs(op, attrs, ("stride", "padding", "dilation"))
+    grp = attrs["groups"]
+    if g.shape[1] != w.shape[0] or not isinstance(w.shape[1], int):
+        raise TypeRuleError(f"{op}: input channels {g.shape[1]} must equal weight.shape[0] ({_fmt(ts)})")
+    out = []
+    for i in range(2):
+        n, op_ = g.shape[2 + i], attrs["output_padding"][i]
+        if not isinstance(n, int):
+            raise TypeRuleError(f"{op}: spatial dims must be static, got {g}")
+        if not 0 <= op_ < max(attrs["stride"][i], attrs["dilation"][i]):
+            raise TypeRuleError(f"{op}: output_padding {list(attrs['output_padding'])} must be below stride or dilation")
+        out.append((n - 1) * attrs["stride"][i] - 2 * attrs["padding"][i]
+                   + attrs["dilation"][i] * (w.shape[2 + i] - 1) + op_ + 1)
+    if min(out) <= 0:
+        raise TypeRuleError(f"{op}: output would be empty ({out})")
+    return [g.with_shape((g.shape[0], w.shape[1] * grp, out[0], out[1]))]
+
+
+def pad_rule(op, ts, attrs):
+    t, pads = ts[0], attrs["pads"]
+    if len(pads) != 2 * t.rank or min(pads, default=0) < 0:
+        raise TypeRuleError(f"{op}: pads {list(pads)} must be {2 * t.rank} non-negative ints for {t} "
+                            "(all befores, then all afters)")
+    shape = []
+    for i, d in enumerate(t.shape):
+        extra = pads[i] + pads[t.rank + i]
+        if extra and not isinstance(d, int):
+            raise TypeRuleError(f"{op}: cannot pad symbolic axis {i} of {t}")
+        shape.append(d + extra if extra else d)
+    return [t.with_shape(shape)]
+
+
 def pool_rule(op, ts, attrs):
     x = ts[0]
     _need_dtype(op, x, FLOATS)
@@ -301,7 +344,7 @@ def _decl(name, arity, cat, rule, attrs=None, **kw):
     register(name, arity, cat, rule, attrs, **kw)
 
 
-_UNARY_FLOAT = ["exp", "log", "reciprocal", "sqrt", "tanh", "sigmoid", "softplus", "sin", "cos"]
+_UNARY_FLOAT = ["exp", "log", "reciprocal", "sqrt", "tanh", "sigmoid", "softplus", "sin", "cos", "erf"]
 for _n in _UNARY_FLOAT:
     _decl(_n, 1, E, unary(FLOATS))
 for _n in ["neg", "abs", "relu"]:
@@ -336,6 +379,10 @@ _decl("matmul", 2, Category.CONTRACT, matmul_rule)
 _decl("conv2d", (2, 3), Category.CONTRACT, conv2d_rule,
       {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)),
        "dilation": Attr("ints", (1, 1)), "groups": Attr("int", 1)})
+_decl("conv_transpose2d", 2, Category.CONTRACT, conv_transpose2d_rule,
+      {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)), "dilation": Attr("ints", (1, 1)),
+       "groups": Attr("int", 1), "output_padding": Attr("ints", (0, 0))},
+      doc="the adjoint of conv2d with respect to its input (ONNX ConvTranspose)")
 _POOL = {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", (0, 0)),
          "dilation": Attr("ints", (1, 1))}
 _decl("max_pool2d", 1, Category.WINDOW, pool_rule, _POOL)
@@ -348,6 +395,7 @@ _decl("broadcast_to", 1, S, broadcast_to_rule, {"shape": Attr("shape")})
 _decl("concatenate", (1, None), S, concatenate_rule, {"axis": Attr("int")})
 _decl("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("ints"),
                                   "stops": Attr("ints"), "steps": Attr("ints")})
+_decl("pad", 1, S, pad_rule, {"pads": Attr("ints"), "value": Attr("float", 0.0)})
 _decl("squeeze", 1, S, squeeze_rule, {"axes": Attr("ints")})
 _decl("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")})
 

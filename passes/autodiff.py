@@ -1,0 +1,156 @@
+"""Reverse-mode autodiff as a pass: Graph -> Graph whose outputs include the gradients.
+
+The driver copies the forward nodes into a new tracer, then walks them in reverse,
+calling each op's VJP rule (passes/vjp_rules.py) on the output cotangent. Rules record
+IR, so the backward pass is an ordinary graph: printable, verifiable, differentiable
+again. Rules:
+  1. only nodes on a path from a `wrt` input to the output are differentiated;
+  2. fan-out accumulates cotangents with `add`;
+  3. a missing rule for a differentiable op is an error naming the op and source line;
+  4. backward nodes carry the source line of the forward node they differentiate;
+  5. forward values the result does not need are removed (dead-code elimination).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..frontend.tensor import Tensor
+from ..frontend.tracer import _STACK, Tracer
+from ..ir.dtypes import FLOATS, to_numpy
+from ..ir.errors import TapeirError
+from ..ir.graph import Graph, Value
+from ..ir.pytree import LEAF, TreeDef, unflatten
+from ..ir.registry import OPS
+from .simplify import dce
+from .vjp_rules import VJP
+
+
+def _wrt_list(g: Graph, wrt) -> tuple[list[int], bool]:
+    single = isinstance(wrt, (int, np.integer))
+    idx = [int(wrt)] if single else [int(w) for w in wrt]
+    for i in idx:
+        if not 0 <= i < len(g.arg_names):
+            raise TapeirError(f"wrt={wrt!r}: argument {i} does not exist; {g.name} takes "
+                              f"{len(g.arg_names)} ({', '.join(g.arg_names)})")
+        for k in g.input_range(i):
+            v = g.inputs[k]
+            if v.type.dtype not in FLOATS:
+                raise TapeirError(
+                    f"cannot differentiate with respect to {v.name}: it is {v.type}, not floating point",
+                    hint="integer inputs (labels, indices) have no gradient; choose another wrt, "
+                         "or move the integer leaves into an argument you do not differentiate")
+    if len(set(idx)) != len(idx):
+        raise TapeirError(f"wrt={wrt!r} names an argument twice")
+    return idx, single
+
+
+def _check_scalar_output(g: Graph, what: str):
+    if len(g.outputs) != 1 or g.out_tree != LEAF:
+        raise TapeirError(f"{what} needs a graph with one output, {g.name} returns {len(g.outputs)} values",
+                          hint="return a single scalar loss")
+    t = g.outputs[0].type
+    if t.shape != () or t.dtype not in FLOATS:
+        raise TapeirError(f"{what} needs a scalar floating-point output, {g.name} returns {t}",
+                          hint="reduce the output to a scalar first, e.g. .sum() or .mean()")
+
+
+def _backward(tracer: Tracer, g: Graph, env: dict, wrt_values: list[Value]) -> list[Tensor]:
+    """Append the backward nodes of g (already copied into tracer via env) and return the grads."""
+    active = {id(v) for v in wrt_values}
+    for n in g.nodes:
+        if OPS[n.op].differentiable and any(id(v) in active for v in n.inputs):
+            active.update(id(o) for o in n.outputs if o.type.dtype in FLOATS)
+    out = g.outputs[0]
+    ct: dict[int, Tensor] = {}
+    if id(out) in active:
+        ct[id(out)] = Tensor(tracer.const(np.ones((), to_numpy(out.type.dtype))), tracer)
+    for n in reversed(g.nodes):
+        if id(n.outputs[0]) not in ct or not any(id(v) in active for v in n.inputs):
+            continue
+        rule = VJP.get(n.op)
+        if rule is None:
+            raise TapeirError(f"no VJP rule for op {n.op!r}: cannot differentiate through it",
+                              where=n.source, hint="add a rule to passes/vjp_rules.py, or stop the "
+                              "gradient before this op")
+        xs = [Tensor(env[id(v)], tracer) for v in n.inputs]
+        y = Tensor(env[id(n.outputs[0])], tracer)
+        tracer.source_override = n.source
+        try:
+            cts = rule(ct[id(n.outputs[0])], xs, y, n.attrs)
+        finally:
+            tracer.source_override = None
+        if len(cts) != len(n.inputs):
+            raise AssertionError(f"VJP rule for {n.op} returned {len(cts)} cotangents for {len(n.inputs)} inputs")
+        for v, c in zip(n.inputs, cts):
+            if c is None or id(v) not in active:
+                continue
+            if c.value.type != v.type:
+                raise AssertionError(f"VJP rule for {n.op} ({n.source}) gave a {c.value.type} cotangent "
+                                     f"for a {v.type} input")
+            prev = ct.get(id(v))
+            tracer.source_override = n.source
+            try:
+                ct[id(v)] = c if prev is None else prev + c
+            finally:
+                tracer.source_override = None
+    grads = []
+    for v in wrt_values:
+        c = ct.get(id(v))
+        if c is None:  # the output does not depend on v
+            zero = Tensor(tracer.const(np.zeros((), to_numpy(v.type.dtype))), tracer)
+            c = zero if v.type.shape == () else Tensor(
+                tracer.emit("broadcast_to", [zero.value], {"shape": v.type.shape})[0], tracer)
+        grads.append(c)
+    return grads
+
+
+def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
+    _check_scalar_output(g, what)
+    idx, single = _wrt_list(g, wrt)
+    tracer = Tracer()
+    inputs = [Value(v.type) for v in g.inputs]
+    _STACK.append(tracer)
+    try:
+        env: dict = {}
+        outs = tracer.inline(g, inputs, env)
+        wrt_values = [g.inputs[k] for i in idx for k in g.input_range(i)]
+        grads = _backward(tracer, g, env, wrt_values)
+    finally:
+        _STACK.pop()
+    it = iter(grads)
+    trees = [unflatten(g.input_tree(i), [next(it).value for _ in g.input_range(i)]) for i in idx]
+    grad_tree = trees[0] if single else tuple(trees)
+    result = (outs[0], grad_tree) if keep_value else grad_tree
+    leaves, out_tree = _flatten_values(result)
+    suffix = "value_and_grad" if keep_value else "grad"
+    return dce(Graph(f"{g.name}_{suffix}", g.arg_names, g.in_tree, inputs, tracer.nodes, out_tree, leaves,
+                     tracer.constants))
+
+
+def _flatten_values(tree):
+    from ..ir.pytree import flatten
+
+    return flatten(tree, lambda x: isinstance(x, Value), what="gradient tree")
+
+
+def value_and_grad(g: Graph, wrt=0) -> Graph:
+    """A graph returning (value, grads): grads mirror argument `wrt` (a tuple of ints: a tuple of trees).
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda w, x: ((x @ w) ** 2.0).sum(), np.ones(2, np.float32), np.ones((3, 2), np.float32))
+    >>> value, grad = tp.run(tp.value_and_grad(g), np.ones(2, np.float32), np.ones((3, 2), np.float32))
+    >>> float(value), grad.tolist()
+    (12.0, [12.0, 12.0])
+    """
+    return _differentiate(g, wrt, True, "value_and_grad")
+
+
+def grad(g: Graph, wrt=0) -> Graph:
+    """A graph returning only the gradients of g's scalar output with respect to argument(s) `wrt`.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: (x * x).sum(), np.ones(3, np.float32))
+    >>> tp.run(tp.grad(g), np.arange(3, dtype=np.float32)).tolist()
+    [0.0, 2.0, 4.0]
+    """
+    return _differentiate(g, wrt, False, "grad")
