@@ -154,6 +154,9 @@ class NumpyFunction:
             fn = None if dynamic else IMPL[n.op](n.attrs)
             plan.append((fn, ins, outs[0] if len(outs) == 1 else outs, i, dynamic))
         self._plan_steps = plan
+        self._simple = all(not dyn and type(out) is int and 1 <= len(ins) <= 2 for _, ins, out, _, dyn in plan)
+        self._fast = [(fn, ins[0], ins[1] if len(ins) == 2 else -1, out) for fn, ins, out, _, _ in plan] \
+            if self._simple else []
         self._nslots = nslots
         self._out_slots = [slot[id(v)] for v in g.outputs]
         self._consts = [c.data for c in g.constants]
@@ -200,37 +203,36 @@ class NumpyFunction:
         arrays, bindings = self._bind(leaves)
         env = [None] * self._nslots
         env[:self._n_fixed] = arrays + self._consts
-        nodes = self.graph.nodes
-        step = None
+        steps = self._plan_steps
+        i = 0
         try:
-            for step in self._plan_steps:
-                fn, ins, out, i, dynamic = step
-                if dynamic:
-                    n = nodes[i]
-                    attrs = dict(n.attrs)
-                    for k in _SHAPE_ATTRS:
-                        if k in attrs:
-                            attrs[k] = tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in attrs[k])
-                    fn = IMPL[n.op](attrs)
-                if len(ins) == 1:
-                    r = fn(env[ins[0]])
-                elif len(ins) == 2:
-                    r = fn(env[ins[0]], env[ins[1]])
-                else:
+            if self._simple:  # the common case, kept tight: unary/binary kernels, one output
+                for i, (fn, a, b, out) in enumerate(self._fast):
+                    env[out] = fn(env[a]) if b < 0 else fn(env[a], env[b])
+            else:
+                for i, (fn, ins, out, _, dynamic) in enumerate(steps):
+                    if dynamic:
+                        fn = self._specialize(self.graph.nodes[i], bindings)
                     r = fn(*[env[s] for s in ins])
-                if type(out) is int:
-                    env[out] = r
-                else:
-                    for s, x in zip(out, r):
-                        env[s] = x
+                    if type(out) is int:
+                        env[out] = r
+                    else:
+                        for s, x in zip(out, r):
+                            env[s] = x
         except Exception as e:
-            if step is None:
-                raise
-            n = nodes[step[3]]
-            shapes = ", ".join(f"{np.shape(env[s])}:{getattr(env[s], 'dtype', '?')}" for s in step[1])
-            raise RunError(f"{n.op} failed at node {step[3]} of {self.graph.name}: {e}",
+            n = self.graph.nodes[i]
+            shapes = ", ".join(f"{np.shape(env[s])}:{getattr(env[s], 'dtype', '?')}" for s in steps[i][1])
+            raise RunError(f"{n.op} failed at node {i} of {self.graph.name}: {e}",
                            where=f"{n.source or '<no source>'} (operands {shapes})") from e
         return [np.asarray(env[s]) for s in self._out_slots]
+
+    @staticmethod
+    def _specialize(n, bindings):
+        attrs = dict(n.attrs)
+        for k in _SHAPE_ATTRS:
+            if k in attrs:
+                attrs[k] = tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in attrs[k])
+        return IMPL[n.op](attrs)
 
     def __call__(self, *args):
         g = self.graph

@@ -5,6 +5,7 @@ folders. Closed-over numpy arrays and Python scalars become graph constants.
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import re
@@ -195,6 +196,10 @@ def trace(fn, *args, name: str | None = None) -> Graph:
         wrapped.append((td, vals))
     tracer = Tracer()
     _STACK.append(tracer)
+    # The graph holds no reference cycles, so the cyclic GC only rescans it, over and
+    # over: with it on, tracing 100k ops costs ~30% more per op than 10k (bench_trace.py).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         call_args = [unflatten(td, [Tensor(v, tracer) for v in vals]) for td, vals in wrapped]
         result = fn(*call_args)
@@ -211,6 +216,8 @@ def trace(fn, *args, name: str | None = None) -> Graph:
                 outputs.append(tracer.const(np.asarray(x)))
     finally:
         _STACK.pop()
+        if gc_was_enabled:
+            gc.enable()
     gname = name or re.sub(r"\W", "_", getattr(fn, "__name__", "f")).strip("_") or "f"
     return Graph(gname, arg_names, TreeDef("tuple", tuple(trees)), inputs, tracer.nodes, out_tree,
                  outputs, tracer.constants)
