@@ -171,8 +171,10 @@ def _arg_names(fn, n: int) -> list[str]:
     return names
 
 
-def trace(fn, *args, name: str | None = None) -> Graph:
+def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None) -> Graph:
     """Record `fn(*args)` as a Graph. Args are pytrees of numpy arrays or `Spec`s.
+
+    Inputs are named after fn's parameters (or `arg_names`) and their pytree paths.
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x, w: tp.tanh(x @ w), tp.Spec(("B", 3)), np.ones((3, 2), np.float32))
@@ -186,7 +188,11 @@ def trace(fn, *args, name: str | None = None) -> Graph:
     """
     from .tensor import Tensor
 
-    arg_names = _arg_names(fn, len(args))
+    if arg_names is None:
+        arg_names = _arg_names(fn, len(args))
+    elif len(arg_names) != len(args):
+        raise TraceError(f"trace: {len(arg_names)} arg_names for {len(args)} arguments")
+    arg_names = list(arg_names)
     trees, inputs, wrapped = [], [], []
     for aname, arg in zip(arg_names, args):
         leaves, td = flatten(arg, _is_arg_leaf, what=f"argument {aname!r}")
