@@ -12,6 +12,41 @@ def _dump(args) -> int:
     return 0
 
 
+def op_table() -> str:
+    """The supported-op table (markdown), built from the tables themselves."""
+    from .backends.numpy_backend import IMPL
+    from .ir import OPS
+    from .ir.ops import ONNX_TWIN
+    from .passes.vjp_rules import VJP
+
+    try:
+        from .backends.onnx_export import EXPORT
+    except ImportError:
+        EXPORT = {}
+    try:
+        from .backends.onnx_import import IMPORT
+    except ImportError:
+        IMPORT = {}
+
+    def mark(ok):
+        return "yes" if ok else "-"
+
+    rows = ["| IR op | category | forward (numpy) | VJP | ONNX export | ONNX import (from) |",
+            "|---|---|---|---|---|---|"]
+    for name in sorted(OPS):
+        d = OPS[name]
+        vjp = mark(name in VJP) if d.differentiable else "no gradient"
+        twin = ONNX_TWIN.get(name)
+        imp = f"yes (`{twin}`)" if twin and twin in IMPORT else "-"
+        rows.append(f"| `{name}` | {d.category.value} | {mark(name in IMPL)} | {vjp} | {mark(name in EXPORT)} | {imp} |")
+    return "\n".join(rows) + "\n"
+
+
+def _ops(args) -> int:
+    sys.stdout.write(op_table())
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import main as demo
 
@@ -25,6 +60,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("dump", help="print the text form of a saved graph")
     p.add_argument("file", help="a graph saved with tp.save")
     p.set_defaults(func=_dump)
+    p = sub.add_parser("ops", help="print the supported-op table (forward / VJP / ONNX export / import)")
+    p.set_defaults(func=_ops)
     p = sub.add_parser("demo", help="trace a small model, print its IR and run it")
     p.set_defaults(func=_demo)
     args = parser.parse_args(argv)

@@ -402,3 +402,20 @@ _decl("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")})
 _LOSS = {"reduction": Attr("str", "mean", ("mean", "sum", "none")), "ignore_index": Attr("int", -100)}
 _decl("cross_entropy", 2, Category.LOSS, class_loss_rule, _LOSS)
 _decl("nll_loss", 2, Category.LOSS, class_loss_rule, _LOSS)
+
+# The ONNX operator each IR op mirrors (None: no twin of the same meaning; such ops export
+# as composites or ONNX local functions). Documentation and the `tapeir ops` table use it.
+ONNX_TWIN = {
+    "exp": "Exp", "log": "Log", "reciprocal": "Reciprocal", "sqrt": "Sqrt", "tanh": "Tanh",
+    "sigmoid": "Sigmoid", "softplus": "Softplus", "sin": "Sin", "cos": "Cos", "erf": "Erf", "neg": "Neg",
+    "abs": "Abs", "relu": "Relu", "leaky_relu": "LeakyRelu", "elu": "Elu", "gelu": "Gelu", "clip": "Clip",
+    "cast": "Cast", "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow", "maximum": "Max",
+    "minimum": "Min", "equal": "Equal", "not_equal": None, "less": "Less", "less_equal": "LessOrEqual",
+    "greater": "Greater", "greater_equal": "GreaterOrEqual", "where": "Where", "sum": "ReduceSum",
+    "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin", "logsumexp": "ReduceLogSumExp",
+    "softmax": "Softmax", "log_softmax": "LogSoftmax", "layer_norm": "LayerNormalization", "matmul": "MatMul",
+    "conv2d": "Conv", "conv_transpose2d": "ConvTranspose", "max_pool2d": "MaxPool", "avg_pool2d": "AveragePool",
+    "reshape": "Reshape", "transpose": "Transpose", "broadcast_to": "Expand", "concatenate": "Concat",
+    "slice": "Slice", "pad": "Pad", "squeeze": "Squeeze", "unsqueeze": "Unsqueeze",
+    "cross_entropy": "SoftmaxCrossEntropyLoss", "nll_loss": "NegativeLogLikelihoodLoss",
+}

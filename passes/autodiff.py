@@ -8,7 +8,8 @@ again. Rules:
   2. fan-out accumulates cotangents with `add`;
   3. a missing rule for a differentiable op is an error naming the op and source line;
   4. backward nodes carry the source line of the forward node they differentiate;
-  5. forward values the result does not need are removed (dead-code elimination).
+  5. forward values the result does not need are removed (dead-code elimination), and
+     so are the `x * 1` the seed cotangent leaves behind.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ..ir.errors import TapeirError
 from ..ir.graph import Graph, Value
 from ..ir.pytree import LEAF, TreeDef, unflatten
 from ..ir.registry import OPS
-from .simplify import dce
+from .simplify import drop_identities
 from .vjp_rules import VJP
 
 
@@ -123,7 +124,7 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     result = (outs[0], grad_tree) if keep_value else grad_tree
     leaves, out_tree = _flatten_values(result)
     suffix = "value_and_grad" if keep_value else "grad"
-    return dce(Graph(f"{g.name}_{suffix}", g.arg_names, g.in_tree, inputs, tracer.nodes, out_tree, leaves,
+    return drop_identities(Graph(f"{g.name}_{suffix}", g.arg_names, g.in_tree, inputs, tracer.nodes, out_tree, leaves,
                      tracer.constants))
 
 
