@@ -1,0 +1,27 @@
+"""The examples run and do what their docstrings claim."""
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "examples", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mlp_numpy_reaches_95_percent():
+    mlp = _load("mlp_numpy")
+    params, accuracy = mlp.train(verbose=False)
+    assert accuracy >= 0.95, accuracy
+    assert set(params) == {"w1", "b1", "w2", "b2"}
+
+
+def test_demo_runs(capsys):
+    from tapeir.demo import main
+
+    assert main(epochs=2) == 0
+    out = capsys.readouterr().out
+    assert "graph mlp_loss(" in out and "test accuracy" in out
