@@ -25,7 +25,8 @@ _ERF = np.frompyfunc(math.erf, 1, 1)
 
 
 def erf(x):
-    return _ERF(x).astype(x.dtype)
+    # a ufunc from frompyfunc returns a bare Python float for 0-d input: wrap it back
+    return np.asarray(_ERF(x)).astype(x.dtype)
 
 
 def gelu(x, approximate):
@@ -144,7 +145,8 @@ def nll_loss(logp, labels, *, reduction, ignore_index):
         return picked.reshape(shape)
     if reduction == "sum":
         return np.sum(picked, dtype=logp.dtype)
-    return (np.sum(picked, dtype=logp.dtype) / logp.dtype.type(keep.sum())).astype(logp.dtype)
+    with np.errstate(invalid="ignore"):  # every label ignored: 0/0 is nan, as in torch, not a warning
+        return (np.sum(picked, dtype=logp.dtype) / logp.dtype.type(keep.sum())).astype(logp.dtype)
 
 
 def cross_entropy(x, labels, *, reduction, ignore_index):
