@@ -792,6 +792,7 @@ def test_gelu_modes_differ():
     exact, approx = tp.run(g, x)
     assert 1e-5 < np.max(np.abs(exact - approx)) < 1e-2
     check(exact, vmath(_gelu)(x), F64, TOL64)
+    check(exact, vmath(lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))))(x), F64, TOL64)  # the textbook form
     check(approx, vmath(_gelu_tanh)(x), F64, TOL64)
 
 
