@@ -106,6 +106,30 @@ def conv2d(x, w, b=None, *, stride, padding, dilation, groups):
     return y
 
 
+def conv_transpose2d(g, w, *, stride, padding, dilation, groups, output_padding):
+    """The adjoint of conv2d in its input: scatter each kernel tap back (kh*kw matmuls)."""
+    n, o, oh, ow = g.shape
+    _, cg, kh, kw = w.shape
+    h = (oh - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    wd = (ow - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    out = np.zeros((n, groups, cg, hp, wp), dtype=g.dtype)
+    gg = g.reshape(n, groups, o // groups, oh, ow)
+    wg = w.reshape(groups, o // groups, cg, kh, kw)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            tap = np.einsum("ngohw,goc->ngchw", gg, wg[:, :, :, i, j])
+            out[:, :, :, r0:r0 + stride[0] * (oh - 1) + 1:stride[0], c0:c0 + stride[1] * (ow - 1) + 1:stride[1]] += tap
+    out = out.reshape(n, groups * cg, hp, wp)
+    return np.ascontiguousarray(out[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + wd])
+
+
+def pad(x, *, pads, value):
+    r = x.ndim
+    return np.pad(x, [(pads[i], pads[r + i]) for i in range(r)], constant_values=x.dtype.type(value))
+
+
 def max_pool2d(x, *, kernel, stride, padding, dilation):
     win = _windows(x, kernel, stride, padding, dilation, -np.inf)
     return np.ascontiguousarray(win.max(axis=(4, 5)))
