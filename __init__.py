@@ -26,22 +26,45 @@ from .ir import (
 
 __version__ = "0.1.0"
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "onnxruntime")
 
 
-def compile(g: Graph, backend: str = "numpy"):
+def to_onnx(g: Graph, opset: int | None = None, **kw):
+    """`g` as an onnx.ModelProto of plain ai.onnx ops (see backends/onnx_export.py)."""
+    from .backends.onnx_export import to_onnx as _to_onnx
+
+    return _to_onnx(g, opset, **kw)
+
+
+def save_onnx(g: Graph, path, opset: int | None = None, **kw) -> None:
+    """Export `g` with `to_onnx` and write it to `path` (external data above 2 GB)."""
+    from .backends.onnx_export import save_onnx as _save_onnx
+
+    _save_onnx(g, path, opset, **kw)
+
+
+def compile(g: Graph, backend: str = "numpy", **options):
     """A callable that runs `g` on the same pytrees the traced function took.
 
     >>> import numpy as np, tapeir as tp
     >>> f = tp.compile(tp.trace(lambda x: x + 1.0, tp.Spec(("N",))))
     >>> f(np.arange(3, dtype=np.float32)).tolist()
     [1.0, 2.0, 3.0]
+
+    backend="onnxruntime" takes keyword options: providers, intra_op_num_threads,
+    graph_optimization_level ("disable", "basic", "extended", "all") and opset.
     """
     if backend == "numpy":
+        if options:
+            raise TapeirError(f"the numpy backend takes no options, got {sorted(options)}")
         return _compile_numpy(g)
+    if backend == "onnxruntime":
+        from .backends.onnxruntime_backend import compile_onnxruntime
+
+        return compile_onnxruntime(g, **options)
     raise TapeirError(f"unknown backend {backend!r}", hint=f"available backends: {', '.join(BACKENDS)}")
 
 
-def run(g: Graph, *args, backend: str = "numpy"):
+def run(g: Graph, *args, backend: str = "numpy", **options):
     """Compile and call once: `tp.run(g, x)` is `tp.compile(g, backend)(x)`."""
-    return compile(g, backend)(*args)
+    return compile(g, backend, **options)(*args)

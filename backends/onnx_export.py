@@ -1,0 +1,414 @@
+"""Export a Graph to ONNX: plain ai.onnx operators plus a few local functions.
+
+Every IR op lowers through one table, `EXPORT` (backends/onnx_lowering.py), to standard
+ai.onnx operators; the ops with no operator of the same meaning (softplus, logsumexp,
+gelu below opset 20) become calls of ONNX local functions in the "tapeir" domain
+(backends/onnx_functions.py). No com.microsoft or training ops: stock onnxruntime, or any
+runtime of the chosen opset, runs forward and backward graphs alike.
+
+Opsets: 15 (CastLike, which type-generic function bodies need) up to the highest both the
+installed onnx and onnxruntime support. The default is 20, the lowest opset in which every
+IR op with an ai.onnx twin exports natively (Gelu needs 20, AveragePool dilations 19,
+LayerNormalization 17); a lower opset lowers gelu through a local function and refuses
+the ops it cannot express, naming the op, its source line and the opset it needs. The IR
+version is the lowest onnx allows for the opset (at least 8, for local functions).
+
+Names, chosen so the model reads next to the graph's text form (kept in
+`model.doc_string`):
+  * graph inputs keep their IR names (`params.w1`, `x`); symbolic dims become dim_param;
+  * constants are initializers `%c0`, `%c1`, ...; node results are `%0`, `%1`, ... as in
+    the text form; the extra nodes one IR node lowers to are named `%5.0`, `%5.1`, ...
+    after its result, and every ONNX node carries its IR node's source line as doc_string;
+  * graph outputs are named by their path in the output pytree: a single output is
+    `output`, others `output.0`, `output.1.w1`, ...; the (value, grads) output of
+    `tp.value_and_grad` is `value` and `grad.<input name>` (`grad.params.w1`), and the
+    output of `tp.grad` `grad.<input name>`, when the gradient tree matches exactly one
+    argument's tree and types (else the generic `grad.0.w1` paths). `output_names=`
+    overrides the scheme.
+The same graph exports to the same bytes every time (no timestamps, names depend only on
+the graph). A reshape or broadcast_to whose target shape holds a symbolic dim builds it at
+run time from the Shape of a graph input that carries the symbol.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..ir.dtypes import to_numpy
+from ..ir.errors import TapeirError
+from ..ir.pytree import LEAF
+from ..ir.types import factors, from_factors
+from . import onnx_functions
+
+MIN_OPSET = 15
+DEFAULT_OPSET = 20
+MIN_IR_VERSION = 8          # local functions (model.functions) arrived in IR version 8
+_EXTERNAL_DATA_LIMIT = 2 ** 31 - 2 ** 26   # protobuf's 2 GiB limit, less room for the graph
+
+
+def elem_type(dtype: str) -> int:
+    return helper.np_dtype_to_tensor_dtype(to_numpy(dtype))
+
+
+def _probe(opset: int) -> bool:
+    import onnxruntime as ort
+
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    ops = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=ops, ir_version=helper.find_min_ir_version_for(ops))
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime says "opset N is not supported" only through its exceptions
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def max_opset() -> int:
+    """The highest opset both the installed onnx and onnxruntime (if installed) support."""
+    top = onnx.defs.onnx_opset_version()
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return top
+    lo, hi = MIN_OPSET, top  # binary search for the last opset onnxruntime loads
+    if _probe(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _probe(mid) else (lo, mid)
+    return lo
+
+
+def check_opset(opset) -> int:
+    if opset is None:
+        return min(DEFAULT_OPSET, max_opset())
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TapeirError(f"opset={opset!r} is not an int", hint=f"pick an opset in {MIN_OPSET}..{max_opset()}")
+    opset, top = int(opset), max_opset()
+    if opset < MIN_OPSET:
+        raise TapeirError(f"opset {opset} is too old for tapeir's export (the minimum is {MIN_OPSET})",
+                          hint=f"opset {MIN_OPSET} brings CastLike, which tapeir's local functions need; "
+                               f"pick an opset in {MIN_OPSET}..{top}")
+    if opset > top:
+        raise TapeirError(f"opset {opset} is newer than the installed onnx/onnxruntime support (at most {top})",
+                          hint=f"pick an opset in {MIN_OPSET}..{top} (onnx {onnx.__version__} knows "
+                               f"{onnx.defs.onnx_opset_version()}), or upgrade onnxruntime")
+    return opset
+
+
+def _check_ir_version(ir_version, opset: int) -> int:
+    need = max(MIN_IR_VERSION, helper.find_min_ir_version_for([helper.make_opsetid("", opset)]))
+    if ir_version is None:
+        return need
+    if isinstance(ir_version, bool) or not isinstance(ir_version, (int, np.integer)):
+        raise TapeirError(f"ir_version={ir_version!r} is not an int")
+    if ir_version < need:
+        raise TapeirError(f"IR version {ir_version} cannot express this model: opset {opset} and local "
+                          f"functions need IR version {need} or newer", hint=f"use ir_version >= {need}, or None")
+    if ir_version > onnx.IR_VERSION:
+        raise TapeirError(f"IR version {ir_version} is newer than onnx {onnx.__version__} knows ({onnx.IR_VERSION})")
+    return int(ir_version)
+
+
+class Lowering:
+    """The state of one export; EXPORT rules call its methods to emit ONNX nodes."""
+
+    def __init__(self, graph, opset: int):
+        self.graph = graph
+        self.opset = opset
+        self.nodes: list = []
+        self.initializers: list = []
+        self._init_names: set[str] = set()
+        self.functions: set[str] = set()
+        self._shapes: dict[str, str] = {}   # input name -> its Shape
+        self._dims: dict = {}               # dim -> 1-D int64 [1] tensor of its size
+        self._symbols = self._symbol_sources(graph)
+        self.node = None        # the IR node being lowered
+        self._stem = ""
+        self._temps = 0
+
+    # ---- called by the driver ----
+    def begin(self, node, stem: str):
+        self.node, self._stem, self._temps = node, stem, 0
+
+    # ---- called by rules ----
+    def fail(self, problem: str, hint: str | None = None):
+        n = self.node
+        types = ", ".join(str(v.type) for v in n.inputs)
+        raise TapeirError(f"cannot export {n.op}({types}) to ONNX opset {self.opset}: {problem}",
+                          where=n.source or "<no source>", hint=hint)
+
+    def require(self, opset: int, why: str):
+        if self.opset < opset:
+            self.fail(f"{why} needs opset {opset} or newer", hint=f"export with opset >= {opset}")
+
+    def tmp(self) -> str:
+        name = f"{self._stem}.{self._temps}"
+        self._temps += 1
+        return name
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, domain: str = "", **attrs) -> str:
+        """Emit one node with a single output (a fresh temp unless `out`); returns the output name."""
+        out = out or self.tmp()
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"{out}/{op_type}",
+                                           doc_string=(self.node.source or "") if self.node else "",
+                                           domain=domain, **attrs))
+        return out
+
+    def call(self, function: str, *inputs: str, out: str | None = None, **attrs) -> str:
+        """Call local function `function` (added to the model once)."""
+        self.functions.add(function)
+        return self.op(function, *inputs, out=out, domain=onnx_functions.DOMAIN, **attrs)
+
+    def const(self, array: np.ndarray, name: str | None = None) -> str:
+        """An initializer; helpers' small constants are named, and shared, by content."""
+        array = np.asarray(array)
+        if name is None:
+            values = ",".join(str(x) for x in array.reshape(-1))
+            shape = "" if array.ndim == 1 else "(scalar)" if array.ndim == 0 else str(list(array.shape))
+            name = f"%{array.dtype.name}{shape}[{values}]"
+        if name not in self._init_names:
+            self._init_names.add(name)
+            self.initializers.append(numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name))
+        return name
+
+    def ints(self, values) -> str:
+        return self.const(np.asarray(list(values), np.int64).reshape(-1))
+
+    def scalar(self, value, dtype: str) -> str:
+        return self.const(np.asarray(value).astype(to_numpy(dtype)))
+
+    def shape_tensor(self, dims) -> str:
+        """A 1-D int64 tensor of `dims` (ints, -1 and symbolic dims, sized at run time)."""
+        if all(isinstance(d, int) for d in dims):
+            return self.ints(dims)
+        parts, run = [], []
+        for d in dims:
+            if isinstance(d, int):
+                run.append(d)
+                continue
+            if run:
+                parts.append(self.ints(run))
+                run = []
+            parts.append(self.dim(d))
+        if run:
+            parts.append(self.ints(run))
+        return parts[0] if len(parts) == 1 else self.op("Concat", *parts, axis=0)
+
+    def dim(self, d) -> str:
+        """A 1-D int64 [1] tensor holding the run-time size of symbolic dim `d` (`%dim(B)`)."""
+        hit = self._dims.get(d)
+        if hit is not None:
+            return hit
+        coef, syms = factors(d)
+        if len(syms) == 1 and coef == 1:
+            out = self._symbol(syms[0])
+        else:
+            out = self.dim(syms[0])
+            for k in range(1, len(syms)):
+                out = self._global(f"%dim({from_factors(1, syms[:k + 1])})",
+                                   lambda o, a=out, b=self.dim(syms[k]): helper.make_node("Mul", [a, b], [o]))
+            if coef != 1:
+                out = self._global(f"%dim({d})", lambda o, a=out: helper.make_node("Mul", [a, self.ints([coef])], [o]))
+        self._dims[d] = out
+        return out
+
+    def _symbol(self, sym: str) -> str:
+        if sym not in self._symbols:
+            self.fail(f"symbolic dim {sym!r} appears in no graph input's shape, so its size is unknown "
+                      f"at run time", hint="trace with an input whose shape carries the symbol")
+        name, axis, coef = self._symbols[sym]
+        shape = self._shapes.get(name)
+        if shape is None:
+            shape = self._shapes[name] = self._global(f"%shape({name})",
+                                                      lambda o: helper.make_node("Shape", [name], [o]))
+        picked = f"%dim({sym})" if coef == 1 else f"%dim({name}[{axis}])"
+        out = self._global(picked, lambda o: helper.make_node("Gather", [shape, self.ints([axis])], [o], axis=0))
+        if coef != 1:  # the input holds coef*sym
+            out = self._global(f"%dim({sym})", lambda o: helper.make_node("Div", [out, self.ints([coef])], [o]))
+        return out
+
+    def _global(self, out: str, make) -> str:
+        """A node computing a graph-wide helper value (no IR node's source line)."""
+        node = make(out)
+        node.name = f"{out}/{node.op_type}"
+        self.nodes.append(node)
+        return out
+
+    @staticmethod
+    def _symbol_sources(graph) -> dict:
+        """symbol -> (input name, axis, coefficient) for the first input dim that holds it alone."""
+        out: dict = {}
+        for v in graph.inputs:
+            for axis, d in enumerate(v.type.shape):
+                coef, syms = factors(d)
+                if len(syms) == 1 and (syms[0] not in out or (out[syms[0]][2] != 1 and coef == 1)):
+                    out[syms[0]] = (v.name, axis, coef)
+        return out
+
+
+# ---- output names -------------------------------------------------------------------
+
+def _path_names(prefix: str, td) -> list[str]:
+    return [prefix + "".join(f".{p}" for p in path) for path in td.paths()]
+
+
+def _grad_names(g, td, leaves) -> list[str]:
+    """`grad.<input name>` when tree td and its leaf types match exactly one argument (or tuple)."""
+    types = [str(v.type) for v in leaves]
+
+    def matches(i, sub_td, sub_types):
+        return g.input_tree(i) == sub_td and [str(g.inputs[k].type) for k in g.input_range(i)] == sub_types
+
+    single = [i for i in range(len(g.arg_names)) if matches(i, td, types)]
+    if len(single) == 1:
+        return ["grad." + g.inputs[k].name for k in g.input_range(single[0])]
+    if td.kind == "tuple" and not single:  # wrt=(i, j, ...): one tree per argument, in order
+        names, pos, start = [], 0, 0
+        for child in td.children:
+            sub = types[pos:pos + child.num_leaves]
+            cands = [i for i in range(start, len(g.arg_names)) if matches(i, child, sub)]
+            if len(cands) != 1:
+                return _path_names("grad", td)
+            names += ["grad." + g.inputs[k].name for k in g.input_range(cands[0])]
+            pos, start = pos + child.num_leaves, cands[0] + 1
+        return names
+    return _path_names("grad", td)
+
+
+def output_names(g) -> list[str]:
+    """The ONNX names of g's outputs (see the module docstring for the scheme)."""
+    td = g.out_tree
+    if g.name.endswith("_value_and_grad") and td.kind == "tuple" and len(td.children) == 2 \
+            and td.children[0] == LEAF:
+        return ["value"] + _grad_names(g, td.children[1], g.outputs[1:])
+    if g.name.endswith("_grad") and not g.name.endswith("_value_and_grad"):
+        return _grad_names(g, td, g.outputs)
+    if td == LEAF:
+        return ["output"]
+    return _path_names("output", td)
+
+
+# ---- the driver ---------------------------------------------------------------------
+
+def _value_info(name: str, t):
+    return helper.make_tensor_value_info(name, elem_type(t.dtype), [d for d in t.shape])
+
+
+def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
+            output_names: list[str] | None = None) -> onnx.ModelProto:
+    """Export `g` as an ONNX model of plain ai.onnx operators (plus tapeir local functions).
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: tp.softplus(x) * 2.0, tp.Spec(("B", 3)))
+    >>> m = tp.to_onnx(g)
+    >>> [n.op_type for n in m.graph.node], m.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    (['softplus', 'Mul'], 'B')
+    """
+    from .onnx_lowering import EXPORT
+
+    opset = check_opset(opset)
+    ir_version = _check_ir_version(ir_version, opset)
+    missing = sorted({n.op for n in g.nodes} - set(EXPORT))
+    if missing:
+        raise TapeirError(f"no ONNX export rule for op(s) {missing}",
+                          hint="add a rule to EXPORT in backends/onnx_lowering.py")
+    outs = _resolve_output_names(g, output_names)
+    low = Lowering(g, opset)
+    names: dict[int, str] = {id(v): v.name for v in g.inputs}
+    used_consts = {id(v) for n in g.nodes for v in n.inputs} | {id(v) for v in g.outputs}
+    for i, c in enumerate(g.constants):
+        names[id(c)] = f"%c{i}"
+        if id(c) in used_consts:
+            low.const(c.data, f"%c{i}")
+    # a graph output produced by a node is that node's result; others (inputs, constants,
+    # repeats) are copied with Identity
+    direct: dict[int, str] = {}
+    for v, name in zip(g.outputs, outs):
+        if id(v) not in names and id(v) not in direct:
+            direct[id(v)] = name
+    value_info = []
+    counter = 0
+    for n in g.nodes:
+        results = []
+        for o in n.outputs:
+            results.append(direct.get(id(o), f"%{counter}"))
+            if id(o) not in direct:
+                value_info.append(_value_info(results[-1], o.type))
+            names[id(o)] = results[-1]
+            counter += 1
+        low.begin(n, results[0])
+        EXPORT[n.op](low, n, [names[id(v)] for v in n.inputs], results)
+    low.begin(None, "%out")
+    for v, name in zip(g.outputs, outs):
+        if names[id(v)] != name:
+            low.op("Identity", names[id(v)], out=name)
+    inputs = [_value_info(v.name, v.type) for v in g.inputs]
+    outputs = [_value_info(name, v.type) for v, name in zip(g.outputs, outs)]
+    _check_names(g, low)
+    graph = helper.make_graph(low.nodes, g.name, inputs, outputs, low.initializers, value_info=value_info)
+    opsets = [helper.make_opsetid("", opset)]
+    functions = [onnx_functions.make_function(f, opset) for f in sorted(low.functions)]
+    if functions:
+        opsets.append(helper.make_opsetid(onnx_functions.DOMAIN, onnx_functions.DOMAIN_VERSION))
+    from .. import __version__
+
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, functions=functions,
+                              producer_name="tapeir", producer_version=__version__, doc_string=str(g))
+    return model
+
+
+def _resolve_output_names(g, given) -> list[str]:
+    if given is not None:
+        given = list(given)
+        if len(given) != len(g.outputs) or not all(isinstance(s, str) and s for s in given):
+            raise TapeirError(f"output_names needs {len(g.outputs)} non-empty strings, got {given!r}")
+        if len(set(given)) != len(given):
+            raise TapeirError(f"output_names {given!r} repeats a name")
+        return given
+    names, taken = [], {v.name for v in g.inputs}
+    for name in output_names(g):
+        base, k = name, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _check_names(g, low):
+    internal = {o for node in low.nodes for o in node.output} | {t.name for t in low.initializers}
+    clash = sorted({v.name for v in g.inputs} & internal)
+    if clash:
+        raise TapeirError(f"input name(s) {clash} collide with names the ONNX export generates",
+                          hint="rename the argument or dict key (names starting with '%' are reserved)")
+
+
+def save_onnx(g, path, opset: int | None = None, *, external_data: bool | None = None, **kw) -> None:
+    """Export `g` (see `to_onnx`) and write it to `path`.
+
+    Initializers go to a side file `<path>.data` when `external_data` is True, or when it
+    is None and they exceed protobuf's 2 GB limit.
+
+    >>> import os, tempfile, numpy as np, tapeir as tp
+    >>> path = os.path.join(tempfile.mkdtemp(), "f.onnx")
+    >>> tp.save_onnx(tp.trace(lambda x: x * 2.0, tp.Spec((3,))), path)
+    >>> os.path.getsize(path) > 0
+    True
+    """
+    model = to_onnx(g, opset, **kw)
+    if external_data is None:
+        external_data = sum(t.ByteSize() for t in model.graph.initializer) > _EXTERNAL_DATA_LIMIT
+    path = os.fspath(path)
+    if external_data:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)

@@ -1,0 +1,254 @@
+"""EXPORT: how each IR op lowers to ai.onnx operators (and tapeir local functions).
+
+A rule is `rule(low, node, ins, outs)`: `low` is the export state (backends/onnx_export.py
+`Lowering`), `ins` the ONNX names of the node's operands, `outs` the names its results
+must get. Most ops are one ONNX operator of the same meaning; the others, in order:
+
+  1. not_equal is Not(Equal); clip takes its bounds as inputs of x's dtype (an integer x
+     clipped to [0.5, 2.5] is clipped to [1, 2], as the numpy backend does).
+  2. Reductions and squeeze/unsqueeze over no axes are Identity (ONNX reads empty axes as
+     "all axes"). ReduceMean/Max/Min take axes as an input from opset 18, an attribute
+     before.
+  3. softplus and logsumexp call local functions (backends/onnx_functions.py); gelu is
+     Gelu from opset 20 and a local function below.
+  4. layer_norm is LayerNormalization (opset >= 17); a missing weight is ones of the
+     normalized shape, made at run time (ConstantOfShape of the Shape's tail).
+  5. slice: a negative-step stop of -1 ("before index 0") is INT64_MIN, which ONNX clamps
+     to -1 after adding the dim size.
+  6. reshape and broadcast_to build their shape tensor at run time when it holds a symbolic
+     dim; a reshape to a shape with a 0 sets allowzero (ONNX reads 0 as "copy the dim").
+  7. conv_transpose2d: an output_padding of at least the stride (allowed when dilation is
+     larger) becomes a smaller end padding, plus zero rows when the padding runs out.
+  8. cross_entropy and nll_loss are SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss,
+     whose reductions and ignore_index mean what the IR's do (mean over non-ignored
+     labels); a 1-D input [C] with a scalar label is lifted to [1, C] and back.
+"""
+from __future__ import annotations
+
+import numpy as np
+from onnx import numpy_helper
+
+from ..ir.dtypes import to_numpy
+from .onnx_export import elem_type
+
+INT64_MIN = -(2 ** 63)
+
+
+def _same(op_type):
+    def rule(low, n, ins, outs):
+        low.op(op_type, *ins, out=outs[0])
+    return rule
+
+
+def _with_attrs(op_type, **names):
+    """An op whose IR attributes map to ONNX attributes (ONNX name = IR name)."""
+    def rule(low, n, ins, outs):
+        low.op(op_type, *ins, out=outs[0], **{onnx_name: n.attrs[ir] for onnx_name, ir in names.items()})
+    return rule
+
+
+def _not_equal(low, n, ins, outs):
+    low.op("Not", low.op("Equal", *ins), out=outs[0])
+
+
+def _clip(low, n, ins, outs):
+    lo, hi = n.attrs["min"], n.attrs["max"]
+    dtype = n.inputs[0].type.dtype
+    if lo is None and hi is None:
+        low.op("Identity", ins[0], out=outs[0])
+        return
+    if dtype in ("i32", "i64"):
+        lo = None if lo is None else int(np.ceil(lo))
+        hi = None if hi is None else int(np.floor(hi))
+    bounds = ["" if lo is None else low.scalar(lo, dtype)]
+    if hi is not None:
+        bounds.append(low.scalar(hi, dtype))
+    low.op("Clip", ins[0], *bounds, out=outs[0])
+
+
+def _cast(low, n, ins, outs):
+    low.op("Cast", ins[0], out=outs[0], to=elem_type(n.attrs["to"]))
+
+
+def _gelu(low, n, ins, outs):
+    approx = n.attrs["approximate"]
+    if low.opset >= 20:
+        low.op("Gelu", ins[0], out=outs[0], approximate=approx)
+    else:
+        low.call("gelu" if approx == "none" else "gelu_tanh", ins[0], out=outs[0])
+
+
+def reduce(low, op_type, x, out, axes, keepdims):
+    """`op_type` over `axes` (non-empty) with axes as input or attribute, as the opset wants."""
+    keep = int(bool(keepdims))
+    if op_type == "ReduceSum" or low.opset >= 18:
+        return low.op(op_type, x, low.ints(axes), out=out, keepdims=keep)
+    return low.op(op_type, x, out=out, axes=list(axes), keepdims=keep)
+
+
+def _reduce(op_type):
+    def rule(low, n, ins, outs):
+        if not n.attrs["axes"]:
+            low.op("Identity", ins[0], out=outs[0])
+        else:
+            reduce(low, op_type, ins[0], outs[0], n.attrs["axes"], n.attrs["keepdims"])
+    return rule
+
+
+def _logsumexp(low, n, ins, outs):
+    if not n.attrs["axes"]:  # over no axes: m + log(exp(x - m)) is x
+        low.op("Identity", ins[0], out=outs[0])
+    else:
+        low.call("logsumexp", ins[0], out=outs[0], axes=list(n.attrs["axes"]),
+                 keepdims=int(n.attrs["keepdims"]))
+
+
+def _layer_norm(low, n, ins, outs):
+    low.require(17, "layer_norm (ONNX LayerNormalization)")
+    x, axis = n.inputs[0], n.attrs["axis"]
+    scale = ins[1] if len(ins) > 1 else None
+    if scale is None:  # ONNX wants a Scale: ones of the normalized shape
+        one = numpy_helper.from_array(np.ones((1,), to_numpy(x.type.dtype)))
+        scale = low.op("ConstantOfShape", low.op("Shape", ins[0], start=axis), value=one)
+    low.op("LayerNormalization", ins[0], scale, *ins[2:], out=outs[0], axis=axis, epsilon=n.attrs["epsilon"])
+
+
+def _pairs(p):
+    return [p[0], p[1], p[0], p[1]]
+
+
+def _conv(low, n, ins, outs):
+    a = n.attrs
+    w = n.inputs[1].type.shape
+    low.op("Conv", *ins, out=outs[0], kernel_shape=list(w[2:]), strides=list(a["stride"]),
+           pads=_pairs(a["padding"]), dilations=list(a["dilation"]), group=a["groups"])
+
+
+def _conv_transpose(low, n, ins, outs):
+    a = n.attrs
+    w = n.inputs[1].type.shape
+    stride, pad, outpad = a["stride"], a["padding"], a["output_padding"]
+    common = dict(kernel_shape=list(w[2:]), strides=list(stride), dilations=list(a["dilation"]), group=a["groups"])
+    if all(op < s for op, s in zip(outpad, stride)):
+        low.op("ConvTranspose", *ins, out=outs[0], pads=_pairs(pad), output_padding=list(outpad), **common)
+        return
+    # output_padding only extends the end of the output: crop less there, and pad zeros
+    # for what the padding cannot give back
+    ends = [p - op for p, op in zip(pad, outpad)]
+    extra = [max(0, -e) for e in ends]
+    y = low.op("ConvTranspose", *ins, out=None if any(extra) else outs[0],
+               pads=list(pad) + [max(0, e) for e in ends], **common)
+    if any(extra):
+        low.op("Pad", y, low.ints([0, 0, 0, 0, 0, 0] + extra), out=outs[0], mode="constant")
+
+
+def _max_pool(low, n, ins, outs):
+    a = n.attrs
+    low.op("MaxPool", ins[0], out=outs[0], kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+           pads=_pairs(a["padding"]), dilations=list(a["dilation"]))
+
+
+def _avg_pool(low, n, ins, outs):
+    a = n.attrs
+    extra = {}
+    if a["dilation"] != (1, 1):
+        low.require(19, "avg_pool2d with dilation (AveragePool dilations)")
+        extra["dilations"] = list(a["dilation"])
+    low.op("AveragePool", ins[0], out=outs[0], kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+           pads=_pairs(a["padding"]), count_include_pad=int(a["count_include_pad"]), **extra)
+
+
+def _reshape(low, n, ins, outs):
+    shape = list(n.attrs["shape"])
+    extra = {}
+    if 0 in shape:  # ONNX reads 0 as "copy this dim" unless allowzero, which forbids -1
+        shape = list(n.outputs[0].type.shape)
+        extra["allowzero"] = 1
+    low.op("Reshape", ins[0], low.shape_tensor(shape), out=outs[0], **extra)
+
+
+def _broadcast_to(low, n, ins, outs):
+    low.op("Expand", ins[0], low.shape_tensor(n.attrs["shape"]), out=outs[0])
+
+
+def _slice(low, n, ins, outs):
+    a = n.attrs
+    if not a["axes"]:
+        low.op("Identity", ins[0], out=outs[0])
+        return
+    stops = [INT64_MIN if (stop < 0 and step < 0) else stop for stop, step in zip(a["stops"], a["steps"])]
+    low.op("Slice", ins[0], low.ints(a["starts"]), low.ints(stops), low.ints(a["axes"]), low.ints(a["steps"]),
+           out=outs[0])
+
+
+def _pad(low, n, ins, outs):
+    pads = n.attrs["pads"]
+    if not any(pads):
+        low.op("Identity", ins[0], out=outs[0])
+        return
+    value = low.scalar(n.attrs["value"], n.inputs[0].type.dtype)
+    low.op("Pad", ins[0], low.ints(pads), value, out=outs[0], mode="constant")
+
+
+def _axes_op(op_type):
+    def rule(low, n, ins, outs):
+        if not n.attrs["axes"]:
+            low.op("Identity", ins[0], out=outs[0])
+        else:
+            low.op(op_type, ins[0], low.ints(n.attrs["axes"]), out=outs[0])
+    return rule
+
+
+def _class_loss(op_type):
+    def rule(low, n, ins, outs):
+        a = n.attrs
+        attrs = dict(reduction=a["reduction"], ignore_index=a["ignore_index"])
+        if n.inputs[0].type.rank > 1:
+            low.op(op_type, *ins, out=outs[0], **attrs)
+            return
+        zero = low.ints([0])  # [C] and a scalar label: a batch of one
+        x, y = low.op("Unsqueeze", ins[0], zero), low.op("Unsqueeze", ins[1], zero)
+        if a["reduction"] != "none":
+            low.op(op_type, x, y, out=outs[0], **attrs)
+        else:
+            low.op("Squeeze", low.op(op_type, x, y, **attrs), zero, out=outs[0])
+    return rule
+
+
+EXPORT = {
+    "neg": _same("Neg"), "exp": _same("Exp"), "log": _same("Log"), "reciprocal": _same("Reciprocal"),
+    "sqrt": _same("Sqrt"), "abs": _same("Abs"), "tanh": _same("Tanh"), "sin": _same("Sin"),
+    "cos": _same("Cos"), "sigmoid": _same("Sigmoid"), "erf": _same("Erf"), "relu": _same("Relu"),
+    "softplus": lambda low, n, ins, outs: low.call("softplus", ins[0], out=outs[0]),
+    "leaky_relu": _with_attrs("LeakyRelu", alpha="alpha"),
+    "elu": _with_attrs("Elu", alpha="alpha"),
+    "gelu": _gelu,
+    "clip": _clip,
+    "cast": _cast,
+    "add": _same("Add"), "sub": _same("Sub"), "mul": _same("Mul"), "div": _same("Div"), "pow": _same("Pow"),
+    "maximum": _same("Max"), "minimum": _same("Min"),
+    "equal": _same("Equal"), "not_equal": _not_equal, "less": _same("Less"), "less_equal": _same("LessOrEqual"),
+    "greater": _same("Greater"), "greater_equal": _same("GreaterOrEqual"),
+    "where": _same("Where"),
+    "sum": _reduce("ReduceSum"), "mean": _reduce("ReduceMean"), "max": _reduce("ReduceMax"),
+    "min": _reduce("ReduceMin"),
+    "logsumexp": _logsumexp,
+    "softmax": _with_attrs("Softmax", axis="axis"),
+    "log_softmax": _with_attrs("LogSoftmax", axis="axis"),
+    "layer_norm": _layer_norm,
+    "matmul": _same("MatMul"),
+    "conv2d": _conv,
+    "conv_transpose2d": _conv_transpose,
+    "max_pool2d": _max_pool,
+    "avg_pool2d": _avg_pool,
+    "reshape": _reshape,
+    "transpose": _with_attrs("Transpose", perm="perm"),
+    "broadcast_to": _broadcast_to,
+    "concatenate": _with_attrs("Concat", axis="axis"),
+    "slice": _slice,
+    "pad": _pad,
+    "squeeze": _axes_op("Squeeze"),
+    "unsqueeze": _axes_op("Unsqueeze"),
+    "cross_entropy": _class_loss("SoftmaxCrossEntropyLoss"),
+    "nll_loss": _class_loss("NegativeLogLikelihoodLoss"),
+}
