@@ -4,7 +4,8 @@ A rule is `rule(low, node, ins, outs)`: `low` is the export state (backends/onnx
 `Lowering`), `ins` the ONNX names of the node's operands, `outs` the names its results
 must get. Most ops are one ONNX operator of the same meaning; the others, in order:
 
-  1. not_equal is Not(Equal); clip takes its bounds as inputs of x's dtype (an integer x
+  1. relu of integers is Max(x, 0) (onnxruntime has no integer Relu kernel); not_equal
+     is Not(Equal); clip takes its bounds as inputs of x's dtype (an integer x
      clipped to [0.5, 2.5] is clipped to [1, 2], as the numpy backend does).
   2. Reductions and squeeze/unsqueeze over no axes are Identity (ONNX reads empty axes as
      "all axes"). ReduceMean/Max/Min take axes as an input from opset 18, an attribute
@@ -45,6 +46,14 @@ def _with_attrs(op_type, **names):
     def rule(low, n, ins, outs):
         low.op(op_type, *ins, out=outs[0], **{onnx_name: n.attrs[ir] for onnx_name, ir in names.items()})
     return rule
+
+
+def _relu(low, n, ins, outs):
+    dtype = n.inputs[0].type.dtype
+    if dtype in ("i32", "i64"):  # onnxruntime has no integer Relu kernel
+        low.op("Max", ins[0], low.scalar(0, dtype), out=outs[0])
+    else:
+        low.op("Relu", ins[0], out=outs[0])
 
 
 def _not_equal(low, n, ins, outs):
@@ -218,7 +227,7 @@ def _class_loss(op_type):
 EXPORT = {
     "neg": _same("Neg"), "exp": _same("Exp"), "log": _same("Log"), "reciprocal": _same("Reciprocal"),
     "sqrt": _same("Sqrt"), "abs": _same("Abs"), "tanh": _same("Tanh"), "sin": _same("Sin"),
-    "cos": _same("Cos"), "sigmoid": _same("Sigmoid"), "erf": _same("Erf"), "relu": _same("Relu"),
+    "cos": _same("Cos"), "sigmoid": _same("Sigmoid"), "erf": _same("Erf"), "relu": _relu,
     "softplus": lambda low, n, ins, outs: low.call("softplus", ins[0], out=outs[0]),
     "leaky_relu": _with_attrs("LeakyRelu", alpha="alpha"),
     "elu": _with_attrs("Elu", alpha="alpha"),

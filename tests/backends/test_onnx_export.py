@@ -1,0 +1,567 @@
+"""ONNX export and the onnxruntime backend, checked against the numpy backend.
+
+One data table (`CASES`) lists ops x shapes x attributes; together the cases use every
+op of the registry (`test_cases_cover_every_op`). For each case:
+
+* `test_forward`: the traced graph, exported with `tp.to_onnx`, passes
+  `onnx.checker.check_model(full_check=True)` and gives the numpy backend's outputs in
+  onnxruntime, at two sizes of the symbolic batch dim `B` where the case has one;
+* `test_value_and_grad`: the same for `tp.value_and_grad` of L = sum(f(args) * W), W a
+  random weighting passed as an extra input, with respect to every float argument.
+
+Tolerances are f32 rtol 1e-5, atol 1e-6 unless a case says otherwise, with the reason
+next to it. The rest pins the export's contract: byte-identical output, readable names,
+opset refusals, extreme logits, low-opset lowerings and the backend's options.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+
+import tapeir as tp
+from tapeir.backends.onnx_export import DEFAULT_OPSET, MIN_OPSET, max_opset
+from tapeir.backends.onnx_lowering import EXPORT
+from tapeir.ir import OPS
+from tapeir.ir.types import resolve_dim
+
+ort = pytest.importorskip("onnxruntime")
+
+
+# ---- argument specs ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class A:
+    """A float argument; `B` in the shape is the symbolic batch dim."""
+
+    shape: tuple
+    kind: str = "n"       # n: normal; pos: (0.5, 2); away: |x| in (0.3, 1.5); distinct: no ties
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class L:
+    """Integer class labels in [0, classes); every third one set to `ignore` if given."""
+
+    shape: tuple
+    classes: int
+    ignore: int | None = None
+
+
+@dataclass(frozen=True)
+class Z:
+    """Small integers in [-3, 3]."""
+
+    shape: tuple
+    dtype: str = "int64"
+
+
+def _spec(s):
+    if isinstance(s, L):
+        return tp.Spec(s.shape, "int64")
+    return tp.Spec(s.shape, s.dtype)
+
+
+def _draw(s, rng, batch):
+    shape = tuple(resolve_dim(d, {"B": batch}) for d in s.shape)
+    if isinstance(s, L):
+        lab = rng.integers(0, s.classes, size=shape).astype(np.int64)
+        if s.ignore is not None:
+            lab.reshape(-1)[::3] = s.ignore
+        return lab
+    if isinstance(s, Z):
+        return rng.integers(-3, 4, size=shape).astype(s.dtype)
+    if s.kind == "n":
+        x = rng.standard_normal(shape)
+    elif s.kind == "pos":
+        x = rng.uniform(0.5, 2.0, shape)
+    elif s.kind == "away":
+        x = rng.uniform(0.3, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+    elif s.kind == "distinct":
+        n = int(np.prod(shape))
+        x = ((rng.permutation(n) - n / 2) * 0.25 + rng.uniform(-0.05, 0.05, n)).reshape(shape)
+    else:
+        raise ValueError(s.kind)
+    return np.asarray(x, dtype=s.dtype)
+
+
+@dataclass
+class Case:
+    id: str
+    fn: object
+    args: tuple
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    grad: bool = True     # False: no value_and_grad check (non-float output or no float input)
+
+
+CASES: list[Case] = []
+
+
+def case(id, fn, args, **kw):
+    CASES.append(Case(id, fn, tuple(args), **kw))
+
+
+B = ("B", 4)
+# elementwise, unary
+for _name in ["exp", "tanh", "sigmoid", "softplus", "sin", "cos", "erf"]:
+    case(_name, lambda x, f=getattr(tp, _name): f(x * 2.0), [A(B)])
+case("log", tp.log, [A(B, "pos")])
+case("sqrt", tp.sqrt, [A(("B", 1, 3), "pos")])
+case("reciprocal", tp.reciprocal, [A(B, "away")])
+case("neg", lambda x: -x, [A(B)])
+case("abs", tp.abs, [A(B, "away")])
+case("relu", tp.relu, [A(B, "away")])
+case("neg-abs-relu-int", lambda x: tp.relu(tp.abs(-x) - 1), [Z(B)], grad=False)
+case("leaky_relu", lambda x: tp.leaky_relu(x, 0.2), [A(B, "away")])
+case("elu", lambda x: tp.elu(x, alpha=0.5), [A(B, "away")])
+case("gelu", lambda x: tp.gelu(x * 2.0), [A(B)])
+# onnxruntime's Tanh is a rational approximation (absolute error ~3e-7); the backward of the
+# tanh form multiplies (1 + tanh) and (1 - tanh^2), which cancel near x = -2, by |x| up to ~6
+case("gelu-tanh", lambda x: tp.gelu(x * 2.0, approximate="tanh"), [A(B)], atol=5e-6)
+case("silu", tp.silu, [A(B)])
+case("clip", lambda x: tp.clip(x, -0.5, 0.8), [A(B, "away")])
+case("clip-min", lambda x: tp.clip(x, 0.25), [A(B)])
+case("clip-max", lambda x: tp.clip(x, None, -0.25), [A(B)])
+case("clip-int", lambda x: tp.clip(x, -1.5, 2.5), [Z(B)], grad=False)
+case("cast-f64", lambda x: x.astype("float64") * 3.0, [A(B)])
+case("cast-int-bool", lambda x: (x * 3.0).astype("int64").astype("float32") + (x > 0).astype("float32"), [A(B)])
+# elementwise, binary, with broadcasting
+case("add-bcast", lambda a, b: a + b, [A(("B", 1, 4)), A((3, 4))])
+case("sub-bcast", lambda a, b: a - b, [A((4,)), A(("B", 1))])
+case("mul-0d", lambda a, b: a * b, [A(()), A(B)])
+case("div-bcast", lambda a, b: a / b, [A(("B", 4)), A((4,), "away")])
+case("pow", lambda a, b: a ** b, [A(B, "pos"), A((4,))])
+case("pow-const", lambda a: a ** 3.0 + 2.0 ** a, [A(B, "away")])
+case("maximum", tp.maximum, [A(("B", 1)), A((4,))])
+case("minimum", tp.minimum, [A(B), A((1, 4))])
+case("add-mul-int", lambda a, b: a * b + b - a, [Z(B), Z((4,))], grad=False)
+case("compare", lambda a, b: tp.concatenate([(a == b), (a != b), (a < b), (a <= b), (a > b), (a >= b)], axis=1),
+     [Z(("B", 3)), Z((3,))], grad=False)
+case("compare-float", lambda a, b: tp.where((a > b) == (a <= 0.0), a, b), [A(B), A((4,))])
+case("equal-bool", lambda a, b: tp.equal(a > 0, b > 0) != (a < b), [A(B), A(B)], grad=False)
+case("where", lambda c, a, b: tp.where(c > 0, a, b), [A(B), A(B), A((4,))])
+case("where-scalar", lambda c, a: tp.where(c > 0, a * 2.0, 0.5), [A(B), A(B)])
+# reductions
+R = ("B", 3, 4)
+case("sum", lambda x: x.sum(axis=1), [A(R)])
+case("sum-all", lambda x: x.sum(), [A(R)])
+case("sum-keep", lambda x: tp.sum(x, axis=(0, 2), keepdims=True), [A(R)])
+case("sum-0d", lambda x: x.sum() * 2.0, [A(())])
+case("sum-int", lambda x: x.sum(axis=0), [Z(R)], grad=False)
+case("mean", lambda x: tp.mean(x, axis=(0, 2)), [A(R)])
+case("mean-keep", lambda x: tp.mean(x, axis=-1, keepdims=True), [A(R)])
+case("max", lambda x: x.max(axis=1), [A(R, "distinct")])
+case("max-keep", lambda x: tp.max(x, axis=(0, 2), keepdims=True), [A(R, "distinct")])
+case("min", lambda x: x.min(axis=0), [A(R, "distinct")])
+case("max-min-int", lambda x: x.max(axis=1, keepdims=True) - x.min(axis=(0, 2), keepdims=True), [Z(R)], grad=False)
+case("logsumexp", lambda x: tp.logsumexp(x * 3.0, axis=-1), [A(R)])
+case("logsumexp-keep", lambda x: tp.logsumexp(x, axis=(0, 2), keepdims=True), [A(R)])
+case("logsumexp-all", lambda x: tp.logsumexp(x), [A(R)])
+# normalizations
+case("softmax", lambda x: tp.softmax(x * 2.0), [A(("B", 5))])
+case("softmax-axis0", lambda x: tp.softmax(x, axis=0), [A(R)])
+case("log_softmax", lambda x: tp.log_softmax(x * 2.0), [A(("B", 5))])
+case("log_softmax-axis1", lambda x: tp.log_softmax(x, axis=1), [A(R)])
+# LayerNormalization normalizes with var = E[x^2] - E[x]^2 in onnxruntime (numpy: E[(x - mu)^2]);
+# on N(0, 1) data the two agree to a few f32 ulps of the output, but the cancellation costs
+# more in the backward pass, which divides by the standard deviation again
+case("layer_norm", lambda x: tp.layer_norm(x, (5,)), [A(("B", 3, 5))], rtol=1e-4, atol=1e-5)
+case("layer_norm-wb", lambda x, w, b: tp.layer_norm(x, (3, 5), w, b), [A(("B", 3, 5)), A((3, 5)), A((3, 5))],
+     rtol=1e-4, atol=1e-5)
+case("layer_norm-w", lambda x, w: tp.layer_norm(x, 4, w, eps=1e-3), [A(B), A((4,))], rtol=1e-4, atol=1e-5)
+# contractions
+case("matmul", lambda a, b: a @ b, [A(B), A((4, 3))])
+case("matmul-1d-2d", tp.matmul, [A((4,)), A((4, 3))])
+case("matmul-2d-1d", tp.matmul, [A(("B", 4)), A((4,))])
+case("matmul-batch-bcast", lambda a, b: a @ b, [A(("B", 1, 3, 4)), A((5, 4, 2))])
+case("matmul-T", lambda a, b: a @ b.T, [A(("B", 4)), A((2, 4))])
+case("conv2d", tp.conv2d, [A(("B", 3, 5, 5)), A((4, 3, 3, 3))])
+case("conv2d-bias-stride-pad", lambda x, w, b: tp.conv2d(x, w, b, stride=(2, 3), padding=(0, 2)),
+     [A(("B", 2, 7, 6)), A((2, 2, 2, 3)), A((2,))])
+case("conv2d-dilation", lambda x, w: tp.conv2d(x, w, dilation=2, padding=1), [A(("B", 2, 7, 7)), A((2, 2, 3, 3))])
+case("conv2d-groups", lambda x, w, b: tp.conv2d(x, w, b, groups=2, padding=1),
+     [A(("B", 4, 5, 5)), A((6, 2, 3, 3)), A((6,))])
+case("conv_transpose2d", tp.conv_transpose2d, [A(("B", 3, 4, 4)), A((3, 2, 3, 3))])
+case("conv_transpose2d-stride", lambda g, w: tp.conv_transpose2d(g, w, stride=2, padding=1, output_padding=1),
+     [A(("B", 2, 3, 4)), A((2, 3, 3, 3))])
+case("conv_transpose2d-groups", lambda g, w: tp.conv_transpose2d(g, w, groups=2, dilation=2),
+     [A(("B", 4, 3, 3)), A((4, 3, 2, 2))])
+case("conv_transpose2d-outpad-dilation", lambda g, w: tp.conv_transpose2d(g, w, dilation=3, output_padding=2),
+     [A(("B", 2, 3, 3)), A((2, 1, 2, 2))])
+case("conv_transpose2d-outpad-pad", lambda g, w: tp.conv_transpose2d(g, w, padding=(1, 0), dilation=3,
+                                                                      output_padding=(2, 1)),
+     [A((1, 2, 3, 3)), A((2, 1, 2, 2))])
+# windows (distinct values: no ties inside a window)
+case("max_pool2d", lambda x: tp.max_pool2d(x, 2), [A(("B", 2, 4, 6), "distinct")])
+case("max_pool2d-pad", lambda x: tp.max_pool2d(x, 3, stride=2, padding=1), [A(("B", 1, 7, 6), "distinct")])
+case("max_pool2d-dilation", lambda x: tp.max_pool2d(x, (2, 3), stride=(1, 2), dilation=2),
+     [A(("B", 2, 6, 8), "distinct")])
+case("avg_pool2d", lambda x: tp.avg_pool2d(x, 2), [A(("B", 2, 4, 6))])
+case("avg_pool2d-pad-include", lambda x: tp.avg_pool2d(x, 3, stride=2, padding=1), [A(("B", 2, 5, 6))])
+case("avg_pool2d-pad-exclude", lambda x: tp.avg_pool2d(x, (2, 3), stride=1, padding=1, count_include_pad=False),
+     [A(("B", 1, 4, 5))])
+# shapes
+case("reshape", lambda x: tp.exp(x).reshape(4, -1), [A((2, 3, 2))])
+case("reshape-symbolic", lambda x: x.reshape("B", 12) * 2.0, [A(("B", 3, 4))])
+case("reshape-neg1", lambda x: x.reshape(-1, 4), [A(("B", 3, 4))])
+case("reshape-product", lambda x: x.reshape("3*B", 4), [A(("B", 3, 4))])
+case("reshape-zero", lambda x: x.reshape(0, 6), [A((2, 0, 3))], grad=False)
+case("transpose", lambda x: tp.transpose(x, (2, 0, 1)), [A(R)])
+case("broadcast_to", lambda x: tp.broadcast_to(x, ("B", 3, 4)), [A(("B", 3, 1))])
+case("broadcast_to-static", lambda x: tp.broadcast_to(x, (2, 3, 4)), [A((3, 1))])
+case("concatenate", lambda a, b, c: tp.concatenate([a, b, c], axis=1), [A(("B", 1, 3)), A(("B", 4, 3)), A(("B", 2, 3))])
+case("index-int", lambda x: x[:, 1], [A(("B", 3, 4))])
+case("slice-step", lambda x: x[:, ::2], [A(("B", 5))])
+case("slice-range", lambda x: x[-3:-1, 1:], [A((4, 5))])
+case("slice-reverse", lambda x: x[::-1], [A((5, 2))])
+case("slice-neg-step2", lambda x: x[5:0:-2, ::-3], [A((7, 7))])
+case("slice-neg-to-start", lambda x: x[:, 3::-1], [A(("B", 6))])
+case("pad", lambda x: tp.pad(x, ((0, 0), (2, 1)), constant_values=-1.5), [A(("B", 3))])
+case("pad-int", lambda x: tp.pad(x, ((1, 2), (0, 3)), constant_values=2), [Z((2, 3))], grad=False)
+case("squeeze", lambda x: tp.squeeze(x, axis=(1, 3)), [A(("B", 1, 4, 1))])
+case("expand_dims", lambda x: tp.expand_dims(x, (0, 2)), [A(("B", 4))])
+# losses
+for _red in ("mean", "sum", "none"):
+    case(f"cross_entropy-{_red}", lambda x, y, r=_red: tp.cross_entropy(x * 2.0, y, reduction=r), [A(("B", 5)), L(("B",), 5)])
+    case(f"cross_entropy-ignore-{_red}", lambda x, y, r=_red: tp.cross_entropy(x, y, reduction=r),
+         [A(("B", 3)), L(("B",), 3, ignore=-100)])
+    case(f"cross_entropy-NCd-{_red}", lambda x, y, r=_red: tp.cross_entropy(x, y, reduction=r, ignore_index=1),
+         [A(("B", 3, 4)), L(("B", 4), 3)])
+    case(f"nll_loss-{_red}", lambda x, y, r=_red: tp.nll_loss(tp.log_softmax(x), y, reduction=r),
+         [A(("B", 5)), L(("B",), 5)])
+    case(f"cross_entropy-1d-{_red}", lambda x, y, r=_red: tp.cross_entropy(x, y, reduction=r), [A((5,)), L((), 5)])
+    case(f"nll_loss-1d-{_red}", lambda x, y, r=_red: tp.nll_loss(x, y, reduction=r, ignore_index=2), [A((5,)), L((), 5)])
+case("mse-l1-bce", lambda a, b: tp.mse_loss(a, b) + tp.l1_loss(a, b, reduction="sum")
+     + tp.binary_cross_entropy_with_logits(a * 3.0, tp.sigmoid(b)), [A(B, "away"), A(B)])
+case("mlp", lambda w1, b1, w2, x, y: tp.cross_entropy(tp.tanh(x @ w1 + b1) @ w2, y),
+     [A((4, 6)), A((6,)), A((6, 3)), A(("B", 4)), L(("B",), 3)])
+
+# the frontend's avg_pool2d has no dilation argument (torch's has none); the IR op has one
+AVG_POOL_DILATED = """graph avg_pool_dilated(x: f32[B,1,6,7]) {
+  %0: f32[B,1,3,5] = avg_pool2d(x) {count_include_pad=false, dilation=[2, 2], kernel=[2, 3], padding=[1, 1], stride=[2, 1]}
+  return %0
+}
+"""
+
+
+def _call_parsed(text):
+    g = tp.parse(text)
+    return lambda *xs: tp.call(g, *xs)
+
+
+case("avg_pool2d-dilation", _call_parsed(AVG_POOL_DILATED), [A(("B", 1, 6, 7))])
+
+IDS = [c.id for c in CASES]
+assert len(set(IDS)) == len(IDS), "duplicate case ids"
+
+
+# ---- the harness ----------------------------------------------------------------------
+
+def _seed(*parts) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def _batches(c: Case):
+    symbolic = any("B" in s.shape for s in c.args)
+    return (2, 5) if symbolic else (3,)
+
+
+def _args(c: Case, batch):
+    rng = np.random.default_rng(_seed(c.id, batch))
+    return [_draw(s, rng, batch) for s in c.args]
+
+
+def _float_idx(c: Case):
+    return tuple(i for i, s in enumerate(c.args) if isinstance(s, A))
+
+
+def _check_same(c: Case, got, want, what):
+    got_l, want_l = (list(x) if isinstance(x, (tuple, list)) else [x] for x in (got, want))
+    flat_g, flat_w = [], []
+    for gv, wv in zip(got_l, want_l):
+        if isinstance(wv, dict):
+            assert isinstance(gv, dict) and sorted(gv) == sorted(wv)
+            flat_g += [gv[k] for k in sorted(wv)]
+            flat_w += [wv[k] for k in sorted(wv)]
+        elif isinstance(wv, (tuple, list)):
+            flat_g += list(gv)
+            flat_w += list(wv)
+        else:
+            flat_g.append(gv)
+            flat_w.append(wv)
+    assert len(flat_g) == len(flat_w)
+    for i, (gv, wv) in enumerate(zip(flat_g, flat_w)):
+        assert isinstance(gv, np.ndarray), (what, i, type(gv))
+        assert gv.dtype == wv.dtype and gv.shape == wv.shape, (what, i, gv.dtype, gv.shape, wv.dtype, wv.shape)
+        np.testing.assert_allclose(gv, wv, rtol=c.rtol, atol=c.atol, err_msg=f"{c.id} {what} output {i}")
+
+
+def _export_and_check(g, **kw):
+    model = tp.to_onnx(g, **kw)
+    onnx.checker.check_model(model, full_check=True)
+    for node in model.graph.node:
+        assert node.domain in ("", "tapeir"), node
+    return model
+
+
+def _compare(c: Case, g, arg_fn, what):
+    _export_and_check(g)
+    f_np, f_ort = tp.compile(g), tp.compile(g, backend="onnxruntime")
+    for batch in _batches(c):
+        args = arg_fn(batch)
+        _check_same(c, f_ort(*args), f_np(*args), f"{what} B={batch}")
+
+
+@pytest.mark.parametrize("c", CASES, ids=IDS)
+def test_forward(c: Case):
+    g = tp.trace(c.fn, *[_spec(s) for s in c.args])
+    _compare(c, g, lambda b: _args(c, b), "forward")
+
+
+GRAD_CASES = [c for c in CASES if c.grad]
+
+
+def _loss_graph(c: Case):
+    """L(args, w) = sum(f(args) * w), w an input of f's output type (symbolic dims included)."""
+    out = tp.trace(c.fn, *[_spec(s) for s in c.args]).outputs[0].type
+
+    def loss(*xs):
+        return (c.fn(*xs[:-1]) * xs[-1]).sum()
+
+    w_spec = A(out.shape, dtype=str(np.dtype({"f32": np.float32, "f64": np.float64}[out.dtype])))
+    return tp.trace(loss, *[_spec(s) for s in c.args], _spec(w_spec)), w_spec
+
+
+@pytest.mark.parametrize("c", GRAD_CASES, ids=[c.id for c in GRAD_CASES])
+def test_value_and_grad(c: Case):
+    g, w_spec = _loss_graph(c)
+    vg = tp.value_and_grad(g, wrt=_float_idx(c))
+
+    def args(batch):
+        rng = np.random.default_rng(_seed(c.id, "w", batch))
+        return _args(c, batch) + [_draw(w_spec, rng, batch)]
+
+    _compare(c, vg, args, "value_and_grad")
+
+
+def test_export_table_covers_every_op():
+    assert set(EXPORT) == set(OPS), f"missing {sorted(set(OPS) - set(EXPORT))}, extra {sorted(set(EXPORT) - set(OPS))}"
+
+
+def test_cases_cover_every_op():
+    fwd, grad = set(), set()
+    for c in CASES:
+        ops = {n.op for n in tp.trace(c.fn, *[_spec(s) for s in c.args]).nodes}
+        fwd |= ops
+        if c.grad:
+            grad |= ops
+    assert set(OPS) - fwd == set(), "ops no forward case exercises"
+    differentiable = {name for name, d in OPS.items() if d.differentiable}
+    assert differentiable - grad == set(), "differentiable ops no value_and_grad case exercises"
+
+
+# ---- contract of the export -------------------------------------------------------------
+
+def _mlp_loss(params, x, y):
+    h = tp.tanh(x @ params["w1"] + params["b1"])
+    return tp.cross_entropy(tp.softplus(h) @ params["w2"] + params["b2"], y)
+
+
+MLP_SPECS = ({"w1": tp.Spec((6, 5)), "b1": tp.Spec((5,)), "w2": tp.Spec((5, 3)), "b2": tp.Spec((3,))},
+             tp.Spec(("B", 6)), tp.Spec(("B",), "int64"))
+
+
+def _mlp_vg():
+    return tp.value_and_grad(tp.trace(_mlp_loss, *MLP_SPECS))
+
+
+def test_names_are_readable():
+    model = _export_and_check(_mlp_vg())
+    assert [i.name for i in model.graph.input] == [
+        "params.b1", "params.b2", "params.w1", "params.w2", "x", "y"]
+    assert [o.name for o in model.graph.output] == [
+        "value", "grad.params.b1", "grad.params.b2", "grad.params.w1", "grad.params.w2"]
+    dims = model.graph.input[4].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "B" and dims[1].dim_value == 6
+    g = tp.trace(_mlp_loss, *MLP_SPECS)
+    assert [o.name for o in tp.to_onnx(tp.grad(g)).graph.output] == [
+        "grad.params.b1", "grad.params.b2", "grad.params.w1", "grad.params.w2"]
+    assert [o.name for o in tp.to_onnx(tp.value_and_grad(g, wrt=(0, 1))).graph.output] == [
+        "value", "grad.params.b1", "grad.params.b2", "grad.params.w1", "grad.params.w2", "grad.x"]
+    assert [o.name for o in tp.to_onnx(g).graph.output] == ["output"]
+    two = tp.trace(lambda x: (x * 2.0, {"a": x, "b": [x + 1.0]}), tp.Spec((3,)))
+    m = _export_and_check(two)
+    assert [o.name for o in m.graph.output] == ["output.0", "output.1.a", "output.1.b.0"]
+    assert [n.op_type for n in m.graph.node].count("Identity") == 1  # x itself returned as output.1.a
+    m = tp.to_onnx(g, output_names=["loss"])
+    assert m.graph.output[0].name == "loss"
+    with pytest.raises(tp.TapeirError, match="output_names"):
+        tp.to_onnx(g, output_names=["a", "b"])
+
+
+def test_text_form_and_source_lines_are_kept():
+    g = tp.trace(_mlp_loss, *MLP_SPECS)
+    model = tp.to_onnx(g)
+    assert model.doc_string == str(g)
+    assert model.producer_name == "tapeir"
+    here = "tests/backends/test_onnx_export.py:"
+    by_name = {n.output[0]: n for n in model.graph.node}
+    assert by_name["%0"].op_type == "MatMul" and by_name["%0"].doc_string.endswith(
+        f"{here}{_mlp_loss.__code__.co_firstlineno + 1}")
+    assert by_name["output"].doc_string.endswith(f"{here}{_mlp_loss.__code__.co_firstlineno + 2}")
+
+
+_DETERMINISM_SCRIPT = """
+import hashlib, sys
+sys.path.insert(0, {testdir!r})
+import test_onnx_export as t, tapeir as tp
+print(hashlib.sha256(tp.to_onnx(t._mlp_vg()).SerializeToString()).hexdigest())
+"""
+
+
+def test_export_is_byte_identical():
+    first = tp.to_onnx(_mlp_vg()).SerializeToString()
+    assert tp.to_onnx(_mlp_vg()).SerializeToString() == first
+    g = tp.trace(_mlp_loss, *MLP_SPECS)
+    assert tp.to_onnx(g).SerializeToString() == tp.to_onnx(g).SerializeToString()
+    import os
+    testdir = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", _DETERMINISM_SCRIPT.format(testdir=testdir)],
+                         capture_output=True, text=True, check=True, cwd=os.getcwd())
+    assert out.stdout.strip() == hashlib.sha256(first).hexdigest()
+
+
+def test_save_onnx(tmp_path):
+    vg = _mlp_vg()
+    path = tmp_path / "mlp.onnx"
+    tp.save_onnx(vg, path)
+    assert path.read_bytes() == tp.to_onnx(vg).SerializeToString()
+    # external data: initializers of 1 KB and more go to a side file
+    w = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
+    g = tp.trace(lambda x: tp.softmax(x @ w.T), tp.Spec(("B", 6)))
+    ext = tmp_path / "ext.onnx"
+    tp.save_onnx(g, ext, external_data=True)
+    assert (tmp_path / "ext.onnx.data").stat().st_size == w.nbytes
+    onnx.checker.check_model(str(ext), full_check=True)
+    sess = ort.InferenceSession(str(ext), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((3, 6)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], tp.run(g, x), rtol=1e-5, atol=1e-6)
+
+
+def test_opset_refusals():
+    g = tp.trace(_mlp_loss, *MLP_SPECS)
+    with pytest.raises(tp.TapeirError, match="opset 7 is too old.*minimum is 15"):
+        tp.to_onnx(g, opset=7)
+    top = max_opset()
+    with pytest.raises(tp.TapeirError, match=f"opset {top + 1} is newer.*at most {top}"):
+        tp.to_onnx(g, opset=top + 1)
+    with pytest.raises(tp.TapeirError, match="not an int"):
+        tp.to_onnx(g, opset="18")
+    with pytest.raises(tp.TapeirError, match="IR version 7 cannot express"):
+        tp.to_onnx(g, ir_version=7)
+    ln = tp.trace(lambda x: tp.layer_norm(x, 4), tp.Spec((2, 4)))
+    with pytest.raises(tp.TapeirError, match=r"layer_norm\(f32\[2,4\]\).*opset 16.*needs opset 17") as e:
+        tp.to_onnx(ln, opset=16)
+    assert "test_onnx_export.py" in str(e.value)  # the user's source line
+    with pytest.raises(tp.TapeirError, match="avg_pool2d.*needs opset 19"):
+        tp.to_onnx(tp.parse(AVG_POOL_DILATED), opset=18)
+    assert tp.to_onnx(g).opset_import[0].version == min(DEFAULT_OPSET, top)
+    assert top >= DEFAULT_OPSET
+
+
+LOW_OPSET_CASES = [c for c in CASES if c.id.split("-")[0] in
+                   ("gelu", "softplus", "logsumexp", "mean", "max", "min", "sum", "max", "squeeze",
+                    "cross_entropy", "mlp", "reshape", "slice", "pad", "clip")]
+
+
+@pytest.mark.parametrize("opset", [MIN_OPSET, 17, 18, "top"])
+def test_other_opsets(opset):
+    """Lowerings that depend on the opset (reduction axes, Gelu, local functions) at each end."""
+    opset = max_opset() if opset == "top" else opset
+    for c in LOW_OPSET_CASES:
+        g = tp.trace(c.fn, *[_spec(s) for s in c.args])
+        model = _export_and_check(g, opset=opset)
+        assert model.opset_import[0].version == opset
+        f_np, f_ort = tp.compile(g), tp.compile(g, backend="onnxruntime", opset=opset)
+        for batch in _batches(c):
+            args = _args(c, batch)
+            _check_same(c, f_ort(*args), f_np(*args), f"opset {opset} B={batch}")
+
+
+def test_gelu_below_opset_20_is_a_local_function():
+    g = tp.trace(lambda x: tp.gelu(x) + tp.gelu(x, approximate="tanh"), tp.Spec((3,)))
+    m = tp.to_onnx(g, opset=19)
+    assert sorted(f.name for f in m.functions) == ["gelu", "gelu_tanh"]
+    assert "Gelu" in [n.op_type for n in tp.to_onnx(g, opset=20).graph.node]
+
+
+def test_no_ops_outside_ai_onnx():
+    m = tp.to_onnx(_mlp_vg())
+    assert {o.domain for o in m.opset_import} == {"", "tapeir"}
+    assert [f.name for f in m.functions] == ["softplus"]
+    for f in m.functions:
+        assert {n.domain for n in f.node} == {""}
+
+
+# ---- numerics --------------------------------------------------------------------------
+
+EXTREME = np.array([[-1e4, 0.0, 1e4, 3.0], [1e4, 1e4, -1e4, -1e4], [-30.0, -90.0, 90.0, 30.0]], np.float32)
+
+
+@pytest.mark.parametrize("name,fn", [
+    ("softplus", tp.softplus), ("sigmoid", tp.sigmoid), ("softmax", tp.softmax), ("log_softmax", tp.log_softmax),
+    ("logsumexp", lambda x: tp.logsumexp(x, axis=1)), ("tanh", tp.tanh),
+    ("cross_entropy", lambda x: tp.cross_entropy(x, np.array([0, 3, 1]))),
+    ("bce", lambda x: tp.binary_cross_entropy_with_logits(x, tp.sigmoid(x * 0.0))),
+])
+def test_extreme_logits_stay_finite(name, fn):
+    g = tp.trace(lambda x: (fn(x) * 0.5).sum(), tp.Spec((3, 4)))
+    vg = tp.value_and_grad(g)
+    got = tp.run(vg, EXTREME, backend="onnxruntime")
+    want = tp.run(vg, EXTREME)
+    for gv, wv in zip(got, want):
+        assert np.all(np.isfinite(gv)), (name, gv)
+        # absolute tolerance: onnxruntime's Sigmoid flushes below ~1e-8 (numpy: exact tails)
+        np.testing.assert_allclose(gv, wv, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_softplus_tail_is_accurate():
+    """log1p form: softplus(-20) is 2.06e-9 to the ulp, not log(1 + 2e-9) = 0."""
+    x = np.array([-100.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 1e4], np.float32)
+    f = tp.compile(tp.trace(tp.softplus, tp.Spec((7,))), backend="onnxruntime")
+    np.testing.assert_allclose(f(x), tp.run(tp.trace(tp.softplus, tp.Spec((7,))), x), rtol=2e-7, atol=0)
+
+
+# ---- the backend -----------------------------------------------------------------------
+
+def test_backend_options_and_input_checks():
+    vg = _mlp_vg()
+    f = tp.compile(vg, backend="onnxruntime", providers=["CPUExecutionProvider"], intra_op_num_threads=1,
+                   graph_optimization_level="basic")
+    session = f.session
+    rng = np.random.default_rng(1)
+    params = {k: rng.standard_normal(s.shape).astype(np.float32) for k, s in MLP_SPECS[0].items()}
+    for n in (3, 8):
+        x, y = rng.standard_normal((n, 6)).astype(np.float32), rng.integers(0, 3, n)
+        value, grads = f(params, x, y)
+        want_v, want_g = tp.run(vg, params, x, y)
+        assert isinstance(grads, dict) and sorted(grads) == ["b1", "b2", "w1", "w2"]
+        np.testing.assert_allclose(value, want_v, rtol=1e-5)
+    assert f.session is session  # created once
+    with pytest.raises(tp.RunError, match="dtype"):
+        f(params, x.astype(np.float64), y)
+    with pytest.raises(tp.RunError, match="binds B"):
+        f(params, x, y[:2])
+    with pytest.raises(tp.RunError, match="structure"):
+        f({"w1": params["w1"]}, x, y)
+    with pytest.raises(tp.TapeirError, match="graph_optimization_level"):
+        tp.compile(vg, backend="onnxruntime", graph_optimization_level="max")
+    assert np.allclose(tp.run(vg, params, x, y, backend="onnxruntime")[0], want_v)
+    assert "onnxruntime" in tp.BACKENDS
