@@ -65,6 +65,12 @@ def compile(g: Graph, backend: str = "numpy", **options):
     raise TapeirError(f"unknown backend {backend!r}", hint=f"available backends: {', '.join(BACKENDS)}")
 
 
+def from_onnx(model_or_path, params: str = "constants") -> Graph:
+    """Import an ONNX model as a Graph (backends/onnx_import.py; onnx loads on first use)."""
+    from .backends.onnx_import import from_onnx as _from_onnx
+    return _from_onnx(model_or_path, params)
+
+
 def run(g: Graph, *args, backend: str = "numpy", **options):
     """Compile and call once: `tp.run(g, x)` is `tp.compile(g, backend)(x)`."""
     return compile(g, backend, **options)(*args)

@@ -1,0 +1,132 @@
+"""What every ONNX import rule shares: the node view, static values, dims.
+
+While importing, an ONNX value is one of
+  - a traced `Tensor` (it depends on a graph input),
+  - a numeric numpy array (known at import time: a Constant, an initializer kept as a
+    constant, or the folded result of a node whose inputs were all known),
+  - a *symbolic* int64 vector: a numpy array of dtype object whose items are dims
+    (ints and symbols like "B"). `Shape` of a tensor with a symbolic dim gives one, and
+    the shape arithmetic exporters emit (Gather, Unsqueeze, Concat, ...) keeps it so,
+    until a Reshape/Expand consumes it as its target shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+from ..frontend import functions as F
+from ..frontend.tensor import Tensor
+from ..ir.errors import TapeirError
+from ..ir.types import dim_product
+
+INT_MAX = 2**63 - 1
+
+
+def is_static(v) -> bool:
+    return isinstance(v, np.ndarray)
+
+
+def is_symbolic(v) -> bool:
+    return isinstance(v, np.ndarray) and v.dtype == object
+
+
+def sparse_to_dense(sp) -> np.ndarray:
+    values = numpy_helper.to_array(sp.values)
+    idx = numpy_helper.to_array(sp.indices)
+    dense = np.zeros(tuple(sp.dims), dtype=values.dtype)
+    if idx.ndim == 1:
+        dense.reshape(-1)[idx] = values
+    else:
+        dense[tuple(idx.T)] = values
+    return dense
+
+
+def attr_value(a):
+    """An AttributeProto's value: numbers, strings, lists, numpy arrays for tensors."""
+    if a.type == a.TENSOR:
+        return numpy_helper.to_array(a.t)
+    if a.type == a.SPARSE_TENSOR:
+        return sparse_to_dense(a.sparse_tensor)
+    if a.type in (a.GRAPH, a.GRAPHS, a.TYPE_PROTO, a.TYPE_PROTOS, a.TENSORS, a.SPARSE_TENSORS):
+        return a  # no rule reads these; kept so a rule can name them in its error
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, list):
+        return [x.decode("utf-8") if isinstance(x, bytes) else x for x in v]
+    return v
+
+
+class OnnxNode:
+    """The ONNX node being imported, as its rule sees it."""
+
+    def __init__(self, proto, opset: int, where: str):
+        self.proto = proto
+        self.op = proto.op_type
+        self.opset = opset
+        self.where = where
+        self.attrs = {a.name: attr_value(a) for a in proto.attribute}
+        self.wants = [bool(o) for o in proto.output]  # which outputs the model reads
+
+    def attr(self, name, default=None):
+        return self.attrs.get(name, default)
+
+    def error(self, problem: str, hint: str | None = None) -> TapeirError:
+        return TapeirError(f"ONNX {self.op} node {self.where!r}: {problem}", where=self.where, hint=hint)
+
+    def wants_output(self, i: int) -> bool:
+        return i < len(self.wants) and self.wants[i]
+
+    def ints(self, v, what: str) -> list[int] | None:
+        """A static integer input (axes, pads, starts...) as a list; None stays None."""
+        if v is None:
+            return None
+        if not is_static(v) or is_symbolic(v) or v.dtype.kind not in "iu":
+            raise self.error(f"{what} must be integers known at import time, got "
+                             + (f"a computed tensor {v.type}" if isinstance(v, Tensor) else f"{v!r}"),
+                             hint="tapeir needs static shapes and axes; export with constant folding on")
+        return [int(x) for x in v.reshape(-1)]
+
+    def scalar(self, v, what: str):
+        """A static scalar input (Clip bounds, pad value) as a Python number; None stays None."""
+        if v is None:
+            return None
+        if not is_static(v) or is_symbolic(v) or v.size != 1:
+            raise self.error(f"{what} must be a scalar known at import time")
+        return v.reshape(-1)[0].item()
+
+    def dims(self, v, what: str) -> list:
+        """A target shape: static ints, or dims of a symbolic shape vector."""
+        if is_symbolic(v):
+            return [d if isinstance(d, str) else int(d) for d in v.reshape(-1)]
+        return self.ints(v, what)
+
+    def axis(self, a: int, rank: int) -> int:
+        if not -rank <= a < max(rank, 1):
+            raise self.error(f"axis {a} is out of range for rank {rank}")
+        return a % max(rank, 1)
+
+    def axes(self, axes, rank: int) -> tuple[int, ...]:
+        return tuple(sorted(self.axis(a, rank) for a in axes))
+
+
+def shape_of(x) -> tuple:
+    return tuple(x.shape)
+
+
+def rank_of(x) -> int:
+    return len(x.shape)
+
+
+def reshape(x, shape):
+    """Reshape unless the shape is already right (keeps IR dumps free of no-op reshapes)."""
+    shape = tuple(shape)
+    return x if shape_of(x) == shape else F.reshape(x, shape)
+
+
+def prod(dims):
+    return dim_product(dims)
+
+
+def dtype_name(x) -> str:
+    return x.type.dtype if isinstance(x, Tensor) else str(np.dtype(x.dtype))

@@ -1,0 +1,251 @@
+"""ONNX import rules for shape ops (Reshape, Slice, Pad, ...) and known values (Constant, Shape).
+
+Rules follow onnx_import_ops: `rule(node, *inputs)`, recording IR through tp.* functions.
+SYMBOLIC holds the shape arithmetic exporters emit (Shape -> Gather -> Unsqueeze ->
+Concat -> Reshape), evaluated at import time on vectors of dims, some symbolic.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..frontend import functions as F
+from ..ir.types import dim_divide, dim_product
+from .onnx_import_base import INT_MAX, is_static, prod, rank_of, reshape, shape_of
+
+# ---- shape ops ----------------------------------------------------------------------
+
+def _reshape(n, x, shape):
+    dims = n.dims(shape, "shape")
+    if not n.attr("allowzero", 0):
+        dims = [shape_of(x)[i] if d == 0 else d for i, d in enumerate(dims)]
+    return reshape(x, dims)
+
+
+def _expand(n, x, shape):
+    want, have = n.dims(shape, "shape"), list(shape_of(x))
+    r = max(len(want), len(have))
+    want, have = [1] * (r - len(want)) + want, [1] * (r - len(have)) + have
+    out = []
+    for a, b in zip(have, want):
+        if a == 1 or a == b:
+            out.append(b)
+        elif b == 1:
+            out.append(a)
+        else:
+            raise n.error(f"cannot expand {x.type} to {want}")
+    return x if tuple(out) == shape_of(x) else F.broadcast_to(x, out)
+
+
+def _squeeze(n, x, axes=None):
+    axes = n.attr("axes") if axes is None else n.ints(axes, "axes")
+    if axes is None:
+        axes = [i for i, d in enumerate(shape_of(x)) if d == 1]
+    return F.squeeze(x, n.axes(axes, rank_of(x))) if axes else x
+
+
+def _unsqueeze(n, x, axes=None):
+    axes = n.attr("axes") if axes is None else n.ints(axes, "axes")
+    return F.expand_dims(x, n.axes(axes, rank_of(x) + len(axes)))
+
+
+def _flatten(n, x):
+    shape = shape_of(x)
+    axis = n.attr("axis", 1)
+    axis = axis + len(shape) if axis < 0 else axis  # in [-r, r]
+    return reshape(x, (prod(shape[:axis]), prod(shape[axis:])))
+
+
+def _slice_index(n, shape, starts, ends, axes, steps):
+    """ONNX Slice bounds -> a tuple of Python slices (same clamping rules as Python's)."""
+    axes = list(range(len(starts))) if axes is None else [n.axis(a, len(shape)) for a in axes]
+    steps = [1] * len(starts) if steps is None else steps
+    index = [slice(None)] * len(shape)
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        if st == 0:
+            raise n.error("a slice step is 0")
+        size = shape[a]
+        if not isinstance(size, int):
+            if (s, st) == (0, 1) and e >= 2**31 - 1:
+                continue  # the whole symbolic axis
+            raise n.error(f"slicing symbolic axis {a} ({size}) with {s}:{e}:{st}",
+                          hint="only a full slice keeps a symbolic axis; export with static shapes")
+        s, e, st = slice(max(min(s, INT_MAX), -INT_MAX), max(min(e, INT_MAX), -INT_MAX), st).indices(size)
+        index[a] = slice(s, None if e < 0 else e, st)
+    return tuple(index)
+
+
+def _slice(n, x, starts=None, ends=None, axes=None, steps=None):
+    if n.opset < 10:
+        starts, ends, axes, steps = n.attr("starts"), n.attr("ends"), n.attr("axes"), None
+    else:
+        starts, ends = n.ints(starts, "starts"), n.ints(ends, "ends")
+        axes, steps = n.ints(axes, "axes"), n.ints(steps, "steps")
+    return x[_slice_index(n, shape_of(x), starts, ends, axes, steps)]
+
+
+def _split(n, x, split=None):
+    axis = n.axis(n.attr("axis", 0), rank_of(x))
+    size = shape_of(x)[axis]
+    if not isinstance(size, int):
+        raise n.error(f"splitting symbolic axis {axis} of {x.type}")
+    sizes = n.attr("split") if split is None else n.ints(split, "split")
+    if sizes is None:
+        parts = n.attr("num_outputs", len(n.wants))
+        chunk = -(-size // parts)
+        sizes = [min(chunk, size - i * chunk) for i in range(parts)]
+    if sum(sizes) != size:
+        raise n.error(f"split sizes {sizes} do not add up to axis {axis} of size {size}")
+    bounds = np.cumsum([0] + list(sizes))
+    return tuple(x[(slice(None),) * axis + (slice(int(a), int(b)),)] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def _pad(n, x, pads=None, value=None, axes=None):
+    r = rank_of(x)
+    if n.opset < 11:
+        pads, value = n.attr("pads"), n.attr("value", 0.0)
+    else:
+        pads, value = n.ints(pads, "pads"), n.scalar(value, "constant_value")
+    axes = list(range(r)) if axes is None else [n.axis(a, r) for a in n.ints(axes, "axes")]
+    before, after = [0] * r, [0] * r
+    for i, a in enumerate(axes):
+        before[a], after[a] = pads[i], pads[len(axes) + i]
+    mode = n.attr("mode", "constant")
+    y = x
+    if any(p < 0 for p in before + after):  # negative pads crop
+        y = y[tuple(slice(-min(b, 0), (-min(e, 0) or None) and min(e, 0)) for b, e in zip(before, after))]
+        before, after = [max(p, 0) for p in before], [max(p, 0) for p in after]
+    if not any(before + after):
+        return y
+    if mode == "constant":
+        return F.pad(y, list(zip(before, after)), 0.0 if value is None else value)
+    if mode not in ("reflect", "edge", "wrap"):
+        raise n.error(f"mode={mode!r}", hint="ONNX Pad modes are constant, reflect, edge and wrap")
+    for a in range(r):
+        b, e = before[a], after[a]
+        if not (b or e):
+            continue
+        size = shape_of(y)[a]
+        if not isinstance(size, int) or (mode == "reflect" and max(b, e) >= size):
+            raise n.error(f"{mode} padding of {b}+{e} on axis {a} of {y.type}")
+        pre = (slice(None),) * a
+        if mode == "edge":
+            parts = [y[pre + (slice(0, 1),)]] * b + [y] + [y[pre + (slice(size - 1, size),)]] * e
+        elif mode == "wrap":
+            parts = [y[pre + (slice(size - b, size),)]] * bool(b) + [y] + [y[pre + (slice(0, e),)]] * bool(e)
+        else:
+            parts = [y[pre + (slice(b, 0, -1),)]] * bool(b) + [y] + [y[pre + (slice(size - 2, size - 2 - e, -1),)]] * bool(e)
+        y = F.concatenate(parts, axis=a)
+    return y
+
+
+def _dropout(n, x, ratio=None, training=None):
+    train = n.attr("is_test", 1) == 0 if n.opset < 7 else (training is not None and bool(n.scalar(training, "training_mode")))
+    if train and (n.attr("ratio", 0.5) if n.opset < 12 else 0.5 if ratio is None else n.scalar(ratio, "ratio")):
+        raise n.error("Dropout in training mode is random", hint="export the model in eval mode")
+    if not n.wants_output(1):
+        return x
+    shape = shape_of(x)
+    if all(isinstance(d, int) for d in shape):
+        return x, np.ones(shape, dtype=bool)
+    return x, F.broadcast_to(np.array(True), shape)
+
+
+def _shape(n, x):
+    shape = shape_of(x)
+    s, e = n.attr("start", 0), n.attr("end", len(shape))
+    dims = shape[slice(s, e)]
+    if all(isinstance(d, int) for d in dims):
+        return np.array(dims, dtype=np.int64)
+    return np.array(dims, dtype=object)
+
+
+def _size(n, x):
+    size = prod(shape_of(x))
+    return np.array(size, dtype=np.int64 if isinstance(size, int) else object)
+
+
+def _constant(n):
+    for k in ("value", "sparse_value"):
+        if k in n.attrs:
+            return np.asarray(n.attrs[k])
+    for k, dt in (("value_float", np.float32), ("value_floats", np.float32),
+                  ("value_int", np.int64), ("value_ints", np.int64)):
+        if k in n.attrs:
+            return np.array(n.attrs[k], dtype=dt)
+    raise n.error(f"attribute(s) {sorted(n.attrs)}: string constants have no tapeir dtype")
+
+
+def _constant_of_shape(n, shape):
+    value = n.attr("value", np.zeros(1, np.float32)).reshape(())
+    dims = n.dims(shape, "shape")
+    if all(isinstance(d, int) for d in dims):
+        return np.full(dims, value, dtype=value.dtype)
+    return F.broadcast_to(value, dims)
+
+
+SHAPE = {
+    "Reshape": _reshape, "Transpose": lambda n, x: F.transpose(x, n.attr("perm")),
+    "Expand": _expand, "Concat": lambda n, *xs: F.concatenate(xs, n.attr("axis")),
+    "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Flatten": _flatten,
+    "Split": _split, "Pad": _pad, "Identity": lambda n, x: x,
+    "Dropout": _dropout, "Shape": _shape, "Size": _size, "Constant": _constant,
+    "ConstantOfShape": _constant_of_shape,
+}
+
+
+# ---- shape arithmetic on symbolic dims ------------------------------------------------
+
+def _obj(v):
+    return v.astype(object) if is_static(v) else v
+
+
+def _dimwise(fn, what):
+    def rule(n, a, b):
+        def one(x, y):
+            r = fn(x, y)
+            if r is None:
+                raise n.error(f"cannot compute {x} {what} {y} on symbolic dims")
+            return r
+        return np.frompyfunc(one, 2, 1)(_obj(a), _obj(b)).astype(object)
+    return rule
+
+
+def _int_only(op):
+    return lambda x, y: op(x, y) if isinstance(x, int) and isinstance(y, int) else (x if y == 0 else None)
+
+
+SYMBOLIC = {
+    "Identity": lambda n, x: x,
+    "Cast": lambda n, x: _cast_dims(n, x),
+    "Gather": lambda n, x, i: np.take(x, np.asarray(n.ints(i, "indices")).reshape(i.shape), axis=n.attr("axis", 0)),
+    "Concat": lambda n, *xs: np.concatenate([_obj(x) for x in xs], axis=n.attr("axis")),
+    "Unsqueeze": lambda n, x, axes=None: np.reshape(x, shape_of(_unsqueeze_shape(n, x, axes))),
+    "Squeeze": lambda n, x, axes=None: np.squeeze(x, axis=None if (axes is None and n.attr("axes") is None)
+                                                  else tuple(n.attr("axes") or n.ints(axes, "axes"))),
+    "Slice": lambda n, x, *rest: x[_slice_index(n, x.shape, *_slice_args(n, rest))],
+    "Reshape": lambda n, x, shape: np.reshape(x, n.ints(shape, "shape")),
+    "Mul": _dimwise(lambda x, y: dim_product([x, y]), "*"),
+    "Div": _dimwise(dim_divide, "/"),
+    "Add": _dimwise(_int_only(lambda x, y: x + y), "+"),
+    "Sub": _dimwise(_int_only(lambda x, y: x - y), "-"),
+    "Expand": lambda n, x, shape: np.broadcast_to(x, n.ints(shape, "shape")).copy(),
+    "ConstantOfShape": _constant_of_shape,
+}
+
+
+def _cast_dims(n, x):
+    if n.attr("to") not in (6, 7):
+        raise n.error("casting symbolic dims to a non-integer type")
+    return x
+
+
+def _unsqueeze_shape(n, x, axes):
+    axes = n.attr("axes") if axes is None else n.ints(axes, "axes")
+    return np.expand_dims(np.empty(x.shape, np.int8), n.axes(axes, x.ndim + len(axes)))
+
+
+def _slice_args(n, rest):
+    if n.opset < 10:
+        return n.attr("starts"), n.attr("ends"), n.attr("axes"), None
+    rest = list(rest) + [None] * (4 - len(rest))
+    return [n.ints(v, k) for v, k in zip(rest, ("starts", "ends", "axes", "steps"))]
