@@ -25,11 +25,144 @@ from tapeir.backends.onnx_import import IMPORT, STATIC_OPERANDS  # noqa: E402
 
 RTOL, ATOL = 1e-3, 1e-5
 
-# reasons, shared by many cases
-DTYPE = "uses a dtype tapeir has no IR type for (uint8/int8/int16/uint16/uint32/uint64/bfloat16/float8/string)"
+# Why a supported case fails. Each reason is a limit of tapeir's IR, not of the importer.
+DTYPE = ("an input, Cast target or constant has a dtype tapeir's IR lacks (it has f16/f32/f64, i32/i64, bool; "
+         "not int8/uint8/int16/uint16/uint32/uint64/int4/bfloat16/float8/float4/string)")
+THREE_D = "3-D convolution or pooling: the IR has 2-D conv/pool ops (1-D runs as 2-D, 3-D does not)"
+RANDOM = "Dropout in training mode with ratio > 0 is random; the IR has no random op (ratio 0 imports)"
+NOT_A_TENSOR = "a sequence or optional input: the IR has tensor values only"
+ARGMAX_OUTPUT = "MaxPool's Indices output: the IR's max_pool2d has no argmax output"
 
 DEVIATIONS: dict[str, str] = {
+    **dict.fromkeys([
+        "test_add_int16", "test_add_int8", "test_add_uint16", "test_add_uint32", "test_add_uint64",
+        "test_add_uint8", "test_cast_BFLOAT16_to_FLOAT", "test_cast_FLOAT16_to_FLOAT4E2M1",
+        "test_cast_FLOAT16_to_FLOAT8E4M3FN", "test_cast_FLOAT16_to_FLOAT8E4M3FNUZ",
+        "test_cast_FLOAT16_to_FLOAT8E5M2", "test_cast_FLOAT16_to_FLOAT8E5M2FNUZ",
+        "test_cast_FLOAT16_to_INT2", "test_cast_FLOAT16_to_INT4", "test_cast_FLOAT16_to_UINT2",
+        "test_cast_FLOAT16_to_UINT4", "test_cast_FLOAT4E2M1_to_FLOAT", "test_cast_FLOAT4E2M1_to_FLOAT16",
+        "test_cast_FLOAT8E4M3FNUZ_to_FLOAT", "test_cast_FLOAT8E4M3FNUZ_to_FLOAT16",
+        "test_cast_FLOAT8E4M3FN_to_FLOAT", "test_cast_FLOAT8E4M3FN_to_FLOAT16",
+        "test_cast_FLOAT8E5M2FNUZ_to_FLOAT", "test_cast_FLOAT8E5M2FNUZ_to_FLOAT16",
+        "test_cast_FLOAT8E5M2_to_FLOAT", "test_cast_FLOAT8E5M2_to_FLOAT16", "test_cast_FLOAT_to_BFLOAT16",
+        "test_cast_FLOAT_to_FLOAT4E2M1", "test_cast_FLOAT_to_FLOAT8E4M3FN",
+        "test_cast_FLOAT_to_FLOAT8E4M3FNUZ", "test_cast_FLOAT_to_FLOAT8E5M2",
+        "test_cast_FLOAT_to_FLOAT8E5M2FNUZ", "test_cast_FLOAT_to_INT2", "test_cast_FLOAT_to_INT4",
+        "test_cast_FLOAT_to_UINT2", "test_cast_FLOAT_to_UINT4", "test_cast_INT2_to_FLOAT",
+        "test_cast_INT2_to_FLOAT16", "test_cast_INT2_to_INT8", "test_cast_INT4_to_FLOAT",
+        "test_cast_INT4_to_FLOAT16", "test_cast_INT4_to_INT8", "test_cast_UINT2_to_FLOAT",
+        "test_cast_UINT2_to_FLOAT16", "test_cast_UINT2_to_UINT8", "test_cast_UINT4_to_FLOAT",
+        "test_cast_UINT4_to_FLOAT16", "test_cast_UINT4_to_UINT8", "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0",
+        "test_cast_e8m0_FLOAT8E8M0_to_FLOAT", "test_cast_e8m0_FLOAT8E8M0_to_FLOAT16",
+        "test_cast_e8m0_FLOAT_to_FLOAT8E8M0", "test_cast_no_saturate_FLOAT16_to_FLOAT8E4M3FN",
+        "test_cast_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ", "test_cast_no_saturate_FLOAT16_to_FLOAT8E5M2",
+        "test_cast_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ", "test_cast_no_saturate_FLOAT_to_FLOAT8E4M3FN",
+        "test_cast_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ", "test_cast_no_saturate_FLOAT_to_FLOAT8E5M2",
+        "test_cast_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ", "test_castlike_BFLOAT16_to_FLOAT",
+        "test_castlike_BFLOAT16_to_FLOAT_expanded", "test_castlike_FLOAT16_to_FLOAT4E2M1",
+        "test_castlike_FLOAT16_to_FLOAT4E2M1_expanded", "test_castlike_FLOAT16_to_FLOAT8E4M3FN",
+        "test_castlike_FLOAT16_to_FLOAT8E4M3FNUZ", "test_castlike_FLOAT16_to_FLOAT8E4M3FNUZ_expanded",
+        "test_castlike_FLOAT16_to_FLOAT8E4M3FN_expanded", "test_castlike_FLOAT16_to_FLOAT8E5M2",
+        "test_castlike_FLOAT16_to_FLOAT8E5M2FNUZ", "test_castlike_FLOAT16_to_FLOAT8E5M2FNUZ_expanded",
+        "test_castlike_FLOAT16_to_FLOAT8E5M2_expanded", "test_castlike_FLOAT16_to_INT2",
+        "test_castlike_FLOAT16_to_INT2_expanded", "test_castlike_FLOAT16_to_INT4",
+        "test_castlike_FLOAT16_to_INT4_expanded", "test_castlike_FLOAT16_to_UINT2",
+        "test_castlike_FLOAT16_to_UINT2_expanded", "test_castlike_FLOAT16_to_UINT4",
+        "test_castlike_FLOAT16_to_UINT4_expanded", "test_castlike_FLOAT4E2M1_to_FLOAT",
+        "test_castlike_FLOAT4E2M1_to_FLOAT16", "test_castlike_FLOAT4E2M1_to_FLOAT16_expanded",
+        "test_castlike_FLOAT4E2M1_to_FLOAT_expanded", "test_castlike_FLOAT8E4M3FNUZ_to_FLOAT",
+        "test_castlike_FLOAT8E4M3FNUZ_to_FLOAT16", "test_castlike_FLOAT8E4M3FNUZ_to_FLOAT16_expanded",
+        "test_castlike_FLOAT8E4M3FNUZ_to_FLOAT_expanded", "test_castlike_FLOAT8E4M3FN_to_FLOAT",
+        "test_castlike_FLOAT8E4M3FN_to_FLOAT16", "test_castlike_FLOAT8E4M3FN_to_FLOAT16_expanded",
+        "test_castlike_FLOAT8E4M3FN_to_FLOAT_expanded", "test_castlike_FLOAT8E5M2FNUZ_to_FLOAT",
+        "test_castlike_FLOAT8E5M2FNUZ_to_FLOAT16", "test_castlike_FLOAT8E5M2FNUZ_to_FLOAT16_expanded",
+        "test_castlike_FLOAT8E5M2FNUZ_to_FLOAT_expanded", "test_castlike_FLOAT8E5M2_to_FLOAT",
+        "test_castlike_FLOAT8E5M2_to_FLOAT16", "test_castlike_FLOAT8E5M2_to_FLOAT16_expanded",
+        "test_castlike_FLOAT8E5M2_to_FLOAT_expanded", "test_castlike_FLOAT_to_BFLOAT16",
+        "test_castlike_FLOAT_to_BFLOAT16_expanded", "test_castlike_FLOAT_to_FLOAT4E2M1",
+        "test_castlike_FLOAT_to_FLOAT4E2M1_expanded", "test_castlike_FLOAT_to_FLOAT8E4M3FN",
+        "test_castlike_FLOAT_to_FLOAT8E4M3FNUZ", "test_castlike_FLOAT_to_FLOAT8E4M3FNUZ_expanded",
+        "test_castlike_FLOAT_to_FLOAT8E4M3FN_expanded", "test_castlike_FLOAT_to_FLOAT8E5M2",
+        "test_castlike_FLOAT_to_FLOAT8E5M2FNUZ", "test_castlike_FLOAT_to_FLOAT8E5M2FNUZ_expanded",
+        "test_castlike_FLOAT_to_FLOAT8E5M2_expanded", "test_castlike_FLOAT_to_INT2",
+        "test_castlike_FLOAT_to_INT2_expanded", "test_castlike_FLOAT_to_INT4",
+        "test_castlike_FLOAT_to_INT4_expanded", "test_castlike_FLOAT_to_UINT2",
+        "test_castlike_FLOAT_to_UINT2_expanded", "test_castlike_FLOAT_to_UINT4",
+        "test_castlike_FLOAT_to_UINT4_expanded", "test_castlike_INT2_to_FLOAT",
+        "test_castlike_INT2_to_FLOAT16", "test_castlike_INT2_to_FLOAT16_expanded",
+        "test_castlike_INT2_to_FLOAT_expanded", "test_castlike_INT2_to_INT8",
+        "test_castlike_INT2_to_INT8_expanded", "test_castlike_INT4_to_FLOAT",
+        "test_castlike_INT4_to_FLOAT16", "test_castlike_INT4_to_FLOAT16_expanded",
+        "test_castlike_INT4_to_FLOAT_expanded", "test_castlike_INT4_to_INT8",
+        "test_castlike_INT4_to_INT8_expanded", "test_castlike_UINT2_to_FLOAT",
+        "test_castlike_UINT2_to_FLOAT16", "test_castlike_UINT2_to_FLOAT16_expanded",
+        "test_castlike_UINT2_to_FLOAT_expanded", "test_castlike_UINT2_to_UINT8",
+        "test_castlike_UINT2_to_UINT8_expanded", "test_castlike_UINT4_to_FLOAT",
+        "test_castlike_UINT4_to_FLOAT16", "test_castlike_UINT4_to_FLOAT16_expanded",
+        "test_castlike_UINT4_to_FLOAT_expanded", "test_castlike_UINT4_to_UINT8",
+        "test_castlike_UINT4_to_UINT8_expanded", "test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FN",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ_expanded",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FN_expanded",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ_expanded",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2_expanded",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FN",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ_expanded",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FN_expanded",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2", "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ_expanded",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2_expanded", "test_celu_bfloat16",
+        "test_celu_bfloat16_expanded", "test_clip_default_int8_inbounds",
+        "test_clip_default_int8_inbounds_expanded", "test_clip_default_int8_max",
+        "test_clip_default_int8_max_expanded", "test_clip_default_int8_min",
+        "test_clip_default_int8_min_expanded", "test_div_int16", "test_div_int8", "test_div_uint16",
+        "test_div_uint32", "test_div_uint64", "test_div_uint8", "test_equal_int16", "test_equal_int8",
+        "test_equal_string", "test_equal_string_broadcast", "test_equal_uint16", "test_equal_uint32",
+        "test_equal_uint64", "test_equal_uint8", "test_greater_equal_int16",
+        "test_greater_equal_int16_expanded", "test_greater_equal_int8", "test_greater_equal_int8_expanded",
+        "test_greater_equal_uint16", "test_greater_equal_uint16_expanded", "test_greater_equal_uint32",
+        "test_greater_equal_uint32_expanded", "test_greater_equal_uint64",
+        "test_greater_equal_uint64_expanded", "test_greater_equal_uint8",
+        "test_greater_equal_uint8_expanded", "test_greater_int16", "test_greater_int8",
+        "test_greater_uint16", "test_greater_uint32", "test_greater_uint64", "test_greater_uint8",
+        "test_less_equal_int16", "test_less_equal_int16_expanded", "test_less_equal_int8",
+        "test_less_equal_int8_expanded", "test_less_equal_uint16", "test_less_equal_uint16_expanded",
+        "test_less_equal_uint32", "test_less_equal_uint32_expanded", "test_less_equal_uint64",
+        "test_less_equal_uint64_expanded", "test_less_equal_uint8", "test_less_equal_uint8_expanded",
+        "test_less_int16", "test_less_int8", "test_less_uint16", "test_less_uint32", "test_less_uint64",
+        "test_less_uint8", "test_max_int16", "test_max_int8", "test_max_uint16", "test_max_uint32",
+        "test_max_uint64", "test_max_uint8", "test_maxpool_2d_uint8", "test_min_int16", "test_min_int8",
+        "test_min_uint16", "test_min_uint32", "test_min_uint64", "test_min_uint8", "test_mul_int16",
+        "test_mul_int8", "test_mul_uint16", "test_mul_uint32", "test_mul_uint64", "test_mul_uint8",
+        "test_onehot_with_bfloat16_values", "test_pow_types_float32_uint32", "test_pow_types_float32_uint64",
+        "test_range_bfloat16_type_positive_delta", "test_sub_int16", "test_sub_int8", "test_sub_uint16",
+        "test_sub_uint32", "test_sub_uint64", "test_sub_uint8",
+    ], DTYPE),
+    **dict.fromkeys([
+        "test_averagepool_3d_default",
+        "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False",
+        "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True",
+        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False",
+        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
+        "test_averagepool_3d_dilations_small", "test_convtranspose_3d", "test_maxpool_3d_default",
+        "test_maxpool_3d_dilations", "test_maxpool_3d_dilations_use_ref_impl",
+        "test_maxpool_3d_dilations_use_ref_impl_large",
+    ], THREE_D),
+    **dict.fromkeys([
+        "test_training_dropout", "test_training_dropout_default", "test_training_dropout_default_mask",
+        "test_training_dropout_mask",
+    ], RANDOM),
+    **dict.fromkeys([
+        "test_identity_opt", "test_identity_sequence",
+    ], NOT_A_TENSOR),
+    **dict.fromkeys([
+        "test_maxpool_with_argmax_2d_precomputed_pads", "test_maxpool_with_argmax_2d_precomputed_strides",
+    ], ARGMAX_OUTPUT),
 }
+
 
 
 def _cases():
@@ -138,9 +271,17 @@ def test_deviations_name_supported_cases(results):
     assert set(DEVIATIONS) <= names, f"DEVIATIONS entries that are not supported cases: {sorted(set(DEVIATIONS) - names)}"
 
 
-def test_most_supported_cases_pass(results):
-    _, supported, failures = results
-    assert len(supported) - len(failures) >= 0.8 * len(supported)
+def test_the_check_catches_wrong_outputs(results):
+    """A passing case with its expected output nudged must fail: the sweep compares for real."""
+    import copy
+
+    _, supported, _ = results
+    case = copy.copy(next(c for c in supported if c.name == "test_relu"))
+    (inputs, expected), = case.data_sets
+    case.data_sets = [(inputs, [expected[0] + np.float32(1e-2)])]
+    assert run_case(case) is not None
+    case.data_sets = [(inputs, [expected[0].astype(np.float64)])]
+    assert "expected float64" in run_case(case)
 
 
 def write_report(path: str) -> str:
