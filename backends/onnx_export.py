@@ -9,9 +9,10 @@ runtime of the chosen opset, runs forward and backward graphs alike.
 Opsets: 15 (CastLike, which type-generic function bodies need) up to the highest both the
 installed onnx and onnxruntime support. The default is 20, the lowest opset in which every
 IR op with an ai.onnx twin exports natively (Gelu needs 20, AveragePool dilations 19,
-LayerNormalization 17); a lower opset lowers gelu through a local function and refuses
-the ops it cannot express, naming the op, its source line and the opset it needs. The IR
-version is the lowest onnx allows for the opset (at least 8, for local functions).
+LayerNormalization 17). A lower opset lowers gelu through a local function and layer_norm
+through its formula, and refuses what it cannot express (avg_pool2d with dilation below
+19), naming the op, its source line and the opset it needs. The IR version is the lowest
+onnx allows for the opset (at least 8, for local functions); `ir_version=` may raise it.
 
 Names, chosen so the model reads next to the graph's text form (kept in
 `model.doc_string`):
@@ -298,8 +299,15 @@ def output_names(g) -> list[str]:
 
 # ---- the driver ---------------------------------------------------------------------
 
-def _value_info(name: str, t):
-    return helper.make_tensor_value_info(name, elem_type(t.dtype), [d for d in t.shape])
+@functools.lru_cache(maxsize=1024)
+def _type_proto(t) -> onnx.TypeProto:
+    return helper.make_tensor_type_proto(elem_type(t.dtype), list(t.shape))
+
+
+def _value_info(name: str, t) -> onnx.ValueInfoProto:
+    vi = onnx.ValueInfoProto(name=name)
+    vi.type.CopyFrom(_type_proto(t))
+    return vi
 
 
 def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
@@ -337,6 +345,7 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
     value_info = []
     counter = 0
     for n in g.nodes:
+        low.begin(n, f"%{counter}")
         results = []
         for o in n.outputs:
             results.append(direct.get(id(o), f"%{counter}"))
@@ -344,7 +353,6 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
                 value_info.append(_value_info(results[-1], o.type))
             names[id(o)] = results[-1]
             counter += 1
-        low.begin(n, results[0])
         EXPORT[n.op](low, n, [names[id(v)] for v in n.inputs], results)
     low.begin(None, "%out")
     for v, name in zip(g.outputs, outs):
@@ -384,11 +392,17 @@ def _resolve_output_names(g, given) -> list[str]:
 
 
 def _check_names(g, low):
-    internal = {o for node in low.nodes for o in node.output} | {t.name for t in low.initializers}
-    clash = sorted({v.name for v in g.inputs} & internal)
-    if clash:
-        raise TapeirError(f"input name(s) {clash} collide with names the ONNX export generates",
-                          hint="rename the argument or dict key (names starting with '%' are reserved)")
+    """Every ONNX value has one producer: an input, an initializer or one node output."""
+    seen: set[str] = set()
+    dup: set[str] = set()
+    names = [v.name for v in g.inputs] + [t.name for t in low.initializers]
+    names += [o for node in low.nodes for o in node.output]
+    for name in names:
+        (dup if name in seen else seen).add(name)
+    if dup:
+        raise TapeirError(f"ONNX value name(s) {sorted(dup)} would have two producers",
+                          hint="rename the argument, dict key or output_names entry "
+                               "(names starting with '%' are the export's own)")
 
 
 def save_onnx(g, path, opset: int | None = None, *, external_data: bool | None = None, **kw) -> None:

@@ -12,8 +12,9 @@ must get. Most ops are one ONNX operator of the same meaning; the others, in ord
      before.
   3. softplus and logsumexp call local functions (backends/onnx_functions.py); gelu is
      Gelu from opset 20 and a local function below.
-  4. layer_norm is LayerNormalization (opset >= 17); a missing weight is ones of the
-     normalized shape, made at run time (ConstantOfShape of the Shape's tail).
+  4. layer_norm is LayerNormalization from opset 17, where a missing weight is ones of the
+     normalized shape made at run time (ConstantOfShape of the Shape's tail); below 17 it
+     is the numpy backend's formula (ReduceMean, Sub, Mul, Sqrt, Div, Mul, Add).
   5. slice: a negative-step stop of -1 ("before index 0") is INT64_MIN, which ONNX clamps
      to -1 after adding the dim size.
   6. reshape and broadcast_to build their shape tensor at run time when it holds a symbolic
@@ -113,13 +114,27 @@ def _logsumexp(low, n, ins, outs):
 
 
 def _layer_norm(low, n, ins, outs):
-    low.require(17, "layer_norm (ONNX LayerNormalization)")
     x, axis = n.inputs[0], n.attrs["axis"]
+    if low.opset < 17:
+        _layer_norm_decomposed(low, n, ins, outs)
+        return
     scale = ins[1] if len(ins) > 1 else None
     if scale is None:  # ONNX wants a Scale: ones of the normalized shape
         one = numpy_helper.from_array(np.ones((1,), to_numpy(x.type.dtype)))
         scale = low.op("ConstantOfShape", low.op("Shape", ins[0], start=axis), value=one)
     low.op("LayerNormalization", ins[0], scale, *ins[2:], out=outs[0], axis=axis, epsilon=n.attrs["epsilon"])
+
+
+def _layer_norm_decomposed(low, n, ins, outs):
+    """Below opset 17 (no LayerNormalization): the numpy backend's formula, op for op."""
+    x = n.inputs[0]
+    axes = list(range(n.attrs["axis"], x.type.rank))
+    d = low.op("Sub", ins[0], reduce(low, "ReduceMean", ins[0], None, axes, True))
+    var = reduce(low, "ReduceMean", low.op("Mul", d, d), None, axes, True)
+    std = low.op("Sqrt", low.op("Add", var, low.scalar(n.attrs["epsilon"], x.type.dtype)))
+    y = low.op("Div", d, std, out=None if len(ins) > 1 else outs[0])
+    for k, (op_type, operand) in enumerate(zip(("Mul", "Add"), ins[1:]), 2):
+        y = low.op(op_type, y, operand, out=outs[0] if k == len(ins) else None)
 
 
 def _pairs(p):

@@ -3,6 +3,10 @@
 It takes and returns the same pytrees as the numpy backend, with the same input checks
 (dtypes, ranks, static dims, symbolic dims bound consistently), because it reuses the
 numpy backend's argument handling; only the execution differs.
+
+onnxruntime's CPU provider has no float64 kernel for Conv, ConvTranspose, AveragePool,
+Erf (so exact gelu), Elu and LeakyRelu: the export of such a float64 graph is valid ONNX,
+but this backend refuses to load it (in float32 every op runs).
 """
 from __future__ import annotations
 
@@ -40,8 +44,14 @@ class OnnxRuntimeFunction(NumpyFunction):
         if intra_op_num_threads is not None:
             opts.intra_op_num_threads = int(intra_op_num_threads)
         opts.log_severity_level = 3  # onnxruntime's warnings (e.g. unused initializers) are noise here
-        self.session = ort.InferenceSession(self.model.SerializeToString(), opts,
-                                            providers=providers or ["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(self.model.SerializeToString(), opts,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:
+            raise TapeirError(f"onnxruntime cannot load the ONNX export of {graph.name}: {e}",
+                              hint="onnxruntime's CPU provider lacks some float64 kernels (Conv, ConvTranspose, "
+                                   "AveragePool, Erf, Elu, LeakyRelu); run those graphs in float32 or on "
+                                   "backend='numpy'") from e
         self._in_names = [v.name for v in graph.inputs]
         self._out_names = [o.name for o in self.model.graph.output]
         from ..ir.dtypes import to_numpy
