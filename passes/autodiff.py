@@ -7,7 +7,8 @@ again. Rules:
   1. only nodes on a path from a `wrt` input to the output are differentiated;
   2. fan-out accumulates cotangents with `add`;
   3. a missing rule for a differentiable op is an error naming the op and source line;
-  4. backward nodes carry the source line of the forward node they differentiate;
+  4. backward nodes carry the source line of the forward node they differentiate (none if
+     it has none: the result never depends on where the pass was called from);
   5. forward values the result does not need are removed (dead-code elimination), and
      so are the `x * 1` the seed cotangent leaves behind.
 """
@@ -47,12 +48,25 @@ def _wrt_list(g: Graph, wrt) -> tuple[list[int], bool]:
 
 def _check_scalar_output(g: Graph, what: str):
     if len(g.outputs) != 1 or g.out_tree != LEAF:
-        raise TapeirError(f"{what} needs a graph with one output, {g.name} returns {len(g.outputs)} values",
-                          hint="return a single scalar loss")
+        got = f"{len(g.outputs)} values" if len(g.outputs) != 1 else f"a {g.out_tree.kind} of one value"
+        raise TapeirError(f"{what} needs a graph with one output, {g.name} returns {got}",
+                          hint="return a single scalar loss (not wrapped in a tuple, list or dict)")
     t = g.outputs[0].type
     if t.shape != () or t.dtype not in FLOATS:
         raise TapeirError(f"{what} needs a scalar floating-point output, {g.name} returns {t}",
                           hint="reduce the output to a scalar first, e.g. .sum() or .mean()")
+
+
+def _stamp(nodes, source):
+    """Give nodes this pass emitted the source of the forward node they come from.
+
+    The tracer's source_override cannot express "no source" (None falls back to the
+    caller's line), and a pass must not depend on where it is called from: without
+    this, differentiating a source-less graph (parsed, imported) stamped the line of the
+    tp.grad call on its nodes, so the same pass called from two lines gave unequal graphs.
+    """
+    for node in nodes:
+        node.source = source
 
 
 def _backward(tracer: Tracer, g: Graph, env: dict, wrt_values: list[Value]) -> list[Tensor]:
@@ -75,6 +89,7 @@ def _backward(tracer: Tracer, g: Graph, env: dict, wrt_values: list[Value]) -> l
                               "gradient before this op")
         xs = [Tensor(env[id(v)], tracer) for v in n.inputs]
         y = Tensor(env[id(n.outputs[0])], tracer)
+        start = len(tracer.nodes)
         tracer.source_override = n.source
         try:
             cts = rule(ct[id(n.outputs[0])], xs, y, n.attrs)
@@ -94,13 +109,16 @@ def _backward(tracer: Tracer, g: Graph, env: dict, wrt_values: list[Value]) -> l
                 ct[id(v)] = c if prev is None else prev + c
             finally:
                 tracer.source_override = None
+        _stamp(tracer.nodes[start:], n.source)
     grads = []
     for v in wrt_values:
         c = ct.get(id(v))
         if c is None:  # the output does not depend on v
             zero = Tensor(tracer.const(np.zeros((), to_numpy(v.type.dtype))), tracer)
+            start = len(tracer.nodes)
             c = zero if v.type.shape == () else Tensor(
                 tracer.emit("broadcast_to", [zero.value], {"shape": v.type.shape})[0], tracer)
+            _stamp(tracer.nodes[start:], None)  # no forward node to point at
         grads.append(c)
     return grads
 
@@ -114,6 +132,9 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     try:
         env: dict = {}
         outs = tracer.inline(g, inputs, env)
+        assert len(tracer.nodes) == len(g.nodes)
+        for new, old in zip(tracer.nodes, g.nodes):  # a node without a source stays without one
+            new.source = old.source
         wrt_values = [g.inputs[k] for i in idx for k in g.input_range(i)]
         grads = _backward(tracer, g, env, wrt_values)
     finally:

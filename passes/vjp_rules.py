@@ -325,6 +325,10 @@ def _conv_transpose2d(g, x, y, a):
     gin, w = x
     s, p, d, grp = a["stride"], a["padding"], a["dilation"], a["groups"]
     ggin = F.conv2d(g, w, stride=s, padding=p, dilation=d, groups=grp)
+    if ggin.shape[2:] != gin.shape[2:]:
+        # output_padding >= stride (allowed when dilation > stride) makes the conv2d of g longer
+        # than gin: the trailing rows/columns correspond to no position of gin, so drop them
+        ggin = ggin[:, :, :gin.shape[2], :gin.shape[3]]
     return [ggin, conv_weight_grad(g, gin, w.shape, s, p, d, grp)]
 
 
