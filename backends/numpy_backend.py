@@ -106,6 +106,12 @@ def _is_leaf(x) -> bool:
     return isinstance(x, (np.ndarray, np.generic, int, float, bool))
 
 
+def _owned(x) -> np.ndarray:
+    """Outputs are writable arrays: constants and broadcast views are copied, not shared."""
+    x = np.asarray(x)
+    return x if x.flags.writeable else x.copy()
+
+
 class NumpyFunction:
     """A Graph compiled for the numpy interpreter. Call it with the traced function's pytrees."""
 
@@ -224,7 +230,7 @@ class NumpyFunction:
             shapes = ", ".join(f"{np.shape(env[s])}:{getattr(env[s], 'dtype', '?')}" for s in steps[i][1])
             raise RunError(f"{n.op} failed at node {i} of {self.graph.name}: {e}",
                            where=f"{n.source or '<no source>'} (operands {shapes})") from e
-        return [np.asarray(env[s]) for s in self._out_slots]
+        return [_owned(env[s]) for s in self._out_slots]
 
     @staticmethod
     def _specialize(n, bindings):
