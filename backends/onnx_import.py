@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..frontend.tensor import Tensor
 from ..frontend.tracer import Spec, current_tracer, trace
 from ..ir.errors import TapeirError
 from ..ir.graph import Graph
@@ -193,7 +194,8 @@ def _run(n: OnnxNode, ins):
                     raise n.error("computes on symbolic dims " + ", ".join(str(v.tolist()) for v in given if is_symbolic(v)),
                                   hint="tapeir folds shape arithmetic of Shape/Gather/Concat/Unsqueeze/Slice/"
                                        "Reshape/Mul/Div; export with static shapes otherwise")
-                return SYMBOLIC[n.op](n, *ins)
+                outs = SYMBOLIC[n.op](n, *ins)
+                return tuple(_dims_array(v) for v in (outs if isinstance(outs, tuple) else (outs,)))
             return _fold(n, ins)
         return IMPORT[n.op](n, *ins)
     except TapeirError as e:
@@ -202,6 +204,14 @@ def _run(n: OnnxNode, ins):
         raise type(e)(f"ONNX {n.op} node {n.where!r}: {e.problem}", where=n.where, hint=e.hint) from None
     except Exception as e:  # a numpy or onnx error: still name the node
         raise TapeirError(f"ONNX {n.op} node {n.where!r}: {type(e).__name__}: {e}", where=n.where) from e
+
+
+def _dims_array(v):
+    """A vector of dims: int64 when every dim is known, else an object array."""
+    if isinstance(v, Tensor):
+        return v
+    v = np.asarray(v, dtype=object)
+    return v.astype(np.int64) if all(isinstance(d, (int, np.integer)) for d in v.reshape(-1)) else v
 
 
 def _fold(n: OnnxNode, ins):
