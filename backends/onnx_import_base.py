@@ -121,7 +121,9 @@ def rank_of(x) -> int:
 def reshape(x, shape):
     """Reshape unless the shape is already right (keeps IR dumps free of no-op reshapes)."""
     shape = tuple(shape)
-    return x if shape_of(x) == shape else F.reshape(x, shape)
+    if shape_of(x) == shape:
+        return x
+    return np.reshape(x, shape) if isinstance(x, np.ndarray) else F.reshape(x, shape)
 
 
 def prod(dims):
