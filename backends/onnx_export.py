@@ -44,15 +44,14 @@ from ..ir.errors import TapeirError
 from ..ir.pytree import LEAF
 from ..ir.types import factors, from_factors
 from . import onnx_functions
+from .onnx_lowering import EXPORT, elem_type
+
+__all__ = ["EXPORT", "to_onnx", "save_onnx", "max_opset", "output_names"]
 
 MIN_OPSET = 15
 DEFAULT_OPSET = 20
 MIN_IR_VERSION = 8          # local functions (model.functions) arrived in IR version 8
 _EXTERNAL_DATA_LIMIT = 2 ** 31 - 2 ** 26   # protobuf's 2 GiB limit, less room for the graph
-
-
-def elem_type(dtype: str) -> int:
-    return helper.np_dtype_to_tensor_dtype(to_numpy(dtype))
 
 
 def _probe(opset: int) -> bool:
@@ -320,8 +319,6 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
     >>> [n.op_type for n in m.graph.node], m.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     (['softplus', 'Mul'], 'B')
     """
-    from .onnx_lowering import EXPORT
-
     opset = check_opset(opset)
     ir_version = _check_ir_version(ir_version, opset)
     missing = sorted({n.op for n in g.nodes} - set(EXPORT))

@@ -28,12 +28,16 @@ must get. Most ops are one ONNX operator of the same meaning; the others, in ord
 from __future__ import annotations
 
 import numpy as np
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from ..ir.dtypes import to_numpy
-from .onnx_export import elem_type
 
 INT64_MIN = -(2 ** 63)
+
+
+def elem_type(dtype: str) -> int:
+    """The ONNX TensorProto element type of an IR dtype."""
+    return helper.np_dtype_to_tensor_dtype(to_numpy(dtype))
 
 
 def _same(op_type):

@@ -6,7 +6,8 @@
 Three comparisons, each timed in one process with the repeats interleaved:
 
 1. inference: an MLP 784-512-512-10 (tanh), batch 256, f32. tapeir traces it with the
-   weights closed over (so they export as initializers) and runs it through
+   weights closed over (so they export as initializers) and a symbolic batch dim (torch's
+   export gets the same dynamic axis), and runs it through
    `tp.compile(g, backend="onnxruntime")`, input checks included; PyTorch's twin
    (nn.Linear/nn.Tanh with the same weights) is exported by `torch.onnx.export`
    (legacy TorchScript exporter, `dynamo=False`) and run in an onnxruntime session with the
@@ -98,8 +99,9 @@ def interleave(fns: dict, repeats: int, inner: int) -> dict:
     times = {k: [] for k in fns}
     for fn in fns.values():  # warm up
         fn()
-    for _ in range(repeats):
-        for k, fn in fns.items():
+    order = list(fns.items())
+    for r in range(repeats):
+        for k, fn in (order if r % 2 == 0 else order[::-1]):  # alternate who goes first
             t = time.perf_counter()
             for _ in range(inner):
                 fn()
@@ -119,7 +121,7 @@ def row(name, t_ours, t_peer, target, unit="ms", scale=1e3):
 def bench_inference(p, threads, repeats):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
-    g = tp.trace(lambda x: mlp(p, x), x)
+    g = tp.trace(lambda x: mlp(p, x), tp.Spec(("B", SIZES[0])))  # a dynamic batch, as torch's export
     ours = tp.compile(g, backend="onnxruntime", intra_op_num_threads=threads)
     import torch
 

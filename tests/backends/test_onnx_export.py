@@ -229,7 +229,8 @@ case("squeeze", lambda x: tp.squeeze(x, axis=(1, 3)), [A(("B", 1, 4, 1))])
 case("expand_dims", lambda x: tp.expand_dims(x, (0, 2)), [A(("B", 4))])
 # losses
 for _red in ("mean", "sum", "none"):
-    case(f"cross_entropy-{_red}", lambda x, y, r=_red: tp.cross_entropy(x * 2.0, y, reduction=r), [A(("B", 5)), L(("B",), 5)])
+    case(f"cross_entropy-{_red}", lambda x, y, r=_red: tp.cross_entropy(x * 2.0, y, reduction=r),
+         [A(("B", 5)), L(("B",), 5)])
     case(f"cross_entropy-ignore-{_red}", lambda x, y, r=_red: tp.cross_entropy(x, y, reduction=r),
          [A(("B", 3)), L(("B",), 3, ignore=-100)])
     case(f"cross_entropy-NCd-{_red}", lambda x, y, r=_red: tp.cross_entropy(x, y, reduction=r, ignore_index=1),
@@ -237,7 +238,8 @@ for _red in ("mean", "sum", "none"):
     case(f"nll_loss-{_red}", lambda x, y, r=_red: tp.nll_loss(tp.log_softmax(x), y, reduction=r),
          [A(("B", 5)), L(("B",), 5)])
     case(f"cross_entropy-1d-{_red}", lambda x, y, r=_red: tp.cross_entropy(x, y, reduction=r), [A((5,)), L((), 5)])
-    case(f"nll_loss-1d-{_red}", lambda x, y, r=_red: tp.nll_loss(x, y, reduction=r, ignore_index=2), [A((5,)), L((), 5)])
+    case(f"nll_loss-1d-{_red}", lambda x, y, r=_red: tp.nll_loss(x, y, reduction=r, ignore_index=2),
+         [A((5,)), L((), 5)])
 case("mse-l1-bce", lambda a, b: tp.mse_loss(a, b) + tp.l1_loss(a, b, reduction="sum")
      + tp.binary_cross_entropy_with_logits(a * 3.0, tp.sigmoid(b)), [A(B, "away"), A(B)])
 case("mlp", lambda w1, b1, w2, x, y: tp.cross_entropy(tp.tanh(x @ w1 + b1) @ w2, y),
@@ -245,7 +247,8 @@ case("mlp", lambda w1, b1, w2, x, y: tp.cross_entropy(tp.tanh(x @ w1 + b1) @ w2,
 
 # the frontend's avg_pool2d has no dilation argument (torch's has none); the IR op has one
 AVG_POOL_DILATED = """graph avg_pool_dilated(x: f32[B,1,6,7]) {
-  %0: f32[B,1,3,5] = avg_pool2d(x) {count_include_pad=false, dilation=[2, 2], kernel=[2, 3], padding=[1, 1], stride=[2, 1]}
+  %0: f32[B,1,3,5] = avg_pool2d(x) {count_include_pad=false, dilation=[2, 2], kernel=[2, 3],
+                                     padding=[1, 1], stride=[2, 1]}
   return %0
 }
 """
