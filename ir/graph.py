@@ -115,7 +115,8 @@ class Graph:
         for j, n in enumerate(self.nodes):
             for k, o in enumerate(n.outputs):
                 ids[id(o)] = ("node", j, k)
-            nodes.append((n.op, tuple(ids.get(id(v), "?") for v in n.inputs), sorted(n.attrs.items()),
+            nodes.append((n.op, tuple(ids.get(id(v), "?") for v in n.inputs),
+                          sorted((k, _attr_key(v)) for k, v in n.attrs.items()),
                           tuple(str(o.type) for o in n.outputs), n.source))
         return (self.name, tuple(self.arg_names), self.in_tree, tuple(str(v.type) for v in self.inputs),
                 tuple(consts), tuple(nodes), self.out_tree, tuple(ids.get(id(v), "?") for v in self.outputs))
@@ -124,3 +125,12 @@ class Graph:
         return isinstance(other, Graph) and self._key() == other._key()
 
     __hash__ = None  # graphs are mutable containers
+
+
+def _attr_key(v):
+    """Attribute values compare as they print: NaN equals NaN, -0.0 differs from 0.0."""
+    if isinstance(v, float):
+        return ("float", repr(v))
+    if isinstance(v, (tuple, list)):
+        return tuple(_attr_key(x) for x in v)
+    return v

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 
 import numpy as np
@@ -36,7 +37,7 @@ _TOKEN = re.compile(r"""
     (?P<ws>[ \t\r\n]+)
   | (?P<source>\#[^\n]*)
   | (?P<ref>%c?[0-9]+)
-  | (?P<number>-?(?:[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?|inf\b))
+  | (?P<number>-?(?:[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?|inf(?![A-Za-z0-9_.])))
   | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
   | (?P<string>"(?:[^"\\]|\\.)*")
   | (?P<punct>[(){}\[\],:=*])
@@ -68,16 +69,17 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text, self.error)
         self.i = 0
-        self.env: dict[str, Value] = {}
+        self.env: dict[str, Value] = {}   # graph inputs, by name
+        self.refs: dict[str, Value] = {}  # %N and %cN; a separate namespace, so an input may be named "%0"
 
     # ---- token helpers ----
-    def error(self, pos: int, message: str) -> ParseError:
+    def error(self, pos: int, message: str, hint: str | None = None) -> ParseError:
         line = self.text.count("\n", 0, pos) + 1
         start = self.text.rfind("\n", 0, pos) + 1
         end = self.text.find("\n", pos)
         src = self.text[start:end if end >= 0 else len(self.text)]
         col = pos - start + 1
-        return ParseError(f"line {line}, col {col}: {message}\n    {src}\n    {' ' * (col - 1)}^")
+        return ParseError(f"line {line}, col {col}: {message}\n    {src}\n    {' ' * (col - 1)}^", hint=hint)
 
     @property
     def tok(self) -> _Tok:
@@ -133,16 +135,19 @@ class _Parser:
         arg_names = [p[0] for p in params]
         in_tree = TreeDef("tuple", tuple(p[1] for p in params))
         inputs = [v for p in params for v in p[2]]
-        names_from_tree = Graph("_", arg_names, in_tree, inputs, [], LEAF, [])  # sets input names
-        for v in names_from_tree.inputs:
+        Graph("_", arg_names, in_tree, inputs, [], LEAF, [])  # sets the input names
+        for v, pos in ((v, p[3]) for p in params for v in p[2]):
             if v.name in self.env:
-                raise self.error(self.tok.pos, f"duplicate input name {v.name!r}")
+                raise self.error(pos, f"duplicate input name {v.name!r}",
+                                 hint="input names are the argument name plus the dict keys and list "
+                                      "indices on the path, joined by dots")
             self.env[v.name] = v
         self.expect("{")
         constants, nodes = [], []
         while not self.at("return"):
-            if self.tok.kind == "eof":
-                raise self.error(self.tok.pos, "expected a statement or 'return', found end of input")
+            if self.tok.kind != "ref":
+                found = "end of input" if self.tok.kind == "eof" else repr(self.tok.text)
+                raise self.error(self.tok.pos, f"expected a statement (%N: type = ...) or 'return', found {found}")
             self.stmt(constants, nodes)
         self.expect("return")
         leaves: list[Value] = []
@@ -153,11 +158,12 @@ class _Parser:
         return Graph(gname, arg_names, in_tree, inputs, nodes, out_tree, leaves, constants)
 
     def param(self):
+        pos = self.tok.pos
         arg = self.name("an argument name")
         self.expect(":")
         values: list[Value] = []
         td = self.tree(lambda: values.append(Value(self.type())), keyed=True, typed=True)
-        return arg, td, values
+        return arg, td, values, pos
 
     def tree(self, leaf, keyed=True, typed=False) -> TreeDef:
         if self.accept("{"):
@@ -187,7 +193,10 @@ class _Parser:
         self.next()
         self.expect("[")
         dims, _ = self.seq("]", self.dim)
-        return TensorType(t.text, tuple(dims))
+        try:
+            return TensorType(t.text, tuple(dims))
+        except TapeirError as e:
+            raise self.error(t.pos, e.problem) from None
 
     def dim(self):
         parts = [self.dim_part()]
@@ -202,7 +211,7 @@ class _Parser:
         if t.kind == "number" and t.text.isdigit():
             self.next()
             return int(t.text)
-        if t.kind == "name":
+        if t.kind == "name" or t.text == "inf":  # a symbol may be called inf, which lexes as a number
             self.next()
             return t.text
         raise self.error(t.pos, f"expected a dim (an int or a symbol), found {t.text!r}")
@@ -216,9 +225,11 @@ class _Parser:
             if not self.accept(","):
                 break
         self.expect("=")
+        seen = set()
         for ref, v in binders:
-            if ref.text in self.env:
+            if ref.text in self.refs or ref.text in seen:
                 raise self.error(ref.pos, f"{ref.text} is defined twice")
+            seen.add(ref.text)
         if self.accept("const"):
             if len(binders) != 1:
                 raise self.error(self.tok.pos, "a const defines exactly one value")
@@ -235,7 +246,9 @@ class _Parser:
             args, _ = self.seq(")", self.operand)
             attrs = {}
             if self.accept("{"):
-                for k, v in self.seq("}", self.attr)[0]:
+                for k, v, pos in self.seq("}", self.attr)[0]:
+                    if k in attrs:
+                        raise self.error(pos, f"attribute {k!r} is given twice")
                     attrs[k] = v
             try:
                 attrs = opdef.normalize_attrs(attrs)
@@ -246,7 +259,7 @@ class _Parser:
                 source = self.next().text[1:].strip() or None
             nodes.append(Node(op_tok.text, args, attrs, [v for _, v in binders], source))
         for ref, v in binders:
-            self.env[ref.text] = v
+            self.refs[ref.text] = v
 
     def const_data(self, t: TensorType) -> np.ndarray:
         dt = to_numpy(t.dtype)
@@ -255,18 +268,48 @@ class _Parser:
             raise self.error(self.tok.pos, f"constant type {t} must have a static shape")
         start = self.tok.pos
         if self.accept("base64"):
-            raw = base64.b64decode(json.loads(self.expect_kind("string", "a base64 string").text))
+            tok = self.expect_kind("string", "a base64 string")
+            try:
+                raw = base64.b64decode(json.loads(tok.text), validate=True)
+            except ValueError:  # binascii.Error is a ValueError
+                raise self.error(tok.pos, "invalid base64 data") from None
+            if len(raw) % dt.itemsize:
+                raise self.error(tok.pos, f"base64 data has {len(raw)} bytes, not a multiple of "
+                                          f"{dt.itemsize} ({t.dtype})")
             arr = np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt)
         elif self.accept("["):
-            vals, _ = self.seq("]", self.scalar)
+            vals, _ = self.seq("]", lambda: self.const_scalar(t.dtype, dt))
             arr = np.array(vals, dtype=dt) if vals else np.zeros(0, dt)
         else:
-            arr = np.array(self.scalar(), dtype=dt)
-        if arr.size != int(np.prod(shape)):
-            raise self.error(start, f"constant has {arr.size} values, its type {t} needs {int(np.prod(shape))}")
+            arr = np.array(self.const_scalar(t.dtype, dt), dtype=dt)
+        if arr.size != math.prod(shape):
+            raise self.error(start, f"constant has {arr.size} values, its type {t} needs {math.prod(shape)}")
         arr = arr.reshape(shape)
         arr.flags.writeable = False
         return arr
+
+    def const_scalar(self, dtype: str, dt: np.dtype):
+        """One element of an inline constant, checked against the constant's dtype."""
+        pos = self.tok.pos
+        x = self.scalar()
+        if dtype == "bool":
+            if not isinstance(x, bool):
+                raise self.error(pos, f"expected true or false in a bool constant, found {x!r}")
+            return x
+        if isinstance(x, bool):
+            raise self.error(pos, f"expected a number in a {dtype} constant, found {str(x).lower()}")
+        if dt.kind in "iu":
+            if not isinstance(x, int):
+                raise self.error(pos, f"expected an integer in a {dtype} constant, found {x!r}")
+            info = np.iinfo(dt)
+            if not info.min <= x <= info.max:
+                raise self.error(pos, f"{x} is out of range for {dtype} [{info.min}, {info.max}]")
+            return x
+        with np.errstate(all="ignore"):
+            y = dt.type(x)
+        if np.isinf(y) and math.isfinite(x):
+            raise self.error(pos, f"{x!r} is out of range for {dtype}")
+        return y
 
     def scalar(self):
         t = self.tok
@@ -284,9 +327,9 @@ class _Parser:
         raise self.error(t.pos, f"expected a number, found {t.text!r}")
 
     def attr(self):
-        k = self.expect_kind("name", "an attribute name").text
+        k = self.expect_kind("name", "an attribute name")
         self.expect("=")
-        return k, self.attr_value()
+        return k.text, self.attr_value(), k.pos
 
     def attr_value(self):
         t = self.tok
@@ -300,10 +343,13 @@ class _Parser:
 
     def operand(self) -> Value:
         t = self.tok
-        key = self.next().text if t.kind == "ref" else self.name("a value (%N, %cN or an input name)")
-        if key not in self.env:
+        if t.kind == "ref":
+            key, env = self.next().text, self.refs
+        else:
+            key, env = self.name("a value (%N, %cN or an input name)"), self.env
+        if key not in env:
             raise self.error(t.pos, f"{key} is not defined here (used before its definition?)")
-        return self.env[key]
+        return env[key]
 
 
 def parse(text: str) -> Graph:
@@ -314,4 +360,8 @@ def parse(text: str) -> Graph:
     >>> tp.parse(str(g)) == g
     True
     """
-    return _Parser(text).graph()
+    p = _Parser(text)
+    try:
+        return p.graph()
+    except RecursionError:  # a hostile file: "[[[[..." thousands deep
+        raise p.error(p.tok.pos, "trees are nested too deeply") from None

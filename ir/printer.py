@@ -38,7 +38,10 @@ def fmt_scalar(x) -> str:
     if isinstance(x, (int, np.integer)):
         return str(int(x))
     if isinstance(x, np.floating):
-        s = str(x)  # numpy's shortest repr that round-trips in x's own dtype
+        # numpy's shortest repr that round-trips in x's own dtype; legacy print modes
+        # (np.set_printoptions(legacy="1.13")) drop digits, so pin the modern one
+        with np.printoptions(legacy=False):
+            s = str(x)
     else:
         s = repr(float(x))
     if s in ("inf", "-inf", "nan"):

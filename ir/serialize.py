@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from .errors import ParseError
 from .parser import parse
 from .printer import print_graph
 
@@ -25,8 +26,12 @@ def save(g, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike):
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ParseError(f"{os.fspath(path)} is not a tapeir graph: it is not UTF-8 text",
+                         hint="graph files are the text written by tp.save") from None
     if text.startswith(MAGIC):
         text = text[len(MAGIC):]
     return parse(text)

@@ -17,6 +17,7 @@ from .errors import TapeirError
 Dim = Union[int, str]
 
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_INT = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() also accepts "²" and "٣"
 
 
 def check_dim(d) -> Dim:
@@ -42,7 +43,7 @@ def factors(d: Dim) -> tuple[int, tuple[str, ...]]:
     coef, syms = 1, []
     for part in d.split("*"):
         part = part.strip()
-        if part.isdigit():
+        if _INT.match(part):
             coef *= int(part)
         elif _SYMBOL.match(part):
             syms.append(part)

@@ -7,7 +7,8 @@ Rules:
   3. every value is defined once;
   4. the type rule, re-run on the operand types, gives exactly the recorded output types;
   5. constants hold arrays of their declared type; graph outputs are defined;
-  6. input names are unique and the trees match the input/output counts.
+  6. input names are unique and the trees match the input/output counts; dict keys in
+     the trees are sorted, unique strings (the order flatten gives and the parser demands).
 """
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ def _fail(g, index: int | None, problem: str, hint: str | None = None):
     where = None
     if index is not None:
         node = g.nodes[index]
-        lines = str(g).splitlines()
-        # the node's line: header + constants + index
-        at = 1 + len(g.constants) + index
-        lo, hi = max(1, at - CONTEXT), min(len(lines), at + CONTEXT + 1)
-        excerpt = "\n".join(("  > " if i == at else "    ") + lines[i] for i in range(lo, hi))
-        where = f"node {index} ({node.op}{', ' + node.source if node.source else ''})\n{excerpt}"
+        where = f"node {index} ({node.op}{', ' + node.source if node.source else ''})"
+        try:
+            lines = str(g).splitlines()
+        except Exception:  # the broken part may not print (say, an attribute of a foreign type)
+            lines = None
+        if lines:
+            # the node's line: header + constants + index
+            at = 1 + len(g.constants) + index
+            lo, hi = max(1, at - CONTEXT), min(len(lines), at + CONTEXT + 1)
+            where += "\n" + "\n".join(("  > " if i == at else "    ") + lines[i] for i in range(lo, hi))
     raise VerifyError(f"verification failed at node {index}: {problem}" if index is not None
                       else f"verification failed: {problem}", where=where, hint=hint)
 
@@ -46,6 +51,10 @@ def verify(g) -> None:
         _fail(g, None, "input tree does not match the inputs")
     if g.out_tree.num_leaves != len(g.outputs):
         _fail(g, None, "output tree does not match the outputs")
+    for what, tree in (("input", g.in_tree), ("output", g.out_tree)):
+        problem = _tree_problem(tree)
+        if problem:
+            _fail(g, None, f"{what} tree: {problem}", "build trees with tapeir.ir.flatten")
     for v in g.inputs:
         if v.is_constant:
             _fail(g, None, f"input {v.name} carries constant data")
@@ -67,9 +76,10 @@ def verify(g) -> None:
                   "build nodes through the frontend or fill defaults with the op's schema")
         for k, v in enumerate(n.inputs):
             if id(v) not in defined:
-                what = "a value defined later" if any(v is o for m in g.nodes[i:] for o in m.outputs) \
-                    else "a value that no node, input or constant of this graph defines (dangling)"
-                _fail(g, i, f"operand {k} is {what}", "nodes must come in topological order")
+                if any(v is o for m in g.nodes[i:] for o in m.outputs):
+                    _fail(g, i, f"operand {k} is a value defined later", "nodes must come in topological order")
+                _fail(g, i, f"operand {k} is a value that no node, input or constant of this graph defines "
+                      "(dangling)", "a node copied from another graph must have its operands remapped")
         try:
             want = opdef.infer([v.type for v in n.inputs], n.attrs)
         except TapeirError as e:
@@ -85,6 +95,18 @@ def verify(g) -> None:
     for k, v in enumerate(g.outputs):
         if id(v) not in defined:
             _fail(g, None, f"graph output {k} is not defined in the graph (dangling)")
+
+
+def _tree_problem(t) -> str | None:
+    if t.kind not in ("leaf", "tuple", "list", "dict"):
+        return f"unknown node kind {t.kind!r}"
+    if t.kind == "dict":
+        keys = list(t.keys)
+        if len(keys) != len(t.children) or not all(isinstance(k, str) for k in keys):
+            return f"dict keys {keys!r} must be one string per child"
+        if keys != sorted(set(keys)):
+            return f"dict keys {keys} must be sorted and unique"
+    return next((p for p in map(_tree_problem, t.children) if p), None)
 
 
 def _np(dtype):
