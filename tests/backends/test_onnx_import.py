@@ -71,7 +71,11 @@ NegativeLogLikelihoodLoss Gemm Flatten Identity Constant Dropout BatchNormalizat
 
 
 def test_import_table_covers_the_op_types_our_ir_maps_to():
+    from tapeir.ir.ops import ONNX_TWIN
+
     assert not set(REQUIRED) - set(IMPORT), sorted(set(REQUIRED) - set(IMPORT))
+    twins = {t for t in ONNX_TWIN.values() if t}
+    assert twins <= set(IMPORT), f"IR ops whose ONNX twin does not import: {sorted(twins - set(IMPORT))}"
 
 
 # ---- forms exporters emit, against onnxruntime ----------------------------------------------
