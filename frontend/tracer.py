@@ -17,6 +17,7 @@ from ..ir.dtypes import dtype_of, to_numpy
 from ..ir.errors import TapeirError, TraceError
 from ..ir.graph import Graph, Node, Value, constant
 from ..ir.pytree import TreeDef, flatten, unflatten
+from ..ir.pytree import leaf_names as leaf_names_of
 from ..ir.registry import OPS
 from ..ir.types import TensorType
 
@@ -162,12 +163,15 @@ def _arg_names(fn, n: int) -> list[str]:
         params = []
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     star = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
-    names = []
+    names: list[str] = []
     for i in range(n):
         if i < len(positional):
-            names.append(positional[i])
+            name = positional[i]
         else:
-            names.append(f"{star or 'arg'}{i - len(positional) if star else i}")
+            name = f"{star or 'arg'}{i - len(positional) if star else i}"
+        while name in names or name in positional[i + 1:]:
+            name += "_"  # def f(args0, *args): the second is args0_
+        names.append(name)
     return names
 
 
@@ -200,6 +204,12 @@ def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None
         vals = [Value(_leaf_type(x, f"argument {aname!r}")) for x in leaves]
         inputs.extend(vals)
         wrapped.append((td, vals))
+    leaf_names = [n for a, td in zip(arg_names, trees) for n in leaf_names_of(a, td)]
+    if len(set(leaf_names)) != len(leaf_names):
+        dup = sorted({n for n in leaf_names if leaf_names.count(n) > 1})
+        raise TraceError(f"trace: two inputs would both be named {', '.join(dup)}",
+                         where=user_source(), hint="dict keys containing '.' can collide with nested "
+                         "keys; rename one of them")
     tracer = Tracer()
     _STACK.append(tracer)
     # The graph holds no reference cycles, so the cyclic GC only rescans it, over and

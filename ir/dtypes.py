@@ -33,10 +33,14 @@ def dtype_of(x) -> str:
     """
     if isinstance(x, str) and x in _NUMPY:
         return x
-    try:
-        nd = np.dtype(x)
-    except TypeError:
-        nd = None
+    nd = None
+    if x is not None:  # np.dtype(None) is float64: never a user's intent
+        try:
+            nd = np.dtype(x)
+        except TypeError:
+            nd = None
+        if nd is not None and not nd.isnative:
+            nd = nd.newbyteorder("=")  # big-endian arrays are the same dtype to us
     if nd not in _SHORT:
         raise TapeirError(
             f"unsupported dtype {x!r}",

@@ -45,6 +45,12 @@ class Attr:
         return self.default is _REQUIRED
 
     def normalize(self, op: str, name: str, value):
+        try:
+            return self._normalize(op, name, value)
+        except (TypeError, ValueError, OverflowError):
+            raise TypeRuleError(f"{op}: attribute {name}={value!r} is not a valid {self.kind}") from None
+
+    def _normalize(self, op: str, name: str, value):
         def bad(expected):
             return TypeRuleError(f"{op}: attribute {name}={value!r} is not {expected}")
 

@@ -9,6 +9,7 @@ import os
 from .errors import ParseError
 from .parser import parse
 from .printer import print_graph
+from .verifier import verify
 
 MAGIC = "# tapeir graph v1\n"
 
@@ -26,6 +27,7 @@ def save(g, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike):
+    """Read a graph written by `save`, and verify it (a hand-edited file may be ill-typed)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -34,4 +36,6 @@ def load(path: str | os.PathLike):
                          hint="graph files are the text written by tp.save") from None
     if text.startswith(MAGIC):
         text = text[len(MAGIC):]
-    return parse(text)
+    g = parse(text)
+    verify(g)
+    return g
