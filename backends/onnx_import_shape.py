@@ -112,7 +112,7 @@ def _pad(n, x, pads=None, value=None, axes=None):
     mode = n.attr("mode", "constant")
     y = x
     if any(p < 0 for p in before + after):  # negative pads crop
-        y = y[tuple(slice(-min(b, 0), (-min(e, 0) or None) and min(e, 0)) for b, e in zip(before, after))]
+        y = y[tuple(slice(max(-b, 0), e if e < 0 else None) for b, e in zip(before, after))]
         before, after = [max(p, 0) for p in before], [max(p, 0) for p in after]
     if not any(before + after):
         return y
@@ -220,8 +220,7 @@ SYMBOLIC = {
     "Gather": lambda n, x, i: np.take(x, np.asarray(n.ints(i, "indices")).reshape(i.shape), axis=n.attr("axis", 0)),
     "Concat": lambda n, *xs: np.concatenate([_obj(x) for x in xs], axis=n.attr("axis")),
     "Unsqueeze": lambda n, x, axes=None: np.reshape(x, shape_of(_unsqueeze_shape(n, x, axes))),
-    "Squeeze": lambda n, x, axes=None: np.squeeze(x, axis=None if (axes is None and n.attr("axes") is None)
-                                                  else tuple(n.attr("axes") or n.ints(axes, "axes"))),
+    "Squeeze": lambda n, x, axes=None: np.squeeze(x, axis=_squeeze_axes(n, x, axes)),
     "Slice": lambda n, x, *rest: x[_slice_index(n, x.shape, *_slice_args(n, rest))],
     "Reshape": lambda n, x, shape: np.reshape(x, n.ints(shape, "shape")),
     "Mul": _dimwise(lambda x, y: dim_product([x, y]), "*"),
@@ -237,6 +236,11 @@ def _cast_dims(n, x):
     if n.attr("to") not in (6, 7):
         raise n.error("casting symbolic dims to a non-integer type")
     return x
+
+
+def _squeeze_axes(n, x, axes):
+    axes = n.attr("axes") if axes is None else n.ints(axes, "axes")
+    return None if axes is None else n.axes(axes, x.ndim)
 
 
 def _unsqueeze_shape(n, x, axes):

@@ -157,3 +157,21 @@ def test_gradients_match_torch_autograd(exported):
         np.testing.assert_allclose(grad, p.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
         checked += 1
     assert checked >= 4
+
+
+def test_imported_training_graph_runs_in_onnxruntime(exported):
+    """torch model -> ONNX -> tapeir -> forward + backward IR -> plain ONNX -> onnxruntime."""
+    if "onnxruntime" not in tp.BACKENDS:
+        pytest.skip("no onnxruntime backend")
+    model, x, proto, g = exported
+    inits = _initializers(proto)
+    names = g.arg_names[1:]
+    labels = np.arange(x.shape[0], dtype=np.int64) % 5
+    gl = tp.trace(lambda *a: tp.cross_entropy(tp.call(g, *a[:-1]), a[-1]),
+                  x, *[inits[n] for n in names], labels, arg_names=["x", *names, "y"])
+    vg = tp.value_and_grad(gl, wrt=tuple(range(1, len(names) + 1)))
+    args = (x, *[inits[n] for n in names], labels)
+    (v1, g1), (v2, g2) = tp.run(vg, *args), tp.run(vg, *args, backend="onnxruntime")
+    np.testing.assert_allclose(v2, v1, rtol=1e-5)
+    for a, b, name in zip(g2, g1, names):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
