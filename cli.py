@@ -5,10 +5,28 @@ import argparse
 import sys
 
 
-def _dump(args) -> int:
+def _load_any(path: str):
+    """A saved tapeir graph, or an ONNX model (by extension) imported as a graph."""
+    if path.endswith(".onnx"):
+        from . import from_onnx
+
+        return from_onnx(path, params="constants")
     from .ir import load
 
-    sys.stdout.write(str(load(args.file)))
+    return load(path)
+
+
+def _dump(args) -> int:
+    sys.stdout.write(str(_load_any(args.file)))
+    return 0
+
+
+def _export(args) -> int:
+    from . import save_onnx
+
+    g = _load_any(args.file)
+    save_onnx(g, args.output, opset=args.opset)
+    print(f"wrote {args.output} ({len(g.nodes)} IR nodes, opset {args.opset or 'default'})")
     return 0
 
 
@@ -57,9 +75,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tapeir", description="Trace Python tensor code into a typed IR, "
                                      "print it, and run it in numpy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("dump", help="print the text form of a saved graph")
-    p.add_argument("file", help="a graph saved with tp.save")
+    p = sub.add_parser("dump", help="print the text form of a saved graph or of an ONNX model")
+    p.add_argument("file", help="a graph saved with tp.save, or a .onnx file")
     p.set_defaults(func=_dump)
+    p = sub.add_parser("export", help="turn a saved graph into an ONNX model")
+    p.add_argument("file", help="a graph saved with tp.save")
+    p.add_argument("output", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: tapeir's default)")
+    p.set_defaults(func=_export)
     p = sub.add_parser("ops", help="print the supported-op table (forward / VJP / ONNX export / import)")
     p.set_defaults(func=_ops)
     p = sub.add_parser("demo", help="trace a small model, print its IR and run it")
