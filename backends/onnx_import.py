@@ -188,7 +188,9 @@ def _interpret(g, env, known, opset, label):
 def _run(n: OnnxNode, ins):
     try:
         given = [v for v in ins if v is not None]
-        if n.op != "Constant" and given and all(is_static(v) for v in given):
+        # Expand of known data to a symbolic shape is a real tensor (e.g. zeros [B, 2]), not dims
+        data_is_dims = not (n.op == "Expand" and not is_symbolic(ins[0]) and is_symbolic(ins[1]))
+        if n.op != "Constant" and given and all(is_static(v) for v in given) and data_is_dims:
             if any(is_symbolic(v) for v in given):
                 if n.op not in SYMBOLIC:
                     raise n.error("computes on symbolic dims " + ", ".join(str(v.tolist()) for v in given if is_symbolic(v)),
