@@ -28,8 +28,10 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
+import onnx.inliner
 from onnx import helper, numpy_helper
 
+from ..frontend import functions as F
 from ..frontend.tensor import Tensor
 from ..frontend.tracer import Spec, current_tracer, trace
 from ..ir.errors import TapeirError
@@ -42,6 +44,20 @@ from .onnx_import_shape import SHAPE, SYMBOLIC
 
 IMPORT = {**ELEMENTWISE, **REDUCE, **SHAPE, **INDEX, **NN}
 _DOMAINS = ("", "ai.onnx")
+
+# tapeir's own local functions (backends/onnx_functions.py) come back as the IR ops they
+# were exported from, so IR -> ONNX -> IR keeps `softplus`, not its body.
+TAPEIR_DOMAIN = "tapeir"
+TAPEIR_FUNCTIONS = {
+    "softplus": lambda n, x: F.softplus(x),
+    "logsumexp": lambda n, x: F.logsumexp(x, axis=tuple(n.attr("axes")), keepdims=bool(n.attr("keepdims", 0))),
+    "gelu": lambda n, x: F.gelu(x),
+    "gelu_tanh": lambda n, x: F.gelu(x, approximate="tanh"),
+}
+
+
+def _table(domain: str) -> dict:
+    return IMPORT if domain in _DOMAINS else TAPEIR_FUNCTIONS if domain == TAPEIR_DOMAIN else {}
 
 # Operand positions whose values must be known at import time (static shapes and axes):
 # a Constant, an initializer, or shape arithmetic on them. ONNX's own node tests feed
@@ -79,6 +95,10 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
         model, label = model_or_path, "model.onnx"
     else:
         raise TapeirError(f"from_onnx expects an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
+    foreign = [(f.domain, f.name) for f in model.functions if f.domain != TAPEIR_DOMAIN]
+    if foreign:  # other model-local functions: inline their bodies
+        keep = [(f.domain, f.name) for f in model.functions if f.domain == TAPEIR_DOMAIN]
+        model = onnx.inliner.inline_selected_functions(model, keep, exclude=True)
     g = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in _DOMAINS), 1)
     _check_supported(g, label)
@@ -107,7 +127,7 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
 def _check_supported(g, label):
     missing = defaultdict(list)
     for i, n in enumerate(g.node):
-        if n.domain not in _DOMAINS or n.op_type not in IMPORT:
+        if n.op_type not in _table(n.domain):
             op = n.op_type if n.domain in _DOMAINS else f"{n.domain}.{n.op_type}"
             missing[op].append(n.name or f"{n.op_type}#{i}")
     if missing:
@@ -119,6 +139,8 @@ def _check_supported(g, label):
 
 
 def _sym(name: str) -> str:
+    if re.fullmatch(r"[A-Za-z_]\w*(\*(\d+|[A-Za-z_]\w*))*|\d+(\*[A-Za-z_]\w*)+", name):
+        return name  # already a tapeir dim ("B", "3*B"), e.g. from tapeir's own export
     s = re.sub(r"\W", "_", name)
     return "_" + s if s[:1].isdigit() or not s else s
 
@@ -187,6 +209,8 @@ def _interpret(g, env, known, opset, label):
 
 def _run(n: OnnxNode, ins):
     try:
+        if n.proto.domain == TAPEIR_DOMAIN:
+            return TAPEIR_FUNCTIONS[n.op](n, *ins)
         given = [v for v in ins if v is not None]
         # Expand of known data to a symbolic shape is a real tensor (e.g. zeros [B, 2]), not dims
         data_is_dims = not (n.op == "Expand" and not is_symbolic(ins[0]) and is_symbolic(ins[1]))
