@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import threading
+
 import numpy as np
 
 from ..ir.dtypes import dtype_of, to_numpy
@@ -15,6 +17,7 @@ from ..ir.errors import RunError, TapeirError
 from ..ir.pytree import flatten, unflatten
 from ..ir.types import factors, resolve_dim
 from . import numpy_kernels as K
+from .numpy_memory import plan_buffers
 
 
 def _fixed(fn):
@@ -160,6 +163,8 @@ class NumpyFunction:
             fn = None if dynamic else IMPL[n.op](n.attrs)
             plan.append((fn, ins, outs[0] if len(outs) == 1 else outs, i, dynamic))
         self._plan_steps = plan
+        self._kernels = [step[0] for step in plan]
+        self._local = threading.local()  # per-thread buffers: compiled functions are thread-safe
         self._simple = all(not dyn and type(out) is int and 1 <= len(ins) <= 2 for _, ins, out, _, dyn in plan)
         self._fast = [(fn, ins[0], ins[1] if len(ins) == 2 else -1, out) for fn, ins, out, _, _ in plan] \
             if self._simple else []
@@ -205,21 +210,44 @@ class NumpyFunction:
                 raise RunError(f"input {name} axis {axis} is {n}, but {d} = {want}")
         return arrays, bindings
 
+    def _buffers(self, bindings) -> list:
+        """The memory plan (backends/numpy_memory.py) for this thread and these dim sizes."""
+        cache = getattr(self._local, "plans", None)
+        if cache is None:
+            cache = self._local.plans = {}
+        key = tuple(sorted(bindings.items()))
+        bufs = cache.get(key)
+        if bufs is None:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            types = []
+            for n in self.graph.nodes:
+                t = n.outputs[0].type
+                shape = tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in t.shape)
+                types.append((shape, to_numpy(t.dtype)))
+            bufs = cache[key] = plan_buffers(self.graph.nodes, self.graph.outputs, self._kernels, types)
+        return bufs
+
     def run_flat(self, leaves) -> list:
         arrays, bindings = self._bind(leaves)
         env = [None] * self._nslots
         env[:self._n_fixed] = arrays + self._consts
         steps = self._plan_steps
+        bufs = self._buffers(bindings)
         i = 0
         try:
             if self._simple:  # the common case, kept tight: unary/binary kernels, one output
-                for i, (fn, a, b, out) in enumerate(self._fast):
-                    env[out] = fn(env[a]) if b < 0 else fn(env[a], env[b])
+                for i, ((fn, a, b, out), buf) in enumerate(zip(self._fast, bufs)):
+                    if buf is None:
+                        env[out] = fn(env[a]) if b < 0 else fn(env[a], env[b])
+                    else:
+                        env[out] = fn(env[a], out=buf) if b < 0 else fn(env[a], env[b], out=buf)
             else:
                 for i, (fn, ins, out, _, dynamic) in enumerate(steps):
                     if dynamic:
                         fn = self._specialize(self.graph.nodes[i], bindings)
-                    r = fn(*[env[s] for s in ins])
+                    buf = bufs[i]
+                    r = fn(*[env[s] for s in ins]) if buf is None else fn(*[env[s] for s in ins], out=buf)
                     if type(out) is int:
                         env[out] = r
                     else:

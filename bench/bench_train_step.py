@@ -64,12 +64,17 @@ def make_torch_step(p):
 
 
 def best_of_interleaved(fns, repeats, inner):
-    """Best time per call of each fn; repeats alternate between fns so load spikes hit all alike."""
+    """Best time per call of each fn; repeats alternate between fns so load spikes hit all alike.
+
+    The order rotates every repeat: PyTorch's OpenMP threads spin for a while after
+    each call and slow whatever runs right after them, so no fn may always follow it.
+    """
     for fn in fns:
         fn()  # warm up
     best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
+    for r in range(repeats):
+        for k in [(r + j) % len(fns) for j in range(len(fns))]:
+            fn = fns[k]
             t = time.perf_counter()
             for _ in range(inner):
                 fn()
@@ -89,7 +94,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    repeats, inner = (3, 3) if args.quick else (7, 10)
+    repeats, inner = (3, 3) if args.quick else (9, 10)
     rng = np.random.default_rng(0)
     p = {}
     for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:]), 1):
