@@ -210,8 +210,9 @@ class NumpyFunction:
                 raise RunError(f"input {name} axis {axis} is {n}, but {d} = {want}")
         return arrays, bindings
 
-    def _buffers(self, bindings) -> list:
-        """The memory plan (backends/numpy_memory.py) for this thread and these dim sizes."""
+    def _buffers(self, bindings) -> tuple[list, bool]:
+        """The memory plan (backends/numpy_memory.py) for this thread and these dim sizes,
+        and whether it uses any buffer."""
         cache = getattr(self._local, "plans", None)
         if cache is None:
             cache = self._local.plans = {}
@@ -225,7 +226,8 @@ class NumpyFunction:
                 t = n.outputs[0].type
                 shape = tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in t.shape)
                 types.append((shape, to_numpy(t.dtype)))
-            bufs = cache[key] = plan_buffers(self.graph.nodes, self.graph.outputs, self._kernels, types)
+            planned = plan_buffers(self.graph.nodes, self.graph.outputs, self._kernels, types)
+            bufs = cache[key] = (planned, any(b is not None for b in planned))
         return bufs
 
     def run_flat(self, leaves) -> list:
@@ -233,10 +235,13 @@ class NumpyFunction:
         env = [None] * self._nslots
         env[:self._n_fixed] = arrays + self._consts
         steps = self._plan_steps
-        bufs = self._buffers(bindings)
+        bufs, any_buf = self._buffers(bindings)
         i = 0
         try:
-            if self._simple:  # the common case, kept tight: unary/binary kernels, one output
+            if self._simple and not any_buf:  # the common case, kept tight
+                for i, (fn, a, b, out) in enumerate(self._fast):
+                    env[out] = fn(env[a]) if b < 0 else fn(env[a], env[b])
+            elif self._simple:  # unary/binary kernels, one output, some writing into buffers
                 for i, ((fn, a, b, out), buf) in enumerate(zip(self._fast, bufs)):
                     if buf is None:
                         env[out] = fn(env[a]) if b < 0 else fn(env[a], env[b])

@@ -48,7 +48,7 @@ def test_planned_buffers_give_the_same_results(monkeypatch, name, g, make):
     monkeypatch.setattr(numpy_memory, "MIN_BYTES", 0)        # everything poolable is pooled
     f = tp.compile(g)
     got = [_leaves(f(*a)) for a in inputs]                   # later calls reuse the buffers
-    assert any(b is not None for plan in f._local.plans.values() for b in plan), "the plan pooled nothing"
+    assert any(b is not None for plan, _ in f._local.plans.values() for b in plan), "the plan pooled nothing"
     for gs, ws in zip(got, want):                            # earlier results not overwritten
         for a, b in zip(gs, ws):
             np.testing.assert_array_equal(a, b)
@@ -74,3 +74,21 @@ def test_threads_have_their_own_buffers(monkeypatch):
     for gs, ws in zip(got, want):
         for a, b in zip(gs, ws):
             np.testing.assert_array_equal(a, b)
+
+
+def test_outputs_are_freed_when_the_caller_drops_them():
+    """No reference cycle may hold a call's outputs until the cyclic GC runs."""
+    import gc
+    import weakref
+
+    _, g, make = list(_graphs())[2]
+    f = tp.compile(g)
+    args = make(4)
+    gc.disable()
+    try:
+        value, grads = f(*args)
+        refs = [weakref.ref(a) for a in [value, *grads.values()]]
+        del value, grads
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()
