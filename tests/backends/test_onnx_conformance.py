@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
+import onnx  # noqa: E402  (a runtime dependency: never skipped)
 
 import tapeir as tp  # noqa: E402
 from tapeir.backends.onnx_import import IMPORT, STATIC_OPERANDS  # noqa: E402

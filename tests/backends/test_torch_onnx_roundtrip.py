@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
+import onnx  # noqa: E402  (a runtime dependency: never skipped)
 
 import tapeir as tp  # noqa: E402
 
