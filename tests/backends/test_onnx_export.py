@@ -342,16 +342,20 @@ def _loss_graph(c: Case):
     return tp.trace(loss, *[_spec(s) for s in c.args], _spec(w_spec)), w_spec
 
 
-@pytest.mark.parametrize("c", GRAD_CASES, ids=[c.id for c in GRAD_CASES])
-def test_value_and_grad(c: Case):
+def _value_and_grad_case(c: Case):
+    """The value_and_grad graph of c's weighted loss, and its argument maker (per batch size)."""
     g, w_spec = _loss_graph(c)
-    vg = tp.value_and_grad(g, wrt=_float_idx(c))
 
     def args(batch):
         rng = np.random.default_rng(_seed(c.id, "w", batch))
         return _args(c, batch) + [_draw(w_spec, rng, batch)]
 
-    _compare(c, vg, args, "value_and_grad")
+    return tp.value_and_grad(g, wrt=_float_idx(c)), args
+
+
+@pytest.mark.parametrize("c", GRAD_CASES, ids=[c.id for c in GRAD_CASES])
+def test_value_and_grad(c: Case):
+    _compare(c, *_value_and_grad_case(c), "value_and_grad")
 
 
 def test_export_table_covers_every_op():
@@ -602,14 +606,7 @@ def test_forward_roundtrip(c: Case):
 
 @pytest.mark.parametrize("c", GRAD_CASES, ids=[c.id for c in GRAD_CASES])
 def test_value_and_grad_roundtrip(c: Case):
-    g, w_spec = _loss_graph(c)
-    vg = tp.value_and_grad(g, wrt=_float_idx(c))
-
-    def args(batch):
-        rng = np.random.default_rng(_seed(c.id, "w", batch))
-        return _args(c, batch) + [_draw(w_spec, rng, batch)]
-
-    _roundtrip(c, vg, args, "value_and_grad")
+    _roundtrip(c, *_value_and_grad_case(c), "value_and_grad")
 
 
 def test_roundtrip_keeps_tapeir_functions_as_ops():
