@@ -30,7 +30,7 @@ def test_help_lists_the_commands():
     r = _cli("--help")
     assert r.returncode == 0, r.stderr
     assert "usage: tapeir" in r.stdout
-    for command in ("dump", "ops", "demo"):
+    for command in ("dump", "export", "ops", "demo"):
         assert command in r.stdout
     assert "print the text form of a saved graph" in r.stdout
 
@@ -103,3 +103,28 @@ def test_main_returns_1_on_errors(tmp_path, capsys):
     assert main(["dump", str(tmp_path / "missing.tapeir")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tapeir: error: ") and "missing.tapeir" in err
+
+
+def test_export_then_dump_onnx(tmp_path, capsys):
+    import onnx
+
+    g = tp.value_and_grad(tp.trace(lambda x, w: tp.tanh(x @ w).sum(), tp.Spec(("B", 3)),
+                                   np.ones((3, 2), np.float32)), wrt=1)
+    saved, model = tmp_path / "step.tapeir", tmp_path / "step.onnx"
+    tp.save(g, saved)
+    assert main(["export", str(saved), str(model), "--opset", "18"]) == 0
+    onnx.checker.check_model(onnx.load(str(model)), full_check=True)
+    assert [o.name for o in onnx.load(str(model)).graph.output] == ["value", "grad.w"]
+    capsys.readouterr()
+    assert main(["dump", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("graph ") and "matmul(x, w)" in text and "# step.onnx:" in text
+    back = tp.parse(text)
+    x, w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), np.ones((3, 2), np.float32)
+    for a, b in zip(tp.run(back, x, w), tp.run(g, x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_export_of_a_missing_file_is_a_clean_error(tmp_path):
+    r = _cli("export", str(tmp_path / "nope.tapeir"), str(tmp_path / "out.onnx"))
+    _clean_error(r, "nope.tapeir")
