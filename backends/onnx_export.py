@@ -20,12 +20,10 @@ Names, chosen so the model reads next to the graph's text form (kept in
   * constants are initializers `%c0`, `%c1`, ...; node results are `%0`, `%1`, ... as in
     the text form; the extra nodes one IR node lowers to are named `%5.0`, `%5.1`, ...
     after its result, and every ONNX node carries its IR node's source line as doc_string;
-  * graph outputs are named by their path in the output pytree: a single output is
-    `output`, others `output.0`, `output.1.w1`, ...; the (value, grads) output of
-    `tp.value_and_grad` is `value` and `grad.<input name>` (`grad.params.w1`), and the
-    output of `tp.grad` `grad.<input name>`, when the gradient tree matches exactly one
-    argument's tree and types (else the generic `grad.0.w1` paths). `output_names=`
-    overrides the scheme.
+  * graph outputs keep the graph's `output_names`: by default their path in the output
+    pytree (`output`, or `output.0`, `output.1.w1`, ...); `tp.value_and_grad` names its
+    results `value` and `grad.<input name>` (`grad.params.w1`), `tp.grad` the latter;
+    an imported model keeps its own names. `output_names=` overrides them.
 The same graph exports to the same bytes every time (no timestamps, names depend only on
 the graph). A reshape or broadcast_to whose target shape holds a symbolic dim builds it at
 run time from the Shape of a graph input that carries the symbol.
@@ -41,7 +39,6 @@ from onnx import helper, numpy_helper
 
 from ..ir.dtypes import to_numpy
 from ..ir.errors import TapeirError
-from ..ir.pytree import LEAF
 from ..ir.types import factors, from_factors
 from . import onnx_functions
 from .onnx_lowering import EXPORT, elem_type
@@ -256,44 +253,9 @@ class Lowering:
 
 # ---- output names -------------------------------------------------------------------
 
-def _path_names(prefix: str, td) -> list[str]:
-    return [prefix + "".join(f".{p}" for p in path) for path in td.paths()]
-
-
-def _grad_names(g, td, leaves) -> list[str]:
-    """`grad.<input name>` when tree td and its leaf types match exactly one argument (or tuple)."""
-    types = [str(v.type) for v in leaves]
-
-    def matches(i, sub_td, sub_types):
-        return g.input_tree(i) == sub_td and [str(g.inputs[k].type) for k in g.input_range(i)] == sub_types
-
-    single = [i for i in range(len(g.arg_names)) if matches(i, td, types)]
-    if len(single) == 1:
-        return ["grad." + g.inputs[k].name for k in g.input_range(single[0])]
-    if td.kind == "tuple" and not single:  # wrt=(i, j, ...): one tree per argument, in order
-        names, pos, start = [], 0, 0
-        for child in td.children:
-            sub = types[pos:pos + child.num_leaves]
-            cands = [i for i in range(start, len(g.arg_names)) if matches(i, child, sub)]
-            if len(cands) != 1:
-                return _path_names("grad", td)
-            names += ["grad." + g.inputs[k].name for k in g.input_range(cands[0])]
-            pos, start = pos + child.num_leaves, cands[0] + 1
-        return names
-    return _path_names("grad", td)
-
-
 def output_names(g) -> list[str]:
-    """The ONNX names of g's outputs (see the module docstring for the scheme)."""
-    td = g.out_tree
-    if g.name.endswith("_value_and_grad") and td.kind == "tuple" and len(td.children) == 2 \
-            and td.children[0] == LEAF:
-        return ["value"] + _grad_names(g, td.children[1], g.outputs[1:])
-    if g.name.endswith("_grad") and not g.name.endswith("_value_and_grad"):
-        return _grad_names(g, td, g.outputs)
-    if td == LEAF:
-        return ["output"]
-    return _path_names("output", td)
+    """The ONNX names of g's outputs: the graph's own `output_names`."""
+    return list(g.output_names)
 
 
 # ---- the driver ---------------------------------------------------------------------

@@ -121,7 +121,7 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
     def interpret(*xs):
         return _interpret(g, dict(zip(names, xs)), known, opset, label)
     gname = re.sub(r"\W", "_", g.name).strip("_") or "onnx_model"
-    return trace(interpret, *specs, arg_names=names, name=gname)
+    return trace(interpret, *specs, arg_names=names, name=gname, output_names=[o.name for o in g.output])
 
 
 def _check_supported(g, label):

@@ -175,10 +175,12 @@ def _arg_names(fn, n: int) -> list[str]:
     return names
 
 
-def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None) -> Graph:
+def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None,
+          output_names: list[str] | None = None) -> Graph:
     """Record `fn(*args)` as a Graph. Args are pytrees of numpy arrays or `Spec`s.
 
-    Inputs are named after fn's parameters (or `arg_names`) and their pytree paths.
+    Inputs are named after fn's parameters (or `arg_names`) and their pytree paths;
+    outputs `output` / `output.<path>` (or `output_names`, one per result leaf).
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x, w: tp.tanh(x @ w), tp.Spec(("B", 3)), np.ones((3, 2), np.float32))
@@ -235,8 +237,10 @@ def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None
         if gc_was_enabled:
             gc.enable()
     gname = name or re.sub(r"\W", "_", getattr(fn, "__name__", "f")).strip("_") or "f"
+    if output_names is not None and len(output_names) != len(outputs):
+        raise TraceError(f"trace: {len(output_names)} output_names for {len(outputs)} results")
     return Graph(gname, arg_names, TreeDef("tuple", tuple(trees)), inputs, tracer.nodes, out_tree,
-                 outputs, tracer.constants)
+                 outputs, tracer.constants, output_names)
 
 
 def call(graph: Graph, *args):

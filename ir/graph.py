@@ -67,12 +67,15 @@ class Graph:
 
     `arg_names[i]` names the i-th argument; `in_tree` is the TreeDef of the argument
     tuple, so `inputs` (its leaves) are named `arg_name + path`. `out_tree` is the
-    TreeDef of the returned pytree, `outputs` its leaves.
+    TreeDef of the returned pytree, `outputs` its leaves, and `output_names` their names
+    (default: `output` and paths below it, `output.0`, `output.1.w1`; autodiff names its
+    results `value` and `grad.<input name>`; an imported ONNX model keeps its own). ONNX
+    export uses these names.
     """
 
     def __init__(self, name: str, arg_names: list[str], in_tree: TreeDef, inputs: list[Value],
                  nodes: list[Node], out_tree: TreeDef, outputs: list[Value],
-                 constants: list[Value] | None = None):
+                 constants: list[Value] | None = None, output_names: list[str] | None = None):
         self.name = name
         self.arg_names = list(arg_names)
         self.in_tree = in_tree
@@ -83,6 +86,10 @@ class Graph:
         self.constants = list(constants or [])
         for v, n in zip(self.inputs, self.input_names()):
             v.name = n
+        self.output_names = list(output_names) if output_names is not None else default_output_names(out_tree)
+        for v, n in zip(self.outputs, self.output_names):
+            if v.name is None and not v.is_constant:
+                v.name = n
 
     def input_names(self) -> list[str]:
         return [n for name, td in zip(self.arg_names, self.in_tree.children) for n in leaf_names(name, td)]
@@ -119,12 +126,18 @@ class Graph:
                           sorted((k, _attr_key(v)) for k, v in n.attrs.items()),
                           tuple(str(o.type) for o in n.outputs), n.source))
         return (self.name, tuple(self.arg_names), self.in_tree, tuple(str(v.type) for v in self.inputs),
-                tuple(consts), tuple(nodes), self.out_tree, tuple(ids.get(id(v), "?") for v in self.outputs))
+                tuple(consts), tuple(nodes), self.out_tree, tuple(ids.get(id(v), "?") for v in self.outputs),
+                tuple(self.output_names))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Graph) and self._key() == other._key()
 
     __hash__ = None  # graphs are mutable containers
+
+
+def default_output_names(out_tree: TreeDef) -> list[str]:
+    """`output` for a single result, else `output.<path>` per leaf of the output tree."""
+    return leaf_names("output", out_tree)
 
 
 def _attr_key(v):

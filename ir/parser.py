@@ -15,7 +15,8 @@ NUMBER, STRING, and `# ...` to end of line, which is a node's source):
     call     := NAME "(" [operand ("," operand)*] ")" ["{" [attr ("," attr)*] "}"]
     attr     := NAME "=" value        value := scalar | STRING | "none" | "[" [value,...] "]"
     operand  := REF | NAME
-    tree     := operand | "{" [NAME ":" tree, ...] "}" | "[" [tree, ...] "]" | "(" [tree, ...] ")"
+    tree     := result | "{" [NAME ":" tree, ...] "}" | "[" [tree, ...] "]" | "(" [tree, ...] ")"
+    result   := operand ["as" NAME]      (an output name, printed when it is not the default)
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from .dtypes import DTYPES, to_numpy
 from .errors import ParseError, TapeirError
-from .graph import Graph, Node, Value
+from .graph import Graph, Node, Value, default_output_names
 from .pytree import LEAF, TreeDef
 from .registry import get_op
 from .types import TensorType
@@ -151,11 +152,17 @@ class _Parser:
             self.stmt(constants, nodes)
         self.expect("return")
         leaves: list[Value] = []
-        out_tree = self.tree(lambda: leaves.append(self.operand()))
+        named: list[str | None] = []
+
+        def result():
+            leaves.append(self.operand())
+            named.append(self.name("an output name") if self.accept("as") else None)
+        out_tree = self.tree(result)
         self.expect("}")
         if self.tok.kind != "eof":
             raise self.error(self.tok.pos, f"expected end of input after '}}', found {self.tok.text!r}")
-        return Graph(gname, arg_names, in_tree, inputs, nodes, out_tree, leaves, constants)
+        names = [n if n is not None else d for n, d in zip(named, default_output_names(out_tree))]
+        return Graph(gname, arg_names, in_tree, inputs, nodes, out_tree, leaves, constants, names)
 
     def param(self):
         pos = self.tok.pos

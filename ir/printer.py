@@ -24,7 +24,7 @@ from .pytree import TreeDef
 
 INLINE_LIMIT = 16
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
-_KEYWORDS = {"graph", "return", "const", "base64", "true", "false", "none", "inf", "nan"}
+_KEYWORDS = {"graph", "return", "const", "base64", "true", "false", "none", "inf", "nan", "as"}
 
 
 def fmt_name(name: str) -> str:
@@ -112,6 +112,11 @@ def print_graph(g) -> str:
     out = [f"graph {fmt_name(g.name)}({params}) {{"]
     for text, source in lines:
         out.append(f"  {text.ljust(width)}  # {source}" if source else f"  {text}")
-    out.append(f"  return {fmt_tree(g.out_tree, [names.get(id(v), '%?') for v in g.outputs])}")
+    from .graph import default_output_names
+
+    refs = [names.get(id(v), "%?") for v in g.outputs]
+    refs = [r if n == d else f"{r} as {fmt_name(n)}"  # only names that differ from the default print
+            for r, n, d in zip(refs, g.output_names, default_output_names(g.out_tree))]
+    out.append(f"  return {fmt_tree(g.out_tree, refs)}")
     out.append("}")
     return "\n".join(out) + "\n"

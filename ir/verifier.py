@@ -51,6 +51,11 @@ def verify(g) -> None:
         _fail(g, None, "input tree does not match the inputs")
     if g.out_tree.num_leaves != len(g.outputs):
         _fail(g, None, "output tree does not match the outputs")
+    if len(g.output_names) != len(g.outputs) or not all(isinstance(n, str) and n for n in g.output_names):
+        _fail(g, None, f"output_names {g.output_names!r} must be one non-empty string per output")
+    if len(set(g.output_names)) != len(g.output_names):
+        dup = sorted({n for n in g.output_names if g.output_names.count(n) > 1})
+        _fail(g, None, f"duplicate output names {dup}", hint="every result needs its own name (ONNX requires it)")
     for what, tree in (("input", g.in_tree), ("output", g.out_tree)):
         problem = _tree_problem(tree)
         if problem:

@@ -145,8 +145,10 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     result = (outs[0], grad_tree) if keep_value else grad_tree
     leaves, out_tree = _flatten_values(result)
     suffix = "value_and_grad" if keep_value else "grad"
-    return drop_identities(Graph(f"{g.name}_{suffix}", g.arg_names, g.in_tree, inputs, tracer.nodes, out_tree, leaves,
-                     tracer.constants))
+    # outputs are named for what they are: `value`, and `grad.<input name>` per gradient
+    names = (["value"] if keep_value else []) + ["grad." + v.name for v in wrt_values]
+    return drop_identities(Graph(f"{g.name}_{suffix}", g.arg_names, g.in_tree, inputs, tracer.nodes, out_tree,
+                                 leaves, tracer.constants, names))
 
 
 def _flatten_values(tree):

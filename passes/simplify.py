@@ -38,7 +38,8 @@ def drop_identities(g: Graph) -> Graph:
             continue
         nodes.append(n if inputs == list(n.inputs) else Node(n.op, inputs, n.attrs, n.outputs, n.source))
     outputs = [alias.get(id(v), v) for v in g.outputs]
-    return dce(Graph(g.name, g.arg_names, g.in_tree, g.inputs, nodes, g.out_tree, outputs, g.constants))
+    return dce(Graph(g.name, g.arg_names, g.in_tree, g.inputs, nodes, g.out_tree, outputs, g.constants,
+                     g.output_names))
 
 
 def dce(g: Graph) -> Graph:
@@ -57,4 +58,4 @@ def dce(g: Graph) -> Graph:
             live.update(id(v) for v in n.inputs)
     kept.reverse()
     consts = [c for c in g.constants if id(c) in live]
-    return Graph(g.name, g.arg_names, g.in_tree, g.inputs, kept, g.out_tree, g.outputs, consts)
+    return Graph(g.name, g.arg_names, g.in_tree, g.inputs, kept, g.out_tree, g.outputs, consts, g.output_names)
