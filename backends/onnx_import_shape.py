@@ -99,6 +99,20 @@ def _split(n, x, split=None):
     return tuple(x[(slice(None),) * axis + (slice(int(a), int(b)),)] for a, b in zip(bounds[:-1], bounds[1:]))
 
 
+def _pad_sides(mode, size, b, e):
+    """The pieces of an axis of `size` that Pad puts before and after it (b and e wide), as
+    slices; a side of 0 gets none, so the import leaves no dead slice nodes."""
+    if mode == "edge":
+        return [slice(0, 1)] * b, [slice(size - 1, size)] * e
+    if mode == "wrap":  # the part that wraps, and whole copies when a pad exceeds the axis
+        whole = slice(None)
+        return ([slice(size - b % size, size)] if b % size else []) + [whole] * (b // size), \
+            [whole] * (e // size) + ([slice(0, e % size)] if e % size else [])
+    # reflect: x[b], ..., x[1] before; x[size-2], ..., x[size-1-e] after. For e == size-1 the
+    # stop is "before index 0", which Python spells None (a stop of -1 is the last element)
+    return [slice(b, 0, -1)] * bool(b), [slice(size - 2, size - 2 - e if e < size - 1 else None, -1)] * bool(e)
+
+
 def _pad(n, x, pads=None, value=None, axes=None):
     r = rank_of(x)
     if n.opset < 11:
@@ -128,12 +142,13 @@ def _pad(n, x, pads=None, value=None, axes=None):
         if not isinstance(size, int) or (mode == "reflect" and max(b, e) >= size):
             raise n.error(f"{mode} padding of {b}+{e} on axis {a} of {y.type}")
         pre = (slice(None),) * a
-        if mode == "edge":
-            parts = [y[pre + (slice(0, 1),)]] * b + [y] + [y[pre + (slice(size - 1, size),)]] * e
-        elif mode == "wrap":
-            parts = [y[pre + (slice(size - b, size),)]] * bool(b) + [y] + [y[pre + (slice(0, e),)]] * bool(e)
-        else:
-            parts = [y[pre + (slice(b, 0, -1),)]] * bool(b) + [y] + [y[pre + (slice(size - 2, size - 2 - e, -1),)]] * bool(e)
+        head, tail = _pad_sides(mode, size, b, e)
+        pieces = {}  # one slice node per distinct slice (edge repeats one piece b times)
+        for s in head + tail:
+            key = (s.start, s.stop, s.step)  # slices are hashable only from Python 3.12
+            if key not in pieces:
+                pieces[key] = y if key == (None, None, None) else y[pre + (s,)]
+        parts = [pieces[s.start, s.stop, s.step] for s in head] + [y] + [pieces[s.start, s.stop, s.step] for s in tail]
         y = F.concatenate(parts, axis=a)
     return y
 

@@ -261,6 +261,36 @@ def test_pad_modes_and_negative_pads(mode, pads):
                 {"p": np.array(pads, I64), "v": np.array(1.5, F32)}), x)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+@pytest.mark.parametrize("width", [(0, 1), (1, 0), (0, 2), (2, 0), (2, 2), (1, 2), (0, 3), (3, 1), (5, 9)])
+def test_pad_border_modes_every_width(mode, width):
+    """Every pad width up to size-1 (reflect's limit) on the last axis of a [2, 4], and wider
+    ones for edge and wrap (which repeats the axis), against onnxruntime. Only the padded
+    sides get slice nodes: none dead, and a side's slice is made once."""
+    x = rand(2, 4)
+    b, e = width
+    if mode == "reflect" and max(b, e) >= 4:
+        return
+    g = check(model([node("Pad", ["x", "p"], mode=mode)], {"x": x}, ["y"], {"p": np.array([0, b, 0, e], I64)}), x)
+    assert g.outputs[0].type.shape == (2, 4 + b + e)
+    used = {id(v) for n in g.nodes for v in n.inputs} | {id(v) for v in g.outputs}
+    assert all(id(o) in used for n in g.nodes for o in n.outputs), str(g)  # no dead slice
+    slices = [n for n in g.nodes if n.op == "slice"]
+    assert len(slices) <= (bool(b % 4) + bool(e % 4) if mode == "wrap" else bool(b) + bool(e)), str(g)
+    assert len(g.nodes) == len(slices) + 1  # the slices and one concatenate
+
+
+def test_pad_reflect_to_index_zero():
+    """The review's repro: pads [0,0,0,2] reflect [[0,1,2]] to [[0,1,2,1,0]]; the slice stop of
+    -1 (before index 0) once read as "the last element" and dropped the padding."""
+    x = np.arange(3, dtype=F32)[None]
+    m = model([node("Pad", ["x", "p"], mode="reflect")], {"x": x}, ["y"], {"p": np.array([0, 0, 0, 2], I64)})
+    g = check(m, x)
+    assert str(g.outputs[0].type) == "f32[1,5]"
+    assert tp.run(g, x).tolist() == [[0, 1, 2, 1, 0]]
+    check(model([node("Pad", ["x", "p"], mode="reflect")], {"x": x}, ["y"], {"p": np.array([0, 2, 0, 2], I64)}), x)
+
+
 def test_split_forms():
     x = rand(7, 4)
     check(model([node("Split", ["x", "s"], ["a", "b", "c"])], {"x": x}, ["a", "b", "c"],
