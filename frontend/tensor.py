@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.dtypes import FLOATS, INTS, to_numpy
+from ..ir.types import Dim
 from ..ir.errors import TraceError
 from .tracer import Tracer, current_tracer, user_source
 
@@ -32,7 +33,8 @@ class Tensor:
 
     @property
     def shape(self) -> tuple:
-        return self.value.type.shape
+        """Ints, and `Dim`s for symbolic dims (strs that multiply: x.shape[0] * 2 is '2*B')."""
+        return tuple(Dim(d) if isinstance(d, str) else d for d in self.value.type.shape)
 
     @property
     def dtype(self) -> np.dtype:

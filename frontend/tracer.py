@@ -19,7 +19,7 @@ from ..ir.graph import Graph, Node, Value, constant
 from ..ir.pytree import TreeDef, flatten, unflatten
 from ..ir.pytree import leaf_names as leaf_names_of
 from ..ir.registry import OPS
-from ..ir.types import TensorType
+from ..ir.types import TensorType, solve, substitute, symbols_of
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL = tuple(os.path.join(_ROOT, d) + os.sep for d in ("frontend", "ir", "passes", "backends")) + (
@@ -75,6 +75,7 @@ class Tracer:
         self.constants: list[Value] = []
         self._const_cache: dict = {}
         self.source_override: str | None = None  # set by passes: nodes they emit keep this source
+        self.symbols: frozenset | None = None    # the symbolic dims the inputs bind (None: unchecked)
 
     def emit(self, op: str, inputs: list[Value], attrs: dict | None = None) -> list[Value]:
         opdef = OPS[op]
@@ -84,9 +85,23 @@ class Tracer:
             out_types = opdef.infer([v.type for v in inputs], attrs)
         except TapeirError as e:
             raise TraceError(e.problem, where=source, hint=e.hint) from None
+        if self.symbols is not None:
+            self._check_symbols(op, out_types, attrs, source)
         outs = [Value(t) for t in out_types]
         self.nodes.append(Node(op, inputs, attrs, outs, source))
         return outs
+
+    def _check_symbols(self, op, out_types, attrs, source):
+        used = {s for t in out_types for d in t.shape if isinstance(d, str) for s in symbols_of(d)}
+        for k in OPS[op].shape_attrs:
+            used.update(s for d in attrs[k] if isinstance(d, str) for s in symbols_of(d))
+        free = sorted(used - self.symbols)
+        if free:
+            raise TraceError(
+                f"{op}: symbolic dim {', '.join(map(repr, free))} is not a dim of any input "
+                f"(inputs have {', '.join(map(repr, sorted(self.symbols))) or 'no symbolic dims'})",
+                where=source, hint="symbolic dims come from inputs such as tp.Spec(('B', 64)); build shapes "
+                                   "from x.shape (x.shape[0] * 2 is '2*B') or use -1 in reshape")
 
     def inline(self, graph: Graph, inputs: list[Value], env: dict | None = None) -> list[Value]:
         """Record graph's nodes here, reading `inputs` for its inputs; return its outputs.
@@ -96,11 +111,12 @@ class Tracer:
         points at the lines the user wrote. `env`, if given, receives old id -> new value.
         """
         env = {} if env is None else env
-        subst = {}
-        for a, b in zip(graph.inputs, inputs):
-            for d_old, d_new in zip(a.type.shape, b.type.shape):
-                if isinstance(d_old, str) and d_old != d_new:
-                    subst[d_old] = d_new
+        subst: dict = {}  # graph's symbols -> the dims they have here ("B" -> 3, or "B" -> "N")
+        for _ in range(2):  # a product ("4*B") may need another input to bind B first
+            for a, b in zip(graph.inputs, inputs):
+                for d_old, d_new in zip(a.type.shape, b.type.shape):
+                    if isinstance(d_old, str):
+                        solve(d_old, d_new, subst)
         env.update((id(a), b) for a, b in zip(graph.inputs, inputs))
         for c in graph.constants:
             env[id(c)] = self.const(c.data)
@@ -108,9 +124,10 @@ class Tracer:
         try:
             for n in graph.nodes:
                 attrs = n.attrs
-                if subst and "shape" in attrs:
-                    attrs = {**attrs, "shape": tuple(subst.get(d, d) if isinstance(d, str) else d
-                                                     for d in attrs["shape"])}
+                if subst:
+                    for k in OPS[n.op].shape_attrs:
+                        attrs = {**attrs, k: tuple(substitute(d, subst) if isinstance(d, str) else d
+                                                   for d in attrs[k])}
                 self.source_override = n.source or saved
                 outs = self.emit(n.op, [env[id(v)] for v in n.inputs], attrs)
                 env.update((id(o), p) for o, p in zip(n.outputs, outs))
@@ -213,6 +230,8 @@ def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None
                          where=user_source(), hint="dict keys containing '.' can collide with nested "
                          "keys; rename one of them")
     tracer = Tracer()
+    tracer.symbols = frozenset(s for v in inputs for d in v.type.shape if isinstance(d, str)
+                               for s in symbols_of(d))
     _STACK.append(tracer)
     # The graph holds no reference cycles, so the cyclic GC only rescans it, over and
     # over: with it on, tracing 100k ops costs ~30% more per op than 10k (bench_trace.py).

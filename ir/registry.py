@@ -108,6 +108,11 @@ class OpDef:
     differentiable: bool = True            # False: outputs carry no gradient (comparisons)
     doc: str = ""
 
+    @property
+    def shape_attrs(self) -> tuple[str, ...]:
+        """Attributes holding shapes: their symbolic dims are substituted or bound per call."""
+        return tuple(k for k, a in self.attrs.items() if a.kind == "shape")
+
     def check_arity(self, n: int) -> None:
         lo, hi = self.arity
         if n < lo or (hi is not None and n > hi):

@@ -83,6 +83,63 @@ def dim_divide(num: Dim, den: Dim) -> Dim | None:
     return from_factors(nc // dc, tuple(rest))
 
 
+def substitute(d: Dim, subst: dict) -> Dim:
+    """d with each symbol replaced by its value in subst (an int or another dim)."""
+    coef, syms = factors(d)
+    if not any(s in subst for s in syms):
+        return d
+    return dim_product([coef] + [subst.get(s, s) for s in syms])
+
+
+def solve(d_old: Dim, d_new: Dim, subst: dict) -> None:
+    """Extend subst so that substitute(d_old, subst) == d_new, where one unknown symbol allows."""
+    coef, syms = factors(d_old)
+    unknown = [s for s in syms if s not in subst]
+    if len(unknown) != 1:
+        return
+    known = dim_product([coef] + [subst[s] for s in syms if s in subst])
+    value = dim_divide(d_new, known)
+    if value is not None and value != unknown[0]:
+        subst[unknown[0]] = value
+
+
+class Dim(str):
+    """A symbolic dim as `Tensor.shape` gives it: a str ("B") that multiplies like a size.
+
+    >>> d = Dim("B")
+    >>> d * 2, 3 * d * d, d * Dim("T")
+    ('2*B', '3*B*B', 'B*T')
+    """
+
+    def __mul__(self, other):
+        if isinstance(other, (int, str)) and not isinstance(other, bool):
+            return _as_dim(dim_product([str(self), other]))
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other):
+        q = dim_divide(str(self), other) if isinstance(other, (int, str)) else None
+        if q is None:
+            raise TapeirError(f"symbolic dim {self} is not divisible by {other}",
+                              hint="divide a product such as '4*B' by one of its factors")
+        return _as_dim(q)
+
+    def _no_sum(self, other):
+        raise TapeirError(f"cannot add or subtract with the symbolic dim {self!r}",
+                          hint="symbolic dims can be multiplied and divided by their factors; "
+                               "use -1 in reshape for the inferred dim")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __truediv__ = _no_sum
+
+    def __repr__(self) -> str:
+        return str.__repr__(str(self))
+
+
+def _as_dim(d):
+    return Dim(d) if isinstance(d, str) else d
+
+
 def resolve_dim(d: Dim, bindings: dict[str, int]) -> int:
     """The size of a dim once its symbols are bound."""
     coef, syms = factors(d)
@@ -91,10 +148,6 @@ def resolve_dim(d: Dim, bindings: dict[str, int]) -> int:
 
 def symbols_of(d: Dim) -> tuple[str, ...]:
     return factors(d)[1]
-
-
-def dim_str(d: Dim) -> str:
-    return str(d)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Rules:
   3. every value is defined once;
   4. the type rule, re-run on the operand types, gives exactly the recorded output types;
   5. constants hold arrays of their declared type; graph outputs are defined;
+     every symbolic dim a node uses is a dim of some input;
   6. input names are unique and the trees match the input/output counts; dict keys in
      the trees are sorted, unique strings (the order flatten gives and the parser demands).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from .errors import TapeirError, VerifyError
 from .registry import get_op
+from .types import symbols_of
 
 CONTEXT = 5  # lines of IR shown on each side of the failing node
 
@@ -70,6 +72,7 @@ def verify(g) -> None:
         if id(c) in defined:
             _fail(g, None, f"constant %c{i} is defined twice")
         defined.add(id(c))
+    bound = {s for v in g.inputs for d in v.type.shape if isinstance(d, str) for s in symbols_of(d)}
     for i, n in enumerate(g.nodes):
         try:
             opdef = get_op(n.op)
@@ -97,6 +100,12 @@ def verify(g) -> None:
             if id(o) in defined:
                 _fail(g, i, "an output is defined twice (SSA: one producer per value)")
             defined.add(id(o))
+        used = {s for o in n.outputs for d in o.type.shape if isinstance(d, str) for s in symbols_of(d)}
+        for k in opdef.shape_attrs:
+            used.update(s for d in n.attrs[k] if isinstance(d, str) for s in symbols_of(d))
+        if used - bound:
+            _fail(g, i, f"symbolic dim {', '.join(map(repr, sorted(used - bound)))} is not a dim of any input",
+                  "a graph can only be run when its inputs bind every symbol it uses")
     for k, v in enumerate(g.outputs):
         if id(v) not in defined:
             _fail(g, None, f"graph output {k} is not defined in the graph (dangling)")

@@ -239,3 +239,17 @@ def test_other_trace_errors(fn, needle):
     with pytest.raises(tp.TraceError) as info:
         tp.trace(fn, _a(3, 4) if "pool" not in repr(fn.__code__.co_names) else _a(1, 1, 4, 4))
     assert needle in str(info.value)
+
+
+def test_symbolic_dims_multiply_and_unknown_symbols_are_rejected():
+    def double(x):
+        return tp.broadcast_to(np.zeros((1, 2), np.float32), (x.shape[0] * 2, 2)).sum() + x.sum()
+
+    g = tp.trace(double, tp.Spec(("B", 2)))
+    assert g.nodes[0].outputs[0].type.shape == ("2*B", 2)
+    assert float(tp.run(g, np.ones((3, 2), np.float32))) == 6.0
+    with pytest.raises(tp.TraceError, match=r"symbolic dim 'C' is not a dim of any input") as e:
+        tp.trace(lambda x: tp.broadcast_to(np.zeros((1, 2), np.float32), ("C", 2)).sum(), tp.Spec(("B", 2)))
+    assert "hint:" in str(e.value) and "test_trace_errors.py:" in str(e.value)
+    with pytest.raises(tp.TapeirError, match="cannot add or subtract"):
+        tp.trace(lambda x: x.reshape(x.shape[0] + 1, -1), tp.Spec(("B", 2)))

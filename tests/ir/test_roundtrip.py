@@ -19,6 +19,7 @@ import tapeir as tp
 from tapeir.ir import OPS, Graph, Node, TapeirError, TensorType, TreeDef, Value, constant, flatten
 from tapeir.ir.dtypes import to_numpy
 from tapeir.ir.pytree import LEAF
+from tapeir.ir.types import symbols_of
 
 DTYPES = ("f16", "f32", "f64", "i32", "i64", "bool")
 DIMS = (1, 2, 3, "B", "4*B", "T")
@@ -193,6 +194,7 @@ def graphs(draw, max_nodes=10):
         constants.append(constant(draw(const_arrays())))
         pool = list(constants)
 
+    bound = _symbols(v.type.shape for v in inputs)
     nodes = []
     op_names = sorted(OPS)
     for _ in range(draw(st.integers(1, max_nodes))):
@@ -210,6 +212,8 @@ def graphs(draw, max_nodes=10):
                 out_types = opdef.infer([v.type for v in operands], attrs)
             except TapeirError:
                 continue  # the type rule said no: try another op
+            if (_symbols(t.shape for t in out_types) | _symbols(attrs[k] for k in opdef.shape_attrs)) - bound:
+                continue  # a symbol no input binds: the verifier rejects such graphs
             outs = [Value(t) for t in out_types]
             nodes.append(Node(op, operands, attrs, outs, draw(SOURCES)))
             pool.extend(outs)
@@ -219,6 +223,10 @@ def graphs(draw, max_nodes=10):
     out_leaves, out_tree = flatten(out, lambda x: isinstance(x, Value))
     name = draw(ODD_NAMES)
     return Graph(name, arg_names, in_tree, inputs, nodes, out_tree, out_leaves, constants)
+
+
+def _symbols(shapes) -> set:
+    return {s for shape in shapes for d in shape if isinstance(d, str) for s in symbols_of(d)}
 
 
 def _assert_same_constants(a: Graph, b: Graph):
@@ -399,7 +407,7 @@ SAMPLES = {
     "avg_pool2d": (["f64[2,3,6,6]"], {"kernel": (3, 3), "stride": (1, 1), "count_include_pad": False}),
     "reshape": (["f32[B,3,4]"], {"shape": ("B", -1)}),
     "transpose": (["bool[B,3,4]"], {"perm": (2, 0, 1)}),
-    "broadcast_to": (["i32[3,1]"], {"shape": ("4*B", 3, 5)}),
+    "broadcast_to": (["i32[B,3,1]"], {"shape": (2, "B", 3, 5)}),
     "concatenate": (["f32[B,3]", "f32[B,2]", "f32[B,1]"], {"axis": 1}),
     "slice": (["f32[B,10]"], {"axes": (1,), "starts": (8,), "stops": (-1,), "steps": (-3,)}),
     "squeeze": (["f32[1,B,1]"], {"axes": (0, 2)}),

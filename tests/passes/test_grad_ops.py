@@ -577,3 +577,39 @@ def test_extreme_inputs_give_finite_gradients_f32(name):
     # logsumexp's rule is exp(x - y), as torch's: y ~ 1e4 carries f32 rounding of ~5e-4
     rtol = 1e-3 if name == "logsumexp" else 1e-5
     np.testing.assert_allclose(grad, _extreme_expect(name, x), rtol=rtol, atol=1e-6, err_msg=name)
+
+
+# float16 layer_norm: the statistics run in float32 (ONNX LayerNormalization's default
+# stash_type=1), else d*d overflows f16 once |x - mean| >= 256 and everything is 0.
+def _layer_norm_loss(x, w, b):
+    weights = np.linspace(-1, 2, x.shape[-1]).astype(x.dtype)
+    return (tp.layer_norm(x, x.shape[-1], w, b) * weights).sum()
+
+
+@pytest.mark.parametrize("backend,opset", [("numpy", None), ("onnxruntime", 15), ("onnxruntime", 20)])
+def test_layer_norm_f16_large_spread(backend, opset):
+    opts = {} if opset is None else {"opset": opset}  # opset 15: the decomposed export
+    x = np.array([[0, 600]], np.float16)
+    g = tp.trace(lambda x: tp.layer_norm(x, 2), x)
+    assert tp.run(g, x, backend=backend, **opts).tolist() == [[-1, 1]]
+    if opset == 15:  # onnxruntime's CPU provider computes f16 Mul in f32 anyway; onnx's evaluator does not
+        from onnx.reference import ReferenceEvaluator
+
+        assert ReferenceEvaluator(tp.to_onnx(g, opset=15)).run(None, {"x": x})[0].tolist() == [[-1, 1]]
+
+    rng = np.random.default_rng(0)
+    x64 = rng.normal(1000, 600, (3, 8))  # |x - mean| up to ~1500 (d*d ~ 2e6 > f16 max 65504)
+    w64, b64 = rng.normal(1, 0.5, 8), rng.normal(0, 1, 8)
+    args16 = [a.astype(np.float16) for a in (x64, w64, b64)]
+    args64 = [a.astype(np.float64) for a in args16]  # the same values, so only rounding differs
+    vg = tp.value_and_grad(tp.trace(_layer_norm_loss, *args16), wrt=(0, 1, 2))
+    value, grads = tp.run(vg, *args16, backend=backend, **opts)
+    # float64 reference: test_fd pins layer_norm's float64 gradients to finite differences
+    ref_value, ref_grads = tp.run(tp.value_and_grad(tp.trace(_layer_norm_loss, *args64), wrt=(0, 1, 2)), *args64)
+    assert value.dtype == np.float16
+    np.testing.assert_allclose(value, ref_value, rtol=1e-2, atol=1e-2)
+    for got, want in zip(grads, ref_grads):
+        assert got.dtype == np.float16 and np.all(np.isfinite(got))
+        scale = np.abs(want).max()
+        assert scale > 0
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-2, atol=2e-3 * scale)

@@ -316,3 +316,14 @@ def test_second_order_nodes_keep_user_source_lines():
     sources = {n.source for n in d2.nodes}
     # the inlined first derivative keeps f's line; the final sum's backward is on g's line
     assert lines["f-line"] in sources and sources <= {lines["f-line"], lines["g-line"]}
+
+
+def test_grad_of_grad_through_a_flatten_with_product_dims():
+    """The inner graph's '4*B' dims must follow the outer trace's sizes (3 or 'N')."""
+    g = tp.trace(lambda x: (x.reshape(-1) ** 2.0).sum(), tp.Spec(("B", 4)))
+    for spec in (np.ones((3, 4), np.float32), tp.Spec(("N", 4))):
+        h = tp.trace(lambda x: (tp.call(tp.grad(g), x) ** 2.0).sum(), spec)
+        tp.verify(h)
+        x = np.arange(8, dtype=np.float32).reshape(2, 4) if isinstance(spec, tp.Spec) else \
+            np.arange(12, dtype=np.float32).reshape(3, 4)
+        np.testing.assert_allclose(tp.run(tp.grad(h), x), 8.0 * x, rtol=1e-6)  # d/dx sum((2x)^2) = 8x
