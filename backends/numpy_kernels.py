@@ -66,6 +66,11 @@ def log_softmax(x, axis):
 
 
 def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
+    """Statistics in float32 for float16 x (ONNX LayerNormalization's default stash_type=1):
+    in f16, d*d overflows once |x - mean| >= 256 and the result collapses to zeros."""
+    dtype = x.dtype
+    if dtype == np.float16:
+        x, weight, bias = (None if t is None else t.astype(np.float32) for t in (x, weight, bias))
     axes = tuple(range(axis, x.ndim))
     mu = np.mean(x, axis=axes, keepdims=True)
     d = x - mu
@@ -75,7 +80,7 @@ def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
         y = y * weight
     if bias is not None:
         y = y + bias
-    return y
+    return y.astype(dtype, copy=False)
 
 
 def _windows(x, kernel, stride, padding, dilation, fill):

@@ -14,7 +14,8 @@ must get. Most ops are one ONNX operator of the same meaning; the others, in ord
      Gelu from opset 20 and a local function below.
   4. layer_norm is LayerNormalization from opset 17, where a missing weight is ones of the
      normalized shape made at run time (ConstantOfShape of the Shape's tail); below 17 it
-     is the numpy backend's formula (ReduceMean, Sub, Mul, Sqrt, Div, Mul, Add).
+     is the numpy backend's formula (ReduceMean, Sub, Mul, Sqrt, Div, Mul, Add), in float32
+     for float16 (as LayerNormalization's default stash_type=1) between two Casts.
   5. slice: a negative-step stop of -1 ("before index 0") is INT64_MIN, which ONNX clamps
      to -1 after adding the dim size.
   6. reshape and broadcast_to build their shape tensor at run time when it holds a symbolic
@@ -130,15 +131,22 @@ def _layer_norm(low, n, ins, outs):
 
 
 def _layer_norm_decomposed(low, n, ins, outs):
-    """Below opset 17 (no LayerNormalization): the numpy backend's formula, op for op."""
+    """Below opset 17 (no LayerNormalization): the numpy backend's formula, op for op, in
+    float32 for float16 (as LayerNormalization's stash_type=1; d*d overflows f16 at 256)."""
     x = n.inputs[0]
+    dtype = "f32" if x.type.dtype == "f16" else x.type.dtype
+    if dtype != x.type.dtype:
+        ins = [low.op("Cast", name, to=elem_type(dtype)) for name in ins]
     axes = list(range(n.attrs["axis"], x.type.rank))
     d = low.op("Sub", ins[0], reduce(low, "ReduceMean", ins[0], None, axes, True))
     var = reduce(low, "ReduceMean", low.op("Mul", d, d), None, axes, True)
-    std = low.op("Sqrt", low.op("Add", var, low.scalar(n.attrs["epsilon"], x.type.dtype)))
-    y = low.op("Div", d, std, out=None if len(ins) > 1 else outs[0])
+    std = low.op("Sqrt", low.op("Add", var, low.scalar(n.attrs["epsilon"], dtype)))
+    last = None if dtype != x.type.dtype else outs[0]  # the last op writes the output, unless a Cast follows
+    y = low.op("Div", d, std, out=None if len(ins) > 1 else last)
     for k, (op_type, operand) in enumerate(zip(("Mul", "Add"), ins[1:]), 2):
-        y = low.op(op_type, y, operand, out=outs[0] if k == len(ins) else None)
+        y = low.op(op_type, y, operand, out=last if k == len(ins) else None)
+    if last is None:
+        low.op("Cast", y, out=outs[0], to=elem_type(x.type.dtype))
 
 
 def _pairs(p):

@@ -274,6 +274,9 @@ def _log_softmax(g, x, y, a):
 
 @rule("layer_norm")
 def _layer_norm(g, x, y, a):
+    dtype = x[0].dtype
+    if dtype == np.float16:  # statistics in f32 as the forward (d*d overflows f16 at |d| >= 256)
+        g, x = F.astype(g, "f32"), [F.astype(t, "f32") for t in x]
     xs = x[0]
     axes = tuple(range(a["axis"], xs.ndim))
     mu = F.mean(xs, axis=axes, keepdims=True)
@@ -288,7 +291,7 @@ def _layer_norm(g, x, y, a):
         out.append(F.sum(g * xhat, axis=batch) if batch else g * xhat)
     if len(x) > 2:
         out.append(F.sum(g, axis=batch) if batch else g)
-    return out
+    return [F.astype(t, dtype) for t in out]
 
 
 # ---- contractions, windows ---------------------------------------------------------
