@@ -159,20 +159,29 @@ def astype(x, dtype):
 
 # ---- reductions --------------------------------------------------------------------
 
-def _axes(x: Tensor, axis, op) -> tuple:
-    r = x.ndim
+def _axes(x: Tensor, axis, op, rank: int | None = None, sort: bool = True) -> tuple:
+    """Normalize axis (None, an int or a sequence of ints) against `rank` (x's by default)."""
+    r = x.ndim if rank is None else rank
     if axis is None:
         return tuple(range(r))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else axis
+    try:
+        axes = tuple(axes)
+    except TypeError:
+        raise TraceError(f"{op}: axis={axis!r} is not an int or a sequence of ints", where=user_source()) from None
     out = []
     for a in axes:
-        if not -r <= a < builtins.max(r, 1) or r == 0:
-            raise TraceError(f"{op}: axis {a} out of range for {x.type}", where=user_source(),
-                             hint=f"axes are in [-{r}, {r - 1}]")
-        out.append(a % r)
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
+            raise TraceError(f"{op}: axis {a!r} is not an int", where=user_source())
+        if not -r <= a < r:
+            raise TraceError(f"{op}: axis {a} out of range for {x.type}" + (f" (result rank {r})" if rank else ""),
+                             where=user_source(),
+                             hint=f"axes are in [-{r}, {r - 1}]" if r else "a 0-d tensor has no axes")
+        out.append(int(a) % r)
     if len(set(out)) != len(out):
-        raise TraceError(f"{op}: repeated axis in {axis}", where=user_source())
-    return tuple(sorted(out))
+        raise TraceError(f"{op}: repeated axis in {list(axes)} for {x.type}", where=user_source(),
+                         hint="name each axis once")
+    return tuple(sorted(out)) if sort else tuple(out)
 
 
 def _reduce(op):
@@ -188,6 +197,10 @@ sum, mean, max, min, logsumexp = map(_reduce, ["sum", "mean", "max", "min", "log
 
 
 def _axis(x: Tensor, axis: int, op) -> int:
+    """One axis: a tuple here is an error, not its first element."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TraceError(f"{op}: axis must be a single int, got {axis!r}", where=user_source(),
+                         hint=f"{op} works along one axis; reshape first to merge axes")
     return _axes(x, axis, op)[0]
 
 
@@ -217,17 +230,26 @@ def reshape(x, shape):
 
 
 def transpose(x, axes=None):
+    """numpy.transpose: permute the axes (reverse them when axes is None)."""
     x = _t(x, "transpose")
-    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % builtins.max(x.ndim, 1) for a in axes)
+    if axes is None:
+        perm = tuple(reversed(range(x.ndim)))
+    else:
+        perm = _axes(x, axes, "transpose", sort=False)
+        if len(perm) != x.ndim:
+            raise TraceError(f"transpose: axes {tuple(axes)} must name each of the {x.ndim} axes of {x.type} once",
+                             where=user_source(), hint="pass a permutation such as (1, 0)")
     return _apply("transpose", [x], {"perm": perm})
 
 
 def broadcast_to(x, shape):
+    """numpy.broadcast_to: repeat size-1 (and missing leading) axes up to `shape`."""
     x = _t(x, "broadcast_to")
     return _apply("broadcast_to", [x], {"shape": tuple(shape)})
 
 
 def concatenate(xs, axis: int = 0):
+    """numpy.concatenate: join tensors along an existing axis."""
     xs = list(xs)
     if not xs:
         raise TraceError("concatenate: needs at least one tensor", where=user_source())
@@ -243,10 +265,10 @@ def squeeze(x, axis=None):
 
 
 def expand_dims(x, axis):
+    """numpy.expand_dims: insert size-1 axes at `axis` (positions in the result)."""
     x = _t(x, "expand_dims")
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    r = x.ndim + len(axes)
-    return _apply("unsqueeze", [x], {"axes": tuple(sorted(a % r for a in axes))})
+    n_new = 1 if isinstance(axis, (int, np.integer)) else len(tuple(axis))
+    return _apply("unsqueeze", [x], {"axes": _axes(x, axis, "expand_dims", rank=x.ndim + n_new)})
 
 
 def getitem(x: Tensor, index) -> Tensor:
