@@ -7,17 +7,16 @@ after their last use (so intermediates are freed as soon as they are dead).
 from __future__ import annotations
 
 import math
-
 import threading
 
 import numpy as np
 
-from ..ir.dtypes import dtype_of, to_numpy
+from ..ir.dtypes import to_numpy
 from ..ir.errors import RunError, TapeirError
-from ..ir.pytree import flatten, unflatten
-from ..ir.types import factors, resolve_dim
+from ..ir.types import resolve_dim
 from . import numpy_kernels as K
 from .numpy_memory import plan_buffers
+from .signature import Signature
 
 
 def _fixed(fn):
@@ -105,10 +104,6 @@ def _has_symbols(attrs) -> bool:
     return any(isinstance(d, str) for k in _SHAPE_ATTRS if k in attrs for d in attrs[k])
 
 
-def _is_leaf(x) -> bool:
-    return isinstance(x, (np.ndarray, np.generic, int, float, bool))
-
-
 def _owned(x) -> np.ndarray:
     """Outputs are writable arrays: constants and broadcast views are copied, not shared."""
     x = np.asarray(x)
@@ -124,6 +119,7 @@ class NumpyFunction:
                 raise TapeirError(f"the numpy backend has no kernel for op {n.op!r}",
                                   where=n.source, hint="add it to IMPL in backends/numpy_backend.py")
         self.graph = graph
+        self.signature = Signature(graph)
         self._plan()
 
     def _plan(self):
@@ -171,44 +167,6 @@ class NumpyFunction:
         self._nslots = nslots
         self._out_slots = [slot[id(v)] for v in g.outputs]
         self._consts = [c.data for c in g.constants]
-        self._specs = [(v.name, v.type.dtype, to_numpy(v.type.dtype), v.type.shape) for v in g.inputs]
-
-    def _bind(self, leaves) -> tuple[list, dict]:
-        if len(leaves) != len(self._specs):
-            raise RunError(f"{self.graph.name} takes {len(self._specs)} input arrays, got {len(leaves)}")
-        arrays, bindings = [], {}
-        deferred = []
-        for x, (name, dt, npdt, shape) in zip(leaves, self._specs):
-            if not isinstance(x, np.ndarray):
-                x = np.asarray(x)
-            if x.dtype != npdt:
-                raise RunError(f"input {name} has dtype {x.dtype}, the graph expects {dt}",
-                               hint=f"pass {name}.astype(np.{npdt.name})")
-            if x.ndim != len(shape):
-                raise RunError(f"input {name} has shape {x.shape}, the graph expects rank {len(shape)} "
-                               f"[{','.join(map(str, shape))}]")
-            for axis, (d, n) in enumerate(zip(shape, x.shape)):
-                if isinstance(d, int):
-                    if d != n:
-                        raise RunError(f"input {name} has shape {x.shape}, the graph expects "
-                                       f"[{','.join(map(str, shape))}] (axis {axis}: {n} vs {d})")
-                else:
-                    coef, syms = factors(d)
-                    if len(syms) == 1 and coef == 1:
-                        if bindings.setdefault(syms[0], n) != n:
-                            raise RunError(f"input {name} axis {axis} binds {d}={n}, but an earlier input "
-                                           f"bound {d}={bindings[d]}", hint="all uses of a symbolic dim must agree")
-                    else:
-                        deferred.append((name, axis, d, n))
-            arrays.append(x)
-        for name, axis, d, n in deferred:
-            try:
-                want = resolve_dim(d, bindings)
-            except KeyError:
-                raise RunError(f"input {name} axis {axis} has size {d}, whose symbols no input binds alone") from None
-            if want != n:
-                raise RunError(f"input {name} axis {axis} is {n}, but {d} = {want}")
-        return arrays, bindings
 
     def _buffers(self, bindings) -> tuple[list, bool]:
         """The memory plan (backends/numpy_memory.py) for this thread and these dim sizes,
@@ -231,7 +189,7 @@ class NumpyFunction:
         return bufs
 
     def run_flat(self, leaves) -> list:
-        arrays, bindings = self._bind(leaves)
+        arrays, bindings = self.signature.bind(leaves)
         env = [None] * self._nslots
         env[:self._n_fixed] = arrays + self._consts
         steps = self._plan_steps
@@ -274,20 +232,7 @@ class NumpyFunction:
         return IMPL[n.op](attrs)
 
     def __call__(self, *args):
-        g = self.graph
-        if len(args) != len(g.arg_names):
-            raise RunError(f"{g.name} takes {len(g.arg_names)} arguments ({', '.join(g.arg_names)}), got {len(args)}")
-        leaves = []
-        for name, td, a in zip(g.arg_names, g.in_tree.children, args):
-            try:
-                lv, got = flatten(a, _is_leaf, what=f"argument {name!r}")
-            except TapeirError as e:  # a leaf that is not an array: a run-time input error
-                raise RunError(e.problem, hint=e.hint) from None
-            if got != td:
-                raise RunError(f"argument {name!r} has a different structure than at trace time",
-                               hint="pass the same nesting of dicts/lists/tuples (same keys) that was traced")
-            leaves.extend(lv)
-        return unflatten(g.out_tree, self.run_flat(leaves))
+        return self.signature.unflatten(self.run_flat(self.signature.flatten(args)))
 
 
 def compile_numpy(graph) -> NumpyFunction:

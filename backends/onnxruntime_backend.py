@@ -1,8 +1,8 @@
 """The onnxruntime backend: export a Graph to ONNX once, run it in one InferenceSession.
 
 It takes and returns the same pytrees as the numpy backend, with the same input checks
-(dtypes, ranks, static dims, symbolic dims bound consistently), because it reuses the
-numpy backend's argument handling; only the execution differs.
+(dtypes, ranks, static dims, symbolic dims bound consistently), because both take their
+arguments through one `Signature` (backends/signature.py); only the execution differs.
 
 onnxruntime's CPU provider has no float64 kernel for Conv, ConvTranspose, AveragePool,
 Erf (so exact gelu), Elu and LeakyRelu: the export of such a float64 graph is valid ONNX,
@@ -11,14 +11,14 @@ but this backend refuses to load it (in float32 every op runs).
 from __future__ import annotations
 
 from ..ir.errors import RunError, TapeirError
-from .numpy_backend import NumpyFunction
 from .onnx_export import to_onnx
+from .signature import Signature
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
 
 
-class OnnxRuntimeFunction(NumpyFunction):
+class OnnxRuntimeFunction:
     """A Graph exported to ONNX and loaded in an onnxruntime InferenceSession.
 
     >>> import numpy as np, tapeir as tp
@@ -38,6 +38,7 @@ class OnnxRuntimeFunction(NumpyFunction):
             raise TapeirError(f"graph_optimization_level={graph_optimization_level!r} is not one of "
                               f"{list(_LEVELS)}")
         self.graph = graph
+        self.signature = Signature(graph)
         self.model = to_onnx(graph, opset)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])
@@ -54,17 +55,18 @@ class OnnxRuntimeFunction(NumpyFunction):
                                    "backend='numpy'") from e
         self._in_names = [v.name for v in graph.inputs]
         self._out_names = [o.name for o in self.model.graph.output]
-        from ..ir.dtypes import to_numpy
-        self._specs = [(v.name, v.type.dtype, to_numpy(v.type.dtype), v.type.shape) for v in graph.inputs]
 
     def run_flat(self, leaves) -> list:
-        arrays, _ = self._bind(leaves)
+        arrays, _ = self.signature.bind(leaves)
         try:
             return self.session.run(self._out_names, dict(zip(self._in_names, arrays)))
         except Exception as e:
             raise RunError(f"onnxruntime failed running {self.graph.name}: {e}",
                            hint="the numpy backend (backend='numpy') runs the same graph and names the failing node") \
                 from e
+
+    def __call__(self, *args):
+        return self.signature.unflatten(self.run_flat(self.signature.flatten(args)))
 
 
 def compile_onnxruntime(graph, **options) -> OnnxRuntimeFunction:

@@ -1,5 +1,8 @@
 """The numpy backend: IMPL coverage, run-time input checks, run-time op errors, symbolic
-dims bound per call, and the slot plan that frees intermediates after their last use."""
+dims bound per call, and the slot plan that frees intermediates after their last use.
+
+The input checks live in backends/signature.py, shared with the onnxruntime backend, so
+they run on both backends here."""
 from __future__ import annotations
 
 import re
@@ -9,6 +12,8 @@ import pytest
 
 import tapeir as tp
 from tapeir.backends.numpy_backend import IMPL, NumpyFunction
+from tapeir.backends.onnxruntime_backend import OnnxRuntimeFunction
+from tapeir.backends.signature import Signature
 
 F32, F64, I64 = np.float32, np.float64, np.int64
 
@@ -24,9 +29,23 @@ def _add(x, y):
     return x + y
 
 
-@pytest.fixture(scope="module")
-def f_sym():
-    return tp.compile(tp.trace(_add, tp.Spec(("B", 3)), tp.Spec(("B", 3))))
+BACKENDS = ["numpy", "onnxruntime"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def f_sym(request):
+    return tp.compile(tp.trace(_add, tp.Spec(("B", 3)), tp.Spec(("B", 3))), backend=request.param)
+
+
+def test_backends_share_one_signature():
+    """onnxruntime's function is no NumpyFunction (whose state it once skipped); both take
+    their arguments through a Signature."""
+    g = tp.trace(_add, tp.Spec(("B", 3)), tp.Spec(("B", 3)))
+    f_np, f_ort = tp.compile(g), tp.compile(g, backend="onnxruntime")
+    assert not isinstance(f_ort, NumpyFunction) and isinstance(f_ort, OnnxRuntimeFunction)
+    assert isinstance(f_np.signature, Signature) and isinstance(f_ort.signature, Signature)
+    x = np.ones((2, 3), F32)
+    np.testing.assert_array_equal(f_np(x, x), f_ort(x, x))
 
 
 def _run_error(f, *args) -> str:
@@ -57,8 +76,9 @@ def test_inconsistent_symbolic_binding(f_sym):
     assert "hint:" in msg
 
 
-def test_inconsistent_product_dim():
-    f = tp.compile(tp.trace(lambda x, y: (x.reshape(-1), y), tp.Spec(("B", 2)), tp.Spec(("2*B",))))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inconsistent_product_dim(backend):
+    f = tp.compile(tp.trace(lambda x, y: (x.reshape(-1), y), tp.Spec(("B", 2)), tp.Spec(("2*B",))), backend=backend)
     out = f(np.ones((3, 2), F32), np.ones(6, F32))
     assert [o.shape for o in out] == [(6,), (6,)]
     msg = _run_error(f, np.ones((3, 2), F32), np.ones(7, F32))
@@ -70,19 +90,20 @@ def test_wrong_number_of_arguments(f_sym):
     assert "takes 2 arguments (x, y), got 1" in msg
 
 
-def test_python_scalars_are_accepted_for_matching_dtypes():
-    f = tp.compile(tp.trace(lambda x: x * 2.0, np.float64(1.0)))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_python_scalars_are_accepted_for_matching_dtypes(backend):
+    f = tp.compile(tp.trace(lambda x: x * 2.0, np.float64(1.0)), backend=backend)
     assert f(3.0) == 6.0 and f(np.float64(3.0)) == 6.0
-    msg = _run_error(tp.compile(tp.trace(lambda x: x * 2.0, np.float32(1.0))), 3.0)
+    msg = _run_error(tp.compile(tp.trace(lambda x: x * 2.0, np.float32(1.0)), backend=backend), 3.0)
     assert "float64" in msg and "f32" in msg
 
 
-@pytest.fixture(scope="module")
-def f_tree():
+@pytest.fixture(scope="module", params=BACKENDS)
+def f_tree(request):
     def model(params, x):
         return {"y": x @ params["w"] + params["b"], "n": params["layers"][0] * 1.0}
     params = {"w": np.ones((3, 2), F32), "b": np.zeros(2, F32), "layers": [np.ones(2, F32)]}
-    return tp.compile(tp.trace(model, params, tp.Spec(("B", 3))))
+    return tp.compile(tp.trace(model, params, tp.Spec(("B", 3))), backend=request.param)
 
 
 def test_pytree_roundtrip(f_tree):
