@@ -16,7 +16,7 @@ from ..ir.errors import RunError, TapeirError
 from ..ir.types import resolve_dim
 from . import numpy_kernels as K
 from .numpy_memory import plan_buffers
-from .signature import Signature
+from .signature import Signature, check_options
 
 
 def _fixed(fn):
@@ -235,5 +235,6 @@ class NumpyFunction:
         return self.signature.unflatten(self.run_flat(self.signature.flatten(args)))
 
 
-def compile_numpy(graph) -> NumpyFunction:
+def compile_numpy(graph, **options) -> NumpyFunction:
+    check_options("numpy", options, ())
     return NumpyFunction(graph)

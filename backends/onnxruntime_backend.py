@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from ..ir.errors import RunError, TapeirError
 from .onnx_export import to_onnx
-from .signature import Signature
+from .signature import Signature, check_options
 
+OPTIONS = ("providers", "intra_op_num_threads", "graph_optimization_level", "opset")
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
 
@@ -70,4 +71,5 @@ class OnnxRuntimeFunction:
 
 
 def compile_onnxruntime(graph, **options) -> OnnxRuntimeFunction:
+    check_options("onnxruntime", options, OPTIONS)
     return OnnxRuntimeFunction(graph, **options)

@@ -1,4 +1,4 @@
-"""What a compiled graph accepts, shared by every backend.
+"""What a compiled graph accepts, shared by every backend (and the options compile takes).
 
 `Signature(graph)` turns the traced function's pytrees into the graph's flat input
 arrays and back, and checks them first: the pytree structure, the number of arrays,
@@ -91,3 +91,12 @@ class Signature:
             if want != n:
                 raise RunError(f"input {name} axis {axis} is {n}, but {d} = {want}")
         return arrays, bindings
+
+
+def check_options(backend: str, options: dict, valid: tuple) -> None:
+    """Refuse compile options a backend does not know, naming them and the ones it does."""
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TapeirError(f"the {backend} backend has no option{'s' * (len(unknown) > 1)} "
+                          + ", ".join(map(repr, unknown)),
+                          hint=f"its options are {', '.join(valid)}" if valid else "it takes no options")

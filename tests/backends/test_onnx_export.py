@@ -574,6 +574,25 @@ def test_backend_options_and_input_checks():
     assert "onnxruntime" in tp.BACKENDS
 
 
+def test_unknown_backend_options_are_named():
+    g = tp.trace(lambda x: x + 1.0, tp.Spec((2,)))
+    with pytest.raises(tp.TapeirError) as info:
+        tp.compile(g, backend="onnxruntime", foo=1)
+    msg = str(info.value)
+    assert "'foo'" in msg
+    for option in ("providers", "intra_op_num_threads", "graph_optimization_level", "opset"):
+        assert option in msg
+    with pytest.raises(tp.TapeirError, match="foo"):
+        tp.run(g, np.zeros(2, np.float32), backend="onnxruntime", foo=1)
+    with pytest.raises(tp.TapeirError, match="foo"):
+        tp.compile(g, backend="numpy", foo=1)
+    from tapeir.backends.numpy_backend import compile_numpy
+
+    with pytest.raises(tp.TapeirError, match="no option 'foo'") as info:
+        compile_numpy(g, foo=1)
+    assert "takes no options" in str(info.value)
+
+
 # ---- IR -> ONNX -> IR round trips (both run in the numpy backend) --------------------
 
 def _flat_leaves(out):
