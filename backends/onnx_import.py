@@ -29,6 +29,7 @@ from collections import defaultdict
 import numpy as np
 import onnx
 import onnx.inliner
+from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from ..frontend import functions as F
@@ -90,7 +91,7 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
         raise TapeirError(f"from_onnx: params={params!r}", hint="use params='constants' or params='inputs'")
     if isinstance(model_or_path, (str, os.PathLike)):
         label = os.path.basename(os.fspath(model_or_path))
-        model = onnx.load(os.fspath(model_or_path))
+        model = _load(os.fspath(model_or_path))
     elif isinstance(model_or_path, onnx.ModelProto):
         model, label = model_or_path, "model.onnx"
     else:
@@ -122,6 +123,24 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
         return _interpret(g, dict(zip(names, xs)), known, opset, label)
     gname = re.sub(r"\W", "_", g.name).strip("_") or "onnx_model"
     return trace(interpret, *specs, arg_names=names, name=gname, output_names=[o.name for o in g.output])
+
+
+def _load(path: str) -> onnx.ModelProto:
+    """onnx.load, with tapeir errors for a file that is missing or is no ONNX model."""
+    try:
+        model = onnx.load(path)
+    except OSError as e:  # missing, a directory, unreadable
+        raise TapeirError(f"from_onnx: cannot read {path!r}: {e.strerror or e}",
+                          hint="pass the path of a .onnx file, or an onnx.ModelProto") from None
+    except onnx.checker.ValidationError as e:  # external data that is missing or outside the model's folder
+        raise TapeirError(f"from_onnx: cannot read the external data of {path!r}: {e}",
+                          hint="keep the model's data files next to it, as saved") from None
+    except DecodeError:
+        model = None
+    if model is None or not model.HasField("graph"):  # an empty file parses as an empty ModelProto
+        raise TapeirError(f"from_onnx: {path!r} is not an ONNX model (it does not parse as an onnx.ModelProto "
+                          "with a graph)", hint="is the file truncated, or another format (e.g. a PyTorch .pt)?")
+    return model
 
 
 def _check_supported(g, label):

@@ -466,3 +466,32 @@ def test_unexpressible_forms_fail_naming_the_node(nodes, inputs, inits, match):
         tp.from_onnx(model(nodes, inputs, ["y"], inits))
     if "node" in str(e.value):
         assert f"model.onnx:{nodes[0].name}" in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b"not an onnx model at all", b"", bytes(range(256)) * 4, "truncated"])
+def test_corrupt_file_is_not_an_onnx_model(tmp_path, content):
+    path = tmp_path / "corrupt.onnx"
+    if content == "truncated":  # half of a real model
+        content = model([node("Relu", ["x"])], {"x": rand(2, 3)}, ["y"]).SerializeToString()[:40]
+    path.write_bytes(content)
+    with pytest.raises(tp.TapeirError) as info:
+        tp.from_onnx(str(path))
+    msg = str(info.value)
+    assert "corrupt.onnx" in msg and "is not an ONNX model" in msg
+    assert "DecodeError" not in msg and info.value.__cause__ is None
+
+
+def test_missing_file_is_a_clean_error(tmp_path):
+    for path in (tmp_path / "missing.onnx", tmp_path):  # a path, and a directory
+        with pytest.raises(tp.TapeirError, match=r"cannot read .*(No such file|Is a directory)") as info:
+            tp.from_onnx(path)
+        assert str(path) in str(info.value) and info.value.__cause__ is None
+
+
+def test_missing_external_data_is_a_clean_error(tmp_path):
+    w = np.ones((64, 64), F32)
+    m = model([node("MatMul", ["x", "w"])], {"x": rand(2, 64)}, ["y"], {"w": w})
+    onnx.save_model(m, tmp_path / "big.onnx", save_as_external_data=True, location="big.data", size_threshold=0)
+    (tmp_path / "big.data").unlink()
+    with pytest.raises(tp.TapeirError, match="cannot read"):
+        tp.from_onnx(tmp_path / "big.onnx")
