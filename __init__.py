@@ -23,40 +23,63 @@ from .ir import (
     OPS, Graph, ParseError, RunError, TapeirError, TensorType, TraceError, TypeRuleError, VerifyError,
     load, parse, save, verify,
 )
+from .ir.graph import require_graph
 
 __version__ = "0.1.0"
 
 BACKENDS = ("numpy", "onnxruntime")
 
 
-def to_onnx(g: Graph, opset: int | None = None, **kw):
-    """`g` as an onnx.ModelProto of plain ai.onnx ops (see backends/onnx_export.py)."""
+def to_onnx(g: Graph, opset: int | None = None, *, ir_version: int | None = None,
+            output_names: list[str] | None = None):
+    """`g` as an onnx.ModelProto of plain ai.onnx ops (+ "tapeir" local functions).
+
+    Opset 15 up to what onnxruntime supports (default 20); the model passes
+    onnx.checker.check_model(full_check=True) and is byte-identical on every run.
+    See backends/onnx_export.py for names and lowerings.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.value_and_grad(tp.trace(lambda w, x: ((x @ w) ** 2.0).sum(), tp.Spec((3,)), tp.Spec(("B", 3))))
+    >>> m = tp.to_onnx(g)
+    >>> [i.name for i in m.graph.input], [o.name for o in m.graph.output]
+    (['w', 'x'], ['value', 'grad.w'])
+    """
     from .backends.onnx_export import to_onnx as _to_onnx
 
-    return _to_onnx(g, opset, **kw)
+    return _to_onnx(require_graph(g, "tp.to_onnx"), opset, ir_version=ir_version, output_names=output_names)
 
 
-def save_onnx(g: Graph, path, opset: int | None = None, **kw) -> None:
-    """Export `g` with `to_onnx` and write it to `path` (external data above 2 GB)."""
+def save_onnx(g: Graph, path, opset: int | None = None, *, external_data: bool | None = None, **kw) -> None:
+    """Export `g` with `to_onnx` and write it to `path` (external data above 2 GB, or when asked).
+
+    >>> import numpy as np, tapeir as tp, tempfile, os, onnx
+    >>> p = os.path.join(tempfile.mkdtemp(), "g.onnx")
+    >>> tp.save_onnx(tp.trace(lambda x: tp.relu(x), tp.Spec(("N",))), p)
+    >>> onnx.load(p).graph.node[0].op_type
+    'Relu'
+    """
     from .backends.onnx_export import save_onnx as _save_onnx
 
-    _save_onnx(g, path, opset, **kw)
+    _save_onnx(require_graph(g, "tp.save_onnx"), path, opset, external_data=external_data, **kw)
 
 
 def compile(g: Graph, backend: str = "numpy", **options):
     """A callable that runs `g` on the same pytrees the traced function took.
 
+    The graph is verified first. backend="onnxruntime" exports it and creates one
+    InferenceSession; it takes keyword options providers, intra_op_num_threads,
+    graph_optimization_level ("disable", "basic", "extended", "all") and opset.
+
     >>> import numpy as np, tapeir as tp
     >>> f = tp.compile(tp.trace(lambda x: x + 1.0, tp.Spec(("N",))))
     >>> f(np.arange(3, dtype=np.float32)).tolist()
     [1.0, 2.0, 3.0]
-
-    backend="onnxruntime" takes keyword options: providers, intra_op_num_threads,
-    graph_optimization_level ("disable", "basic", "extended", "all") and opset.
     """
+    verify(require_graph(g, "tp.compile"))
     if backend == "numpy":
         if options:
-            raise TapeirError(f"the numpy backend takes no options, got {sorted(options)}")
+            raise TapeirError(f"the numpy backend takes no options, got {sorted(options)}",
+                              hint="options such as intra_op_num_threads are for backend='onnxruntime'")
         return _compile_numpy(g)
     if backend == "onnxruntime":
         from .backends.onnxruntime_backend import compile_onnxruntime
@@ -66,11 +89,28 @@ def compile(g: Graph, backend: str = "numpy", **options):
 
 
 def from_onnx(model_or_path, params: str = "constants") -> Graph:
-    """Import an ONNX model as a Graph (backends/onnx_import.py; onnx loads on first use)."""
+    """Import an ONNX model (a ModelProto or a path) as a Graph.
+
+    The graph takes one array per ONNX input; with params="inputs" the floating-point
+    initializers become inputs too (after the model's own, in model order, names kept),
+    so they can be differentiated; integer initializers (shapes, indices) stay constants.
+    See backends/onnx_import.py.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.from_onnx(tp.to_onnx(tp.trace(lambda x: tp.tanh(x) * 2.0, tp.Spec(("N",)))))
+    >>> [n.op for n in g.nodes], tp.run(g, np.zeros(2, np.float32)).tolist()
+    (['tanh', 'mul'], [0.0, 0.0])
+    """
     from .backends.onnx_import import from_onnx as _from_onnx
+
     return _from_onnx(model_or_path, params)
 
 
 def run(g: Graph, *args, backend: str = "numpy", **options):
-    """Compile and call once: `tp.run(g, x)` is `tp.compile(g, backend)(x)`."""
+    """Compile and call once: `tp.run(g, x)` is `tp.compile(g, backend)(x)`.
+
+    >>> import numpy as np, tapeir as tp
+    >>> tp.run(tp.trace(lambda x: x * x, tp.Spec((2,))), np.array([3, 4], np.float32)).tolist()
+    [9.0, 16.0]
+    """
     return compile(g, backend, **options)(*args)

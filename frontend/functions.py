@@ -44,21 +44,36 @@ def _weak_dtype(x, like: str | None, op: str) -> str:
     return like
 
 
+def _scalar_array(x, dt: str, op: str) -> np.ndarray:
+    """A Python/numpy scalar as a 0-d array of dtype dt, refusing values dt cannot hold."""
+    npdt = to_numpy(dt)
+    if npdt.kind in "iu" and not isinstance(x, (bool, np.bool_)):
+        info = np.iinfo(npdt)
+        if not info.min <= int(x) <= info.max:
+            raise TraceError(f"{op}: scalar {x!r} does not fit in {dt} (range {info.min}..{info.max})",
+                             where=user_source(), hint="cast the tensor to a wider dtype with .astype(...)")
+    with np.errstate(over="ignore"):
+        arr = np.array(x, dtype=npdt)
+    if npdt.kind == "f" and np.isfinite(float(x)) and not np.isfinite(arr):
+        raise TraceError(f"{op}: scalar {x!r} overflows {dt} (largest {float(np.finfo(npdt).max):g})",
+                         where=user_source(), hint="compute in a wider dtype (.astype('float32')) or rescale")
+    return arr
+
+
 def _lift(tr: Tracer, x, like: str | None, op: str):
     if isinstance(x, Tensor):
         if x.tracer is not tr:
             raise TraceError(f"{op}: operand comes from a different trace", where=user_source())
         return x.value
     if isinstance(x, _SCALARS):
-        dt = _weak_dtype(x, like, op)
-        return tr.const(np.array(x, dtype=to_numpy(dt)))
+        return tr.const(_scalar_array(x, _weak_dtype(x, like, op), op))
     if isinstance(x, np.ndarray):
         try:
             dtype_of(x.dtype)
         except Exception:
             raise TraceError(f"{op}: numpy array of unsupported dtype {x.dtype}", where=user_source(),
                              hint="cast it with .astype(np.float32) (or another supported dtype)") from None
-        return tr.const(x, keep=x)
+        return tr.const(x)  # small arrays are keyed by value, so mutating one mid-trace is seen
     raise TraceError(f"{op}: cannot use a {type(x).__name__} as a tensor operand", where=user_source(),
                      hint="operands are traced Tensors, numpy arrays or Python/numpy scalars")
 

@@ -10,6 +10,7 @@ import inspect
 import os
 import re
 import sys
+import threading
 
 import numpy as np
 
@@ -56,7 +57,11 @@ class Spec:
     __slots__ = ("shape", "dtype")
 
     def __init__(self, shape, dtype="float32"):
+        if isinstance(shape, (int, str)):
+            raise TraceError(f"Spec({shape!r}): shape must be a tuple of dims", where=user_source(),
+                             hint=f"write tp.Spec(({shape!r},)) for a 1-d tensor")
         self.shape = tuple(shape)
+        TensorType(dtype_of(dtype), self.shape)  # validate dims now, where the user wrote them
         self.dtype = dtype_of(dtype)
 
     @property
@@ -149,14 +154,29 @@ class Tracer:
         return v
 
 
-_STACK: list[Tracer] = []
+class _TraceStack(threading.local):
+    """The traces running in this thread, innermost last (traces in two threads don't mix)."""
+
+    def __init__(self):
+        self.tracers: list[Tracer] = []
+
+
+_STACK = _TraceStack()
+
+
+def push_tracer(tracer: Tracer) -> None:
+    _STACK.tracers.append(tracer)
+
+
+def pop_tracer() -> None:
+    _STACK.tracers.pop()
 
 
 def current_tracer(what: str = "this operation") -> Tracer:
-    if not _STACK:
+    if not _STACK.tracers:
         raise TraceError(f"{what} needs a traced Tensor, but no trace is running",
                          where=user_source(), hint="call it inside a function passed to tp.trace(fn, *args)")
-    return _STACK[-1]
+    return _STACK.tracers[-1]
 
 
 def _is_arg_leaf(x) -> bool:
@@ -171,6 +191,12 @@ def _leaf_type(x, where: str) -> TensorType:
     except TapeirError as e:
         raise TraceError(f"{where} has unsupported dtype {x.dtype}", hint=e.hint) from None
     return TensorType(dt, np.shape(x))
+
+
+def _def_site(fn) -> str | None:
+    code = getattr(fn, "__code__", None)
+    return f"{os.path.relpath(code.co_filename) if os.path.isabs(code.co_filename) else code.co_filename}:" \
+           f"{code.co_firstlineno} (the traced function)" if code else None
 
 
 def _arg_names(fn, n: int) -> list[str]:
@@ -232,7 +258,7 @@ def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None
     tracer = Tracer()
     tracer.symbols = frozenset(s for v in inputs for d in v.type.shape if isinstance(d, str)
                                for s in symbols_of(d))
-    _STACK.append(tracer)
+    push_tracer(tracer)
     # The graph holds no reference cycles, so the cyclic GC only rescans it, over and
     # over: with it on, tracing 100k ops costs ~30% more per op than 10k (bench_trace.py).
     gc_was_enabled = gc.isenabled()
@@ -240,8 +266,13 @@ def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None
     try:
         call_args = [unflatten(td, [Tensor(v, tracer) for v in vals]) for td, vals in wrapped]
         result = fn(*call_args)
-        out_leaves, out_tree = flatten(result, lambda x: isinstance(x, (Tensor, np.ndarray, np.generic)),
-                                       what="the traced function's result")
+        try:
+            out_leaves, out_tree = flatten(result, lambda x: isinstance(x, (Tensor, np.ndarray, np.generic)),
+                                           what="the traced function's result")
+        except TapeirError as e:
+            raise TraceError(e.problem, where=_def_site(fn),
+                             hint="return Tensors (or numpy arrays) in dicts, lists and tuples; "
+                                  "wrap a Python number with np.float32(...)") from None
         outputs = []
         for x in out_leaves:
             if isinstance(x, Tensor):
@@ -252,7 +283,7 @@ def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None
             else:
                 outputs.append(tracer.const(np.asarray(x)))
     finally:
-        _STACK.pop()
+        pop_tracer()
         if gc_was_enabled:
             gc.enable()
     gname = name or re.sub(r"\W", "_", getattr(fn, "__name__", "f")).strip("_") or "f"

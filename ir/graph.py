@@ -135,6 +135,18 @@ class Graph:
     __hash__ = None  # graphs are mutable containers
 
 
+def require_graph(g, what: str) -> "Graph":
+    """g itself, or a TapeirError saying what `what` expected (a Graph, not a function)."""
+    if isinstance(g, Graph):
+        return g
+    from .errors import TapeirError
+
+    got = "a function" if callable(g) else f"a {type(g).__name__}"
+    raise TapeirError(f"{what} expects a Graph, got {got}",
+                      hint=f"trace first: {what}(tp.trace(fn, *example_args))" if callable(g) else
+                      "build graphs with tp.trace, tp.parse, tp.load or tp.from_onnx")
+
+
 def default_output_names(out_tree: TreeDef) -> list[str]:
     """`output` for a single result, else `output.<path>` per leaf of the output tree."""
     return leaf_names("output", out_tree)

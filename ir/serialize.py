@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from .errors import ParseError
+from .graph import require_graph
 from .parser import parse
 from .printer import print_graph
 from .verifier import verify
@@ -22,8 +23,9 @@ def save(g, path: str | os.PathLike) -> None:
     >>> p = os.path.join(tempfile.mkdtemp(), "g.tapeir"); tp.save(g, p); tp.load(p) == g
     True
     """
+    text = MAGIC + print_graph(require_graph(g, "tp.save"))  # print first: never truncate the file, then fail
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(MAGIC + print_graph(g))
+        f.write(text)
 
 
 def load(path: str | os.PathLike):

@@ -44,6 +44,9 @@ def verify(g) -> None:
     >>> import numpy as np, tapeir as tp
     >>> tp.verify(tp.trace(lambda x: x + 1.0, np.ones(2, np.float32)))
     """
+    from .graph import require_graph
+
+    require_graph(g, "tp.verify")
     defined: set[int] = set()
     names = [v.name for v in g.inputs]
     if len(set(names)) != len(names):

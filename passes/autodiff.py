@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..frontend.tensor import Tensor
-from ..frontend.tracer import _STACK, Tracer
+from ..frontend.tracer import Tracer, pop_tracer, push_tracer
 from ..ir.dtypes import FLOATS, to_numpy
 from ..ir.errors import TapeirError
-from ..ir.graph import Graph, Value
+from ..ir.graph import Graph, Value, require_graph
 from ..ir.pytree import LEAF, TreeDef, unflatten
 from ..ir.registry import OPS
 from .simplify import drop_identities
@@ -28,7 +28,13 @@ from .vjp_rules import VJP
 
 
 def _wrt_list(g: Graph, wrt) -> tuple[list[int], bool]:
-    single = isinstance(wrt, (int, np.integer))
+    def is_index(w):
+        return isinstance(w, (int, np.integer)) and not isinstance(w, (bool, np.bool_))
+
+    single = is_index(wrt)
+    if not single and not (isinstance(wrt, (tuple, list)) and wrt and all(is_index(w) for w in wrt)):
+        raise TapeirError(f"wrt={wrt!r}: expected an argument index or a tuple of them",
+                          hint=f"{g.name} takes {', '.join(f'{i}: {n}' for i, n in enumerate(g.arg_names))}")
     idx = [int(wrt)] if single else [int(w) for w in wrt]
     for i in idx:
         if not 0 <= i < len(g.arg_names):
@@ -124,11 +130,12 @@ def _backward(tracer: Tracer, g: Graph, env: dict, wrt_values: list[Value]) -> l
 
 
 def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
+    require_graph(g, f"tp.{what}")
     _check_scalar_output(g, what)
     idx, single = _wrt_list(g, wrt)
     tracer = Tracer()
     inputs = [Value(v.type) for v in g.inputs]
-    _STACK.append(tracer)
+    push_tracer(tracer)
     try:
         env: dict = {}
         outs = tracer.inline(g, inputs, env)
@@ -138,7 +145,7 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
         wrt_values = [g.inputs[k] for i in idx for k in g.input_range(i)]
         grads = _backward(tracer, g, env, wrt_values)
     finally:
-        _STACK.pop()
+        pop_tracer()
     it = iter(grads)
     trees = [unflatten(g.input_tree(i), [next(it).value for _ in g.input_range(i)]) for i in idx]
     grad_tree = trees[0] if single else tuple(trees)
