@@ -19,8 +19,28 @@ class Tensor:
     """
 
     __slots__ = ("value", "tracer")
-    __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray + Tensor)
     __array_priority__ = 1000
+
+    # numpy functions called on Tensors (np.exp(t), ndarray + t, np.sum(t)) record the
+    # matching tp op; anything else is a TraceError naming the tp function to use.
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        name = _UFUNCS.get(ufunc.__name__)
+        if method != "__call__" or name is None or kwargs:
+            what = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+            raise TraceError(f"{what} cannot run on a traced Tensor{' with ' + str(sorted(kwargs)) if kwargs else ''}",
+                             where=user_source(), hint="use the tp.* function of the same name (tp.exp, tp.sum, ...)")
+        return getattr(F, name)(*inputs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        fn = getattr(F, _FUNCTIONS.get(func.__name__, ""), None)
+        if fn is None:
+            raise TraceError(f"numpy.{func.__name__} cannot run on a traced Tensor", where=user_source(),
+                             hint="use the tp.* functions (tp.sum, tp.reshape, tp.concatenate, tp.where, ...)")
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as e:
+            raise TraceError(f"numpy.{func.__name__} on a traced Tensor: {e}", where=user_source(),
+                             hint=f"tp.{fn.__name__} supports the numpy arguments listed in its docstring") from None
 
     def __init__(self, value, tracer: Tracer):
         self.value = value
@@ -133,3 +153,17 @@ class Tensor:
 
 
 from . import functions as F  # noqa: E402  (functions imports Tensor)
+
+_UFUNCS = {
+    "add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide", "true_divide": "divide",
+    "power": "power", "negative": "negative", "exp": "exp", "log": "log", "sqrt": "sqrt", "absolute": "abs",
+    "tanh": "tanh", "sin": "sin", "cos": "cos", "reciprocal": "reciprocal", "maximum": "maximum",
+    "minimum": "minimum", "matmul": "matmul", "equal": "equal", "not_equal": "not_equal", "less": "less",
+    "less_equal": "less_equal", "greater": "greater", "greater_equal": "greater_equal",
+}
+_FUNCTIONS = {
+    "sum": "sum", "mean": "mean", "max": "max", "amax": "max", "min": "min", "amin": "min",
+    "reshape": "reshape", "transpose": "transpose", "concatenate": "concatenate", "where": "where",
+    "clip": "clip", "squeeze": "squeeze", "expand_dims": "expand_dims", "broadcast_to": "broadcast_to",
+    "matmul": "matmul", "pad": "pad",
+}
