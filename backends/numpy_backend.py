@@ -3,6 +3,10 @@
 IMPL maps each op to a factory `attrs -> kernel`, so attributes are bound once at
 compile time and the run loop only calls kernels. Values live in slots that are reused
 after their last use (so intermediates are freed as soon as they are dead).
+
+On edge inputs it follows numpy: NaN propagates through max/min, softmax of a row with
++inf is [0, nan, 0], and out-of-range class labels raise RunError. onnxruntime differs
+on the first two (see "Known differences" in backends/onnxruntime_backend.py).
 """
 from __future__ import annotations
 

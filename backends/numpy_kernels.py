@@ -158,15 +158,20 @@ def _class_axis_last(x, labels):
     return np.moveaxis(x, 1, -1).reshape(-1, c), labels.reshape(-1)
 
 
+def check_labels(labels, classes, ignore_index):
+    """ValueError for the first label outside [0, classes) that is not ignore_index (the
+    onnxruntime backend runs it too: ONNX's loss ops would wrap a negative label)."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
+    if bad.any():
+        raise ValueError(f"label {int(labels[bad].flat[0])} is out of range for {classes} classes "
+                         f"(labels must be in [0, {classes - 1}] or ignore_index={ignore_index})")
+
+
 def nll_loss(logp, labels, *, reduction, ignore_index):
     shape = labels.shape
     lp, lab = _class_axis_last(logp, labels)
-    c = lp.shape[1]
+    check_labels(lab, lp.shape[1], ignore_index)
     keep = lab != ignore_index
-    bad = keep & ((lab < 0) | (lab >= c))
-    if bad.any():
-        raise ValueError(f"label {int(lab[bad][0])} is out of range for {c} classes "
-                         f"(labels must be in [0, {c - 1}] or ignore_index={ignore_index})")
     safe = np.where(keep, lab, 0)
     picked = -np.take_along_axis(lp, safe[:, None], axis=1)[:, 0]
     picked = np.where(keep, picked, 0).astype(logp.dtype, copy=False)

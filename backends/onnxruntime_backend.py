@@ -7,10 +7,25 @@ arguments through one `Signature` (backends/signature.py); only the execution di
 onnxruntime's CPU provider has no float64 kernel for Conv, ConvTranspose, AveragePool,
 Erf (so exact gelu), Elu and LeakyRelu: the export of such a float64 graph is valid ONNX,
 but this backend refuses to load it (in float32 every op runs).
+
+Known differences from the numpy backend, on edge inputs (tests/backends/
+test_onnxruntime_backend.py pins each, so a change in onnxruntime shows up there):
+  - max/min over NaN: numpy propagates NaN; onnxruntime's ReduceMax/ReduceMin skip a NaN
+    that is not the first element (max([1, nan, 3]) is nan in numpy, 3.0 in onnxruntime;
+    max([nan, 1, 3]) is nan in both).
+  - softmax/log_softmax over a row holding +inf: numpy gives [0, nan, 0] (softmax) and
+    [-inf, nan, -inf] (log_softmax); onnxruntime gives nan for the whole row.
+  - cross_entropy/nll_loss with a label outside [0, C) other than ignore_index: numpy
+    raises RunError; onnxruntime's loss ops would wrap a negative label around (reading
+    class C + label) and fail on one >= C with an opaque GatherElements error. This
+    backend checks labels that are graph inputs before each run and raises the numpy
+    backend's RunError; labels computed inside the graph are not checked.
 """
 from __future__ import annotations
 
 from ..ir.errors import RunError, TapeirError
+from ..ir.types import resolve_dim
+from .numpy_kernels import check_labels
 from .onnx_export import to_onnx
 from .signature import Signature, check_options
 
@@ -56,9 +71,19 @@ class OnnxRuntimeFunction:
                                    "backend='numpy'") from e
         self._in_names = [v.name for v in graph.inputs]
         self._out_names = [o.name for o in self.model.graph.output]
+        self._label_checks = _label_inputs(graph)
 
     def run_flat(self, leaves) -> list:
-        arrays, _ = self.signature.bind(leaves)
+        arrays, bindings = self.signature.bind(leaves)
+        for pos, i, n in self._label_checks:
+            x = n.inputs[0].type
+            try:
+                check_labels(arrays[pos], resolve_dim(x.shape[1 if x.rank > 1 else 0], bindings),
+                             n.attrs["ignore_index"])
+            except ValueError as e:
+                raise RunError(f"{n.op} failed at node {i} of {self.graph.name}: {e}", where=n.source,
+                               hint="onnxruntime would wrap a negative label around (and fail on a large one), "
+                                    "so this backend checks labels that are graph inputs") from None
         try:
             return self.session.run(self._out_names, dict(zip(self._in_names, arrays)))
         except Exception as e:
@@ -68,6 +93,14 @@ class OnnxRuntimeFunction:
 
     def __call__(self, *args):
         return self.signature.unflatten(self.run_flat(self.signature.flatten(args)))
+
+
+def _label_inputs(graph) -> list:
+    """(input position, node index, node) for each cross_entropy/nll_loss node whose labels
+    are a graph input: those are checked before a run (computed labels are not)."""
+    position = {id(v): k for k, v in enumerate(graph.inputs)}
+    return [(position[id(n.inputs[1])], i, n) for i, n in enumerate(graph.nodes)
+            if n.op in ("cross_entropy", "nll_loss") and id(n.inputs[1]) in position]
 
 
 def compile_onnxruntime(graph, **options) -> OnnxRuntimeFunction:

@@ -1,0 +1,70 @@
+"""Where the onnxruntime backend and the numpy backend differ on edge inputs, pinned.
+
+Each difference is listed under "Known differences" in backends/onnxruntime_backend.py;
+if onnxruntime changes behaviour, a test here fails and that list needs updating.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tapeir as tp
+
+F32, I64 = np.float32, np.int64
+
+
+def _both(fn, *args):
+    g = tp.trace(fn, *args)
+    return tp.run(g, *args), tp.run(g, *args, backend="onnxruntime")
+
+
+def test_max_over_nan():
+    got_np, got_ort = _both(lambda x: tp.max(x), np.array([1, np.nan, 3], F32))
+    assert np.isnan(got_np) and got_ort == 3.0  # onnxruntime skips a NaN that is not first
+    got_np, got_ort = _both(lambda x: tp.max(x), np.array([np.nan, 1, 3], F32))
+    assert np.isnan(got_np) and np.isnan(got_ort)
+
+
+def test_softmax_with_inf():
+    x = np.array([[1, np.inf, 3], [1, 2, 3]], F32)
+    with np.errstate(invalid="ignore"):
+        got_np, got_ort = _both(lambda x: tp.softmax(x), x)
+        lsm_np, lsm_ort = _both(lambda x: tp.log_softmax(x), x)
+    np.testing.assert_array_equal(got_np[0], [0, np.nan, 0])
+    assert np.isnan(got_ort[0]).all()
+    np.testing.assert_array_equal(lsm_np[0], [-np.inf, np.nan, -np.inf])
+    assert np.isnan(lsm_ort[0]).all()
+    np.testing.assert_allclose(got_np[1], got_ort[1], rtol=1e-6)  # finite rows agree
+    np.testing.assert_allclose(lsm_np[1], lsm_ort[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("label", [-2, 3])
+def test_out_of_range_labels_raise_on_both(op, label):
+    """onnxruntime alone would wrap label -2 to class 1 and fail opaquely on 3; the backend
+    checks labels that are graph inputs, so both raise the same RunError."""
+    fn = getattr(tp, op)
+    g = tp.trace(lambda x, y: fn(x, y), tp.Spec(("B", "C")), tp.Spec(("B",), "int64"))
+    x, y = np.zeros((2, 3), F32), np.array([0, label], I64)
+    messages = []
+    for backend in ("numpy", "onnxruntime"):
+        with pytest.raises(tp.RunError) as info:
+            tp.run(g, x, y, backend=backend)
+        messages.append(info.value.problem)
+    assert messages[0] == messages[1]
+    assert f"label {label} is out of range for 3 classes" in messages[1] and op in messages[1]
+    # ignore_index and in-range labels still run, with the same results
+    y = np.array([0, -100], I64)
+    np.testing.assert_allclose(tp.run(g, x, y), tp.run(g, x, y, backend="onnxruntime"), rtol=1e-6)
+
+
+def test_computed_labels_are_not_checked():
+    """Labels computed inside the graph reach onnxruntime unchecked: it wraps -2 to class 1
+    (the documented gap); the numpy backend raises."""
+    g = tp.trace(lambda x, y: tp.nll_loss(x, y - 3), tp.Spec((2, 3)), tp.Spec((2,), "int64"))
+    x = np.log(np.array([[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]], F32))
+    y = np.array([3, 1], I64)  # labels 0 and -2
+    with pytest.raises(tp.RunError, match="label -2"):
+        tp.run(g, x, y)
+    got = tp.run(g, x, y, backend="onnxruntime")
+    np.testing.assert_allclose(got, -(x[0, 0] + x[1, 1]) / 2, rtol=1e-6)  # -2 read as class 1
