@@ -9,8 +9,9 @@ again. Rules:
   3. a missing rule for a differentiable op is an error naming the op and source line;
   4. backward nodes carry the source line of the forward node they differentiate (none if
      it has none: the result never depends on where the pass was called from);
-  5. forward values the result does not need are removed (dead-code elimination), and
-     so are the `x * 1` the seed cotangent leaves behind.
+  5. the result is simplified (passes/simplify.py): forward values it does not need are
+     removed, the `x * 1` the seed cotangent leaves behind are dropped, small constant
+     subexpressions fold and repeated subexpressions merge.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..ir.errors import TapeirError
 from ..ir.graph import Graph, Value, require_graph
 from ..ir.pytree import LEAF, TreeDef, unflatten
 from ..ir.registry import OPS
-from .simplify import drop_identities
+from .simplify import simplify
 from .vjp_rules import VJP
 
 
@@ -154,7 +155,7 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     suffix = "value_and_grad" if keep_value else "grad"
     # outputs are named for what they are: `value`, and `grad.<input name>` per gradient
     names = (["value"] if keep_value else []) + ["grad." + v.name for v in wrt_values]
-    return drop_identities(Graph(f"{g.name}_{suffix}", g.arg_names, g.in_tree, inputs, tracer.nodes, out_tree,
+    return simplify(Graph(f"{g.name}_{suffix}", g.arg_names, g.in_tree, inputs, tracer.nodes, out_tree,
                                  leaves, tracer.constants, names))
 
 

@@ -5,13 +5,21 @@ Rules:
   2. drop_identities: `mul(x, 1)`, `mul(1, x)`, `add(x, 0)`, `add(0, x)`, `sub(x, 0)` and
      `div(x, 1)` are x when the result has x's type (a constant operand that would
      broadcast x to a bigger shape is kept). Autodiff seeds make many of these.
+  3. fold_constants: a node whose operands are all constants and whose result has at most
+     FOLD_LIMIT elements becomes a constant (larger results stay computed, so dumps and
+     files do not grow).
+  4. cse: two nodes with the same op, operands and attributes are one (the first keeps
+     its source line); equal constants are one.
+  simplify applies 2-4 until nothing changes, then 1.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, constant
+from ..ir.dtypes import to_numpy
 
+FOLD_LIMIT = 16
 _IDENTITY = {"mul": (1, (0, 1)), "add": (0, (0, 1)), "sub": (0, (1,)), "div": (1, (1,))}
 
 
@@ -19,27 +27,104 @@ def _is_fill(v, value) -> bool:
     return v.data is not None and v.data.dtype.kind in "fiu" and bool(np.all(v.data == value))
 
 
-def drop_identities(g: Graph) -> Graph:
-    """Forward x through ops that leave it unchanged (rule 2), then remove what died."""
+def _rewrite(g: Graph, rule) -> Graph:
+    """Walk g's nodes; rule(node, operands, new_constants) returns replacement values or None."""
     alias: dict[int, object] = {}
-    nodes = []
+    nodes, new_consts = [], []
     for n in g.nodes:
         inputs = [alias.get(id(v), v) for v in n.inputs]
-        rule = _IDENTITY.get(n.op)
-        if rule is not None:
-            value, const_slots = rule
-            for k in const_slots:
-                other = inputs[1 - k]
-                if _is_fill(inputs[k], value) and other.type == n.outputs[0].type:
-                    alias[id(n.outputs[0])] = other
-                    break
-            else:
-                nodes.append(Node(n.op, inputs, n.attrs, n.outputs, n.source))
+        rep = rule(n, inputs, new_consts)
+        if rep is not None:
+            alias.update((id(o), r) for o, r in zip(n.outputs, rep))
             continue
-        nodes.append(n if inputs == list(n.inputs) else Node(n.op, inputs, n.attrs, n.outputs, n.source))
+        same = all(a is b for a, b in zip(inputs, n.inputs))
+        nodes.append(n if same else Node(n.op, inputs, n.attrs, n.outputs, n.source))
     outputs = [alias.get(id(v), v) for v in g.outputs]
-    return dce(Graph(g.name, g.arg_names, g.in_tree, g.inputs, nodes, g.out_tree, outputs, g.constants,
-                     g.output_names))
+    return dce(Graph(g.name, g.arg_names, g.in_tree, g.inputs, nodes, g.out_tree, outputs,
+                     g.constants + new_consts, g.output_names))
+
+
+def _identity_rule(n, inputs, new_consts):
+    rule = _IDENTITY.get(n.op)
+    if rule is not None:
+        value, const_slots = rule
+        for k in const_slots:
+            other = inputs[1 - k]
+            if _is_fill(inputs[k], value) and other.type == n.outputs[0].type:
+                return [other]
+    return None
+
+
+def drop_identities(g: Graph) -> Graph:
+    """Forward x through ops that leave it unchanged (rule 2), then remove what died."""
+    return _rewrite(g, _identity_rule)
+
+
+def _fold_rule(n, inputs, new_consts):
+    out = n.outputs[0].type
+    if len(n.outputs) != 1 or not all(v.is_constant for v in inputs) or not out.is_static \
+            or int(np.prod(out.shape, dtype=np.int64)) > FOLD_LIMIT:
+        return None
+    from ..backends.numpy_backend import IMPL  # the reference kernels: folding is running
+
+    try:
+        with np.errstate(all="ignore"):
+            r = np.asarray(IMPL[n.op](n.attrs)(*[v.data for v in inputs]), dtype=to_numpy(out.dtype))
+    except Exception:  # e.g. a label out of range: leave it to fail at run time, with its source
+        return None
+    if r.shape != tuple(out.shape):
+        return None
+    c = constant(r)
+    new_consts.append(c)
+    return [c]
+
+
+def fold_constants(g: Graph) -> Graph:
+    """Evaluate small all-constant subexpressions now (rule 3)."""
+    return _rewrite(g, _fold_rule)
+
+
+def cse(g: Graph) -> Graph:
+    """Common-subexpression elimination (rule 4)."""
+    g = _dedupe_constants(g)
+    seen: dict = {}
+
+    def rule(n, inputs, new_consts):
+        key = (n.op, tuple(id(v) for v in inputs), repr(sorted(n.attrs.items())))
+        if key in seen:
+            return seen[key]
+        seen[key] = n.outputs
+        return None
+
+    return _rewrite(g, rule)
+
+
+def _dedupe_constants(g: Graph) -> Graph:
+    first: dict = {}
+    alias = {id(c): first.setdefault((str(c.type), c.data.tobytes()), c) for c in g.constants}
+    if all(alias[id(c)] is c for c in g.constants):
+        return g
+    nodes = [Node(n.op, [alias.get(id(v), v) for v in n.inputs], n.attrs, n.outputs, n.source)
+             for n in g.nodes]
+    outputs = [alias.get(id(v), v) for v in g.outputs]
+    return Graph(g.name, g.arg_names, g.in_tree, g.inputs, nodes, g.out_tree, outputs,
+                 [c for c in g.constants if alias[id(c)] is c], g.output_names)
+
+
+def simplify(g: Graph) -> Graph:
+    """Rules 2-4 until the graph stops shrinking, then dead-code elimination.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: (x * (2.0 - 1.0) + tp.exp(x)) + tp.exp(x), tp.Spec((3,)))
+    >>> [n.op for n in simplify(g).nodes]
+    ['exp', 'add', 'add']
+    """
+    for _ in range(8):
+        before = len(g.nodes)
+        g = cse(fold_constants(drop_identities(g)))
+        if len(g.nodes) == before:
+            break
+    return dce(g)
 
 
 def dce(g: Graph) -> Graph:

@@ -207,10 +207,18 @@ def _div(g, x, y, a):
 @rule("pow")
 def _pow(g, x, y, a):
     base, e = x
-    gx = g * e * F.power(base, e - 1.0)
+    c = e.value.data  # a constant exponent (x ** 2.0) folds: no pow(x, 2 - 1) at run time
+    if c is not None and np.all(c == 0):
+        gx = None  # x ** 0 is constant
+    elif c is not None and c.size == 1 and c.reshape(-1)[0] in (1, 2):
+        gx = g if c.reshape(-1)[0] == 1 else g * base * np.asarray(2, c.dtype).reshape(c.shape)
+    elif c is not None and np.all(c != 0):
+        gx = g * F.power(base, c - 1) * c
+    else:  # where e == 0 the derivative is 0, not 0 * base**-1 (nan at base 0)
+        gx = g * e * F.power(base, F.where(F.equal(e, 0.0), 1.0, e - 1.0))
     # d/de = y * log(base), taken as 0 where base <= 0 (log undefined; torch does the same at 0)
     ge = F.where(base > 0, g * y * F.log(F.where(base > 0, base, 1.0)), 0.0)
-    return [unbroadcast(gx, base.shape), unbroadcast(ge, e.shape)]
+    return [None if gx is None else unbroadcast(gx, base.shape), unbroadcast(ge, e.shape)]
 
 
 def _minmax(g, x, wins):

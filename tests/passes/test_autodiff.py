@@ -341,9 +341,10 @@ def test_the_pass_does_not_depend_on_where_it_is_called():
     second = tp.value_and_grad(g, wrt=(0, 1))
     assert first == second
     assert tp.grad(g, wrt=1) == tp.grad(g, wrt=1)
-    # the zeros for b come from no forward node: no source line
+    # the zeros for b come from no forward node: no source line (small ones fold to a constant)
     zeros = [n for n in first.nodes if n.op == "broadcast_to" and n.outputs[0] is first.outputs[2]]
-    assert len(zeros) == 1 and zeros[0].source is None
+    assert (len(zeros) == 1 and zeros[0].source is None) or (
+        first.outputs[2].is_constant and not first.outputs[2].data.any())
 
 
 def test_a_graph_without_source_lines_gets_none():
