@@ -32,6 +32,7 @@ from .errors import ParseError, TapeirError
 from .graph import Graph, Node, Value, default_output_names
 from .pytree import LEAF, TreeDef
 from .registry import get_op
+from .verifier import verify
 from .types import TensorType
 
 _TOKEN = re.compile(r"""
@@ -360,7 +361,7 @@ class _Parser:
 
 
 def parse(text: str) -> Graph:
-    """Parse the text form back into a Graph.
+    """Parse the text form back into a Graph, and verify it (tp.VerifyError if ill-typed).
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: tp.exp(x) * 2.0, np.ones(3, np.float32))
@@ -369,6 +370,8 @@ def parse(text: str) -> Graph:
     """
     p = _Parser(text)
     try:
-        return p.graph()
+        g = p.graph()
     except RecursionError:  # a hostile file: "[[[[..." thousands deep
         raise p.error(p.tok.pos, "trees are nested too deeply") from None
+    verify(g)  # text can be edited by hand: a well-formed but ill-typed graph is an error here
+    return g

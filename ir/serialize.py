@@ -10,7 +10,6 @@ from .errors import ParseError
 from .graph import require_graph
 from .parser import parse
 from .printer import print_graph
-from .verifier import verify
 
 MAGIC = "# tapeir graph v1\n"
 
@@ -29,7 +28,7 @@ def save(g, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike):
-    """Read a graph written by `save`, and verify it (a hand-edited file may be ill-typed)."""
+    """Read a graph written by `save` (verified: a hand-edited file may be ill-typed)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -38,6 +37,4 @@ def load(path: str | os.PathLike):
                          hint="graph files are the text written by tp.save") from None
     if text.startswith(MAGIC):
         text = text[len(MAGIC):]
-    g = parse(text)
-    verify(g)
-    return g
+    return parse(text)  # parse verifies

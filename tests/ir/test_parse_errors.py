@@ -179,3 +179,13 @@ def test_deep_nesting_is_a_parse_error_not_a_crash():
     text = "graph f(x: " + "[" * n + "f32[]" + "]" * n + ") {\n  return x\n}\n"
     e = _error(text)
     assert "nested too deeply" in str(e) and _position(e)[0] == 1
+
+
+def test_parse_verifies_what_it_reads():
+    """Well-formed text with wrong types is rejected, not run with silently wrong shapes."""
+    text = """graph f(x: f32[3]) {
+  %0: f32[7] = exp(x)
+  return %0
+}"""
+    with pytest.raises(tp.VerifyError, match=r"node 0.*f32\[7\].*f32\[3\]"):
+        tp.parse(text)
