@@ -83,7 +83,9 @@ def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
     return y.astype(dtype, copy=False)
 
 
-def _windows(x, kernel, stride, padding, dilation, fill):
+def windows(x, kernel, stride, padding, dilation, fill):
+    """The pooling/convolution windows of NCHW `x` padded with `fill`, as a strided view
+    [N, C, OH, OW, kh, kw] (no copy beyond the padding)."""
     ph, pw = padding
     if ph or pw:
         x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
@@ -96,7 +98,7 @@ def _windows(x, kernel, stride, padding, dilation, fill):
 def conv2d(x, w, b=None, *, stride, padding, dilation, groups):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
-    win = _windows(x, (kh, kw), stride, padding, dilation, 0)  # N, C, OH, OW, kh, kw
+    win = windows(x, (kh, kw), stride, padding, dilation, 0)  # N, C, OH, OW, kh, kw
     oh, ow = win.shape[2:4]
     if groups == 1:
         cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
@@ -136,17 +138,22 @@ def pad(x, *, pads, value):
 
 
 def max_pool2d(x, *, kernel, stride, padding, dilation):
-    win = _windows(x, kernel, stride, padding, dilation, -np.inf)
+    win = windows(x, kernel, stride, padding, dilation, -np.inf)
     return np.ascontiguousarray(win.max(axis=(4, 5)))
 
 
+def window_counts(size, kernel, stride, padding, dilation, dtype):
+    """How many cells of an [H, W] grid (not its padding) each window covers: [1, 1, OH, OW]."""
+    ones = np.ones((1, 1) + tuple(size), dtype)
+    return windows(ones, kernel, stride, padding, dilation, 0).sum(axis=(4, 5))
+
+
 def avg_pool2d(x, *, kernel, stride, padding, dilation, count_include_pad):
-    win = _windows(x, kernel, stride, padding, dilation, 0)
+    win = windows(x, kernel, stride, padding, dilation, 0)
     total = win.sum(axis=(4, 5))
     if count_include_pad or padding == (0, 0):
         return (total / np.asarray(kernel[0] * kernel[1], x.dtype)).astype(x.dtype, copy=False)
-    ones = np.ones((1, 1) + x.shape[2:], x.dtype)
-    count = _windows(ones, kernel, stride, padding, dilation, 0).sum(axis=(4, 5))
+    count = window_counts(x.shape[2:], kernel, stride, padding, dilation, x.dtype)
     return (total / count).astype(x.dtype, copy=False)
 
 

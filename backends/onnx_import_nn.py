@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..frontend import functions as F
-from .numpy_kernels import _windows
+from .numpy_kernels import windows
 from .onnx_import_base import OnnxNode, is_static, rank_of, reshape, shape_of
 from .onnx_import_index import one_hot
 
@@ -178,7 +178,7 @@ def _avg_pool(n, x):
         counted[:win.size[0] + win.begin[0] + real_end[0], :win.size[1] + win.begin[1] + real_end[1]] = 1
     else:
         counted[win.begin[0]:win.begin[0] + win.size[0], win.begin[1]:win.begin[1] + win.size[1]] = 1
-    counts = _windows(counted[None, None], win.kernel, win.stride, (0, 0), win.dilation, 0).sum(axis=(4, 5))[0, 0]
+    counts = windows(counted[None, None], win.kernel, win.stride, (0, 0), win.dilation, 0).sum(axis=(4, 5))[0, 0]
     scale = math.prod(win.kernel) / counts
     if not np.all(scale == 1):
         y = y * scale.astype(y.dtype)

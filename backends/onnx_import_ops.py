@@ -13,7 +13,7 @@ import numpy as np
 
 from ..frontend import functions as F
 from ..frontend.tensor import Tensor
-from ..ir.dtypes import dtype_of
+from ..ir.dtypes import INTS, dtype_of
 from .onnx_import_base import OnnxNode, prod, rank_of, shape_of
 
 # ONNX TensorProto element types tapeir has a dtype for
@@ -51,7 +51,7 @@ def _via_f64(fn):
     integer Div does). Exact while operands and results stay below 2**53."""
     def rule(n, a, b):
         dt = _dtype(a)
-        if dt not in ("i32", "i64"):
+        if dt not in INTS:
             if _dtype(b) != dt:  # Pow's exponent may have its own type
                 b = F.astype(b, dt) if isinstance(b, Tensor) else b.astype(a.dtype)
             return fn(a, b)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper, numpy_helper
 
-from ..ir.dtypes import to_numpy
+from ..ir.dtypes import INTS, to_numpy
 
 INT64_MIN = -(2 ** 63)
 
@@ -56,7 +56,7 @@ def _with_attrs(op_type, **names):
 
 def _relu(low, n, ins, outs):
     dtype = n.inputs[0].type.dtype
-    if dtype in ("i32", "i64"):  # onnxruntime has no integer Relu kernel
+    if dtype in INTS:  # onnxruntime has no integer Relu kernel
         low.op("Max", ins[0], low.scalar(0, dtype), out=outs[0])
     else:
         low.op("Relu", ins[0], out=outs[0])
@@ -72,7 +72,7 @@ def _clip(low, n, ins, outs):
     if lo is None and hi is None:
         low.op("Identity", ins[0], out=outs[0])
         return
-    if dtype in ("i32", "i64"):
+    if dtype in INTS:
         lo = None if lo is None else int(np.ceil(lo))
         hi = None if hi is None else int(np.floor(hi))
     bounds = ["" if lo is None else low.scalar(lo, dtype)]

@@ -55,10 +55,10 @@ def broadcast_shapes(op, *types) -> tuple:
 def _check_axes(op, axes, rank, name="axes"):
     if any(a < 0 or a >= rank for a in axes):
         raise TypeRuleError(f"{op}: {name} {list(axes)} out of range for rank {rank}",
-                            hint='axes are in [0, rank); the frontend normalizes negative axes')
+                            hint="axes are in [0, rank); the frontend normalizes negative axes")
     if list(axes) != sorted(set(axes)):
         raise TypeRuleError(f"{op}: {name} {list(axes)} must be sorted and unique",
-                            hint='list each axis once, in increasing order')
+                            hint="list each axis once, in increasing order")
 
 
 # ---- type rules -------------------------------------------------------------------
@@ -97,7 +97,7 @@ def clip_rule(op, ts, attrs):
     lo, hi = attrs["min"], attrs["max"]
     if lo is not None and hi is not None and lo > hi:
         raise TypeRuleError(f"clip: min={lo} is greater than max={hi}",
-                            hint='pass a_min <= a_max')
+                            hint="pass a_min <= a_max")
     return [ts[0]]
 
 
@@ -118,7 +118,7 @@ def axis_rule(op, ts, attrs):
     _need_dtype(op, t, FLOATS)
     if not 0 <= attrs["axis"] < t.rank:
         raise TypeRuleError(f"{op}: axis {attrs['axis']} out of range for {t}",
-                            hint='the axis must name an existing axis of the input')
+                            hint="the axis must name an existing axis of the input")
     return [t]
 
 
@@ -144,7 +144,7 @@ def reshape_rule(op, ts, attrs):
     t, shape = ts[0], list(attrs["shape"])
     if shape.count(-1) > 1:
         raise TypeRuleError(f"reshape: more than one -1 in shape {shape}",
-                            hint='use -1 for at most one inferred dim')
+                            hint="use -1 for at most one inferred dim")
     total = dim_product(t.shape)
     if -1 in shape:
         i = shape.index(-1)
@@ -186,7 +186,7 @@ def concatenate_rule(op, ts, attrs):
     first = ts[0]
     if not 0 <= axis < first.rank:
         raise TypeRuleError(f"concatenate: axis {axis} out of range for {first}",
-                            hint='the axis must name an existing axis of the inputs')
+                            hint="the axis must name an existing axis of the inputs")
     for t in ts[1:]:
         if t.rank != first.rank or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
             raise TypeRuleError(f"concatenate: shapes differ off axis {axis} ({_fmt(ts)})",
@@ -194,7 +194,7 @@ def concatenate_rule(op, ts, attrs):
     sizes = [t.shape[axis] for t in ts]
     if not all(isinstance(s, int) for s in sizes):
         raise TypeRuleError(f"concatenate: cannot concatenate along symbolic axis {axis} ({_fmt(ts)})",
-                            hint='concatenate along a static axis, or give that axis a fixed size')
+                            hint="concatenate along a static axis, or give that axis a fixed size")
     return [first.with_shape(first.shape[:axis] + (sum(sizes),) + first.shape[axis + 1:])]
 
 
@@ -203,17 +203,17 @@ def slice_rule(op, ts, attrs):
     axes, starts, stops, steps = attrs["axes"], attrs["starts"], attrs["stops"], attrs["steps"]
     if not len(axes) == len(starts) == len(stops) == len(steps):
         raise TypeRuleError("slice: axes, starts, stops and steps must have the same length",
-                            hint='give one start, stop and step per sliced axis')
+                            hint="give one start, stop and step per sliced axis")
     _check_axes("slice", axes, t.rank)
     shape = list(t.shape)
     for a, start, stop, step in zip(axes, starts, stops, steps):
         n = shape[a]
         if not isinstance(n, int):
             raise TypeRuleError(f"slice: axis {a} of {t} is symbolic; only full slices (:) keep it",
-                                hint='slice static axes only; a symbolic (batch) axis can only be kept whole')
+                                hint="slice static axes only; a symbolic (batch) axis can only be kept whole")
         if step == 0 or not (0 <= start <= n and -1 <= stop <= n):
             raise TypeRuleError(f"slice: bounds {start}:{stop}:{step} invalid for axis {a} of size {n}",
-                                hint='starts and stops are clamped to the axis size; step must not be 0')
+                                hint="starts and stops are clamped to the axis size; step must not be 0")
         shape[a] = len(range(start, stop, step))
     return [t.with_shape(shape)]
 
@@ -241,11 +241,11 @@ def _spatial_out(op, t, k, stride, padding, dilation):
         n = t.shape[2 + i]
         if not isinstance(n, int):
             raise TypeRuleError(f"{op}: spatial dims must be static, got {t}",
-                                hint='convolution and pooling need fixed spatial sizes; only the batch dim may be symbolic')
+                                hint="convolution and pooling need fixed spatial sizes; only the batch dim may be symbolic")
         size = (n + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1
         if size <= 0:
             raise TypeRuleError(f"{op}: window {k} (dilation {dilation}) larger than padded input {t}",
-                                hint='use a smaller kernel or dilation, or pad the input')
+                                hint="use a smaller kernel or dilation, or pad the input")
         out.append(size)
     return out
 
@@ -255,7 +255,7 @@ def _check_pairs(op, attrs, names):
         v = attrs[n]
         if len(v) != 2 or any(x < (0 if n == "padding" else 1) for x in v):
             raise TypeRuleError(f"{op}: {n}={list(v)} must be two {'non-negative' if n == 'padding' else 'positive'} ints",
-                                hint='pass an int or a pair of ints')
+                                hint="pass an int or a pair of ints")
 
 
 def conv2d_rule(op, ts, attrs):
@@ -264,7 +264,7 @@ def conv2d_rule(op, ts, attrs):
     _need_dtype("conv2d", x, FLOATS)
     if x.rank != 4 or w.rank != 4:
         raise TypeRuleError(f"conv2d: expected input [N,C,H,W] and weight [O,C/groups,kH,kW], got {_fmt(ts)}",
-                            hint='use NCHW inputs and OIHW weights (add a batch axis with expand_dims)')
+                            hint="use NCHW inputs and OIHW weights (add a batch axis with expand_dims)")
     _check_pairs("conv2d", attrs, ("stride", "padding", "dilation"))
     g = attrs["groups"]
     if g < 1 or x.shape[1] != dim_product([w.shape[1], g]) or not isinstance(w.shape[0], int) or w.shape[0] % g:
@@ -272,7 +272,7 @@ def conv2d_rule(op, ts, attrs):
                             hint="input channels must equal weight.shape[1] * groups, and groups must divide out channels")
     if len(ts) == 3 and ts[2].shape != (w.shape[0],):
         raise TypeRuleError(f"conv2d: bias must be [{w.shape[0]}], got {ts[2]}",
-                            hint='the bias has one entry per output channel')
+                            hint="the bias has one entry per output channel")
     h, wd = _spatial_out("conv2d", x, w.shape[2:], attrs["stride"], attrs["padding"], attrs["dilation"])
     return [x.with_shape((x.shape[0], w.shape[0], h, wd))]
 
@@ -294,15 +294,15 @@ def conv_transpose2d_rule(op, ts, attrs):
         n, op_ = g.shape[2 + i], attrs["output_padding"][i]
         if not isinstance(n, int):
             raise TypeRuleError(f"{op}: spatial dims must be static, got {g}",
-                                hint='convolution and pooling need fixed spatial sizes; only the batch dim may be symbolic')
+                                hint="convolution and pooling need fixed spatial sizes; only the batch dim may be symbolic")
         if not 0 <= op_ < max(attrs["stride"][i], attrs["dilation"][i]):
             raise TypeRuleError(f"{op}: output_padding {list(attrs['output_padding'])} must be below stride or dilation",
-                                hint='output_padding adds at most stride-1 (or dilation-1) rows/columns')
+                                hint="output_padding adds at most stride-1 (or dilation-1) rows/columns")
         out.append((n - 1) * attrs["stride"][i] - 2 * attrs["padding"][i]
                    + attrs["dilation"][i] * (w.shape[2 + i] - 1) + op_ + 1)
     if min(out) <= 0:
         raise TypeRuleError(f"{op}: output would be empty ({out})",
-                            hint='check stride, padding and kernel size')
+                            hint="check stride, padding and kernel size")
     return [g.with_shape((g.shape[0], w.shape[1] * grp, out[0], out[1]))]
 
 
@@ -311,13 +311,13 @@ def pad_rule(op, ts, attrs):
     if len(pads) != 2 * t.rank or min(pads, default=0) < 0:
         raise TypeRuleError(f"{op}: pads {list(pads)} must be {2 * t.rank} non-negative ints for {t} "
                             "(all befores, then all afters)",
-                            hint='numpy-style pads: all the befores, then all the afters')
+                            hint="numpy-style pads: all the befores, then all the afters")
     shape = []
     for i, d in enumerate(t.shape):
         extra = pads[i] + pads[t.rank + i]
         if extra and not isinstance(d, int):
             raise TypeRuleError(f"{op}: cannot pad symbolic axis {i} of {t}",
-                                hint='pad static axes only')
+                                hint="pad static axes only")
         shape.append(d + extra if extra else d)
     return [t.with_shape(shape)]
 
@@ -327,7 +327,7 @@ def pool_rule(op, ts, attrs):
     _need_dtype(op, x, FLOATS)
     if x.rank != 4:
         raise TypeRuleError(f"{op}: expected input [N,C,H,W], got {x}",
-                            hint='use NCHW inputs (add a batch axis with expand_dims)')
+                            hint="use NCHW inputs (add a batch axis with expand_dims)")
     _check_pairs(op, attrs, ("kernel", "stride", "padding", "dilation"))
     k, p = attrs["kernel"], attrs["padding"]
     if any(2 * p[i] > k[i] for i in range(2)):
@@ -343,11 +343,11 @@ def layer_norm_rule(op, ts, attrs):
     _same_dtype("layer_norm", ts)
     if not 0 <= axis < x.rank:
         raise TypeRuleError(f"layer_norm: axis {axis} out of range for {x}",
-                            hint='normalized_shape must be trailing dims of the input')
+                            hint="normalized_shape must be trailing dims of the input")
     for t, what in zip(ts[1:], ("weight", "bias")):
         if t.shape != x.shape[axis:]:
             raise TypeRuleError(f"layer_norm: {what} shape {t} must equal normalized shape {list(x.shape[axis:])}",
-                                hint='weight and bias have the normalized shape, e.g. [C] for layer_norm(x, (C,))')
+                                hint="weight and bias have the normalized shape, e.g. [C] for layer_norm(x, (C,))")
     return [x]
 
 
