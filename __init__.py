@@ -27,6 +27,20 @@ from .ir.graph import require_graph
 
 __version__ = "0.1.0"
 
+__all__ = [
+    "abs", "add", "astype", "avg_pool2d", "binary_cross_entropy_with_logits", "broadcast_to",
+    "clip", "concatenate", "conv2d", "conv_transpose2d", "cos", "cross_entropy", "div", "divide",
+    "elu", "equal", "erf", "exp", "expand_dims", "gelu", "greater", "greater_equal", "l1_loss",
+    "layer_norm", "leaky_relu", "less", "less_equal", "log", "log_softmax", "logsumexp", "matmul",
+    "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mse_loss", "mul", "multiply",
+    "negative", "nll_loss", "not_equal", "pad", "power", "reciprocal", "relu", "reshape",
+    "safe_log", "sigmoid", "silu", "sin", "softmax", "softplus", "sqrt", "squeeze", "sub",
+    "subtract", "sum", "tanh", "transpose", "where", "Tensor", "Spec", "call", "trace", "grad",
+    "value_and_grad", "OPS", "Graph", "ParseError", "RunError", "TapeirError", "TensorType",
+    "TraceError", "TypeRuleError", "VerifyError", "load", "parse", "save", "verify", "to_onnx",
+    "save_onnx", "compile", "from_onnx", "run", "BACKENDS", "__version__",
+]
+
 BACKENDS = ("numpy", "onnxruntime")
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.dtypes import FLOATS, INTS, to_numpy
+from ..ir.dtypes import to_numpy
 from ..ir.types import Dim
 from ..ir.errors import TraceError
-from .tracer import Tracer, current_tracer, user_source
+from .tracer import Tracer, user_source
 
 
 class Tensor:
@@ -145,11 +145,6 @@ class Tensor:
     def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
     def min(self, axis=None, keepdims=False): return F.min(self, axis, keepdims)
 
-    def is_float(self) -> bool:
-        return self.value.type.dtype in FLOATS
-
-    def is_int(self) -> bool:
-        return self.value.type.dtype in INTS
 
 
 from . import functions as F  # noqa: E402  (functions imports Tensor)

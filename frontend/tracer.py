@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from ..ir.dtypes import dtype_of, to_numpy
+from ..ir.dtypes import dtype_of
 from ..ir.errors import TapeirError, TraceError
 from ..ir.graph import Graph, Node, Value, constant
 from ..ir.pytree import TreeDef, flatten, unflatten

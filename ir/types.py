@@ -14,13 +14,13 @@ from typing import Union
 from .dtypes import dtype_of
 from .errors import TapeirError
 
-Dim = Union[int, str]
+DimT = Union[int, str]  # an int size, or a symbolic dim such as "B" or "4*B"
 
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INT = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() also accepts "²" and "٣"
 
 
-def check_dim(d) -> Dim:
+def check_dim(d) -> DimT:
     """Validate one dim: a non-negative int or a product of symbols (and an int)."""
     if isinstance(d, bool):
         raise TapeirError(f"dim {d!r} is a bool", hint="dims are ints or symbol names like 'B'")
@@ -36,7 +36,7 @@ def check_dim(d) -> Dim:
                       hint="use ints for known sizes and names like 'B' for symbolic ones")
 
 
-def factors(d: Dim) -> tuple[int, tuple[str, ...]]:
+def factors(d: DimT) -> tuple[int, tuple[str, ...]]:
     """`"4*B*T"` -> (4, ("B", "T")); `12` -> (12, ())."""
     if isinstance(d, int):
         return d, ()
@@ -53,14 +53,14 @@ def factors(d: Dim) -> tuple[int, tuple[str, ...]]:
     return coef, tuple(sorted(syms))
 
 
-def from_factors(coef: int, syms: tuple[str, ...]) -> Dim:
+def from_factors(coef: int, syms: tuple[str, ...]) -> DimT:
     if not syms or coef == 0:
         return coef
     body = "*".join(sorted(syms))
     return body if coef == 1 else f"{coef}*{body}"
 
 
-def dim_product(dims) -> Dim:
+def dim_product(dims) -> DimT:
     coef, syms = 1, []
     for d in dims:
         c, s = factors(d)
@@ -69,7 +69,7 @@ def dim_product(dims) -> Dim:
     return from_factors(coef, tuple(syms))
 
 
-def dim_divide(num: Dim, den: Dim) -> Dim | None:
+def dim_divide(num: DimT, den: DimT) -> DimT | None:
     """num / den as a dim, or None when it is not a whole dim."""
     nc, ns = factors(num)
     dc, ds = factors(den)
@@ -83,7 +83,7 @@ def dim_divide(num: Dim, den: Dim) -> Dim | None:
     return from_factors(nc // dc, tuple(rest))
 
 
-def substitute(d: Dim, subst: dict) -> Dim:
+def substitute(d: DimT, subst: dict) -> DimT:
     """d with each symbol replaced by its value in subst (an int or another dim)."""
     coef, syms = factors(d)
     if not any(s in subst for s in syms):
@@ -91,7 +91,7 @@ def substitute(d: Dim, subst: dict) -> Dim:
     return dim_product([coef] + [subst.get(s, s) for s in syms])
 
 
-def solve(d_old: Dim, d_new: Dim, subst: dict) -> None:
+def solve(d_old: DimT, d_new: DimT, subst: dict) -> None:
     """Extend subst so that substitute(d_old, subst) == d_new, where one unknown symbol allows."""
     coef, syms = factors(d_old)
     unknown = [s for s in syms if s not in subst]
@@ -140,13 +140,13 @@ def _as_dim(d):
     return Dim(d) if isinstance(d, str) else d
 
 
-def resolve_dim(d: Dim, bindings: dict[str, int]) -> int:
+def resolve_dim(d: DimT, bindings: dict[str, int]) -> int:
     """The size of a dim once its symbols are bound."""
     coef, syms = factors(d)
     return coef * math.prod(bindings[s] for s in syms)
 
 
-def symbols_of(d: Dim) -> tuple[str, ...]:
+def symbols_of(d: DimT) -> tuple[str, ...]:
     return factors(d)[1]
 
 
@@ -160,7 +160,7 @@ class TensorType:
     """
 
     dtype: str
-    shape: tuple[Dim, ...]
+    shape: tuple[DimT, ...]
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_of(self.dtype))

@@ -22,7 +22,7 @@ from ..frontend.tracer import Tracer, pop_tracer, push_tracer
 from ..ir.dtypes import FLOATS, to_numpy
 from ..ir.errors import TapeirError
 from ..ir.graph import Graph, Value, require_graph
-from ..ir.pytree import LEAF, TreeDef, unflatten
+from ..ir.pytree import LEAF, unflatten
 from ..ir.registry import OPS
 from .simplify import simplify
 from .vjp_rules import VJP
