@@ -128,7 +128,3 @@ def reshape(x, shape):
 
 def prod(dims):
     return dim_product(dims)
-
-
-def dtype_name(x) -> str:
-    return x.type.dtype if isinstance(x, Tensor) else str(np.dtype(x.dtype))

@@ -495,3 +495,11 @@ def test_missing_external_data_is_a_clean_error(tmp_path):
     (tmp_path / "big.data").unlink()
     with pytest.raises(tp.TapeirError, match="cannot read"):
         tp.from_onnx(tmp_path / "big.onnx")
+
+
+def test_every_tapeir_local_function_imports_back():
+    """The exporter's local functions (onnx_functions.NAMES) all come back as IR ops."""
+    from tapeir.backends import onnx_functions
+    from tapeir.backends.onnx_import import TAPEIR_FUNCTIONS
+
+    assert set(TAPEIR_FUNCTIONS) == set(onnx_functions.NAMES)
