@@ -11,6 +11,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .numpy_erf import erf, gelu_exact  # noqa: F401  (erf: the IMPL kernel of op erf)
+
 
 def sigmoid(x):
     e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
@@ -21,19 +23,11 @@ def softplus(x):
     return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
 
 
-_ERF = np.frompyfunc(math.erf, 1, 1)
-
-
-def erf(x):
-    # a ufunc from frompyfunc returns a bare Python float for 0-d input: wrap it back
-    return np.asarray(_ERF(x)).astype(x.dtype)
-
-
 def gelu(x, approximate):
     if approximate == "tanh":
         c = np.asarray(math.sqrt(2 / math.pi), x.dtype)
         return (0.5 * x * (1 + np.tanh(c * (x + np.asarray(0.044715, x.dtype) * x * x * x)))).astype(x.dtype, copy=False)
-    return (0.5 * x * (1 + erf(x / np.asarray(math.sqrt(2), x.dtype)))).astype(x.dtype, copy=False)
+    return gelu_exact(x)
 
 
 def elu(x, alpha):
