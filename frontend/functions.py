@@ -99,35 +99,91 @@ def _t(x, op) -> Tensor:
 
 # ---- elementwise -------------------------------------------------------------------
 
-def _unary(op):
+def _unary(name: str, summary: str, x: str, result: str, op: str | None = None):
+    """tp.<name>: IR op `op` (default: name) on one tensor; its docstring runs it on `x`."""
+    op = op or name
+
     def f(x):
         return _apply(op, [x])
     f.__name__ = op
-    f.__doc__ = f"Elementwise {op}(x) (IR op `{op}`)."
+    f.__doc__ = f"""{summary}
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array({x}, np.float32)
+    >>> tp.run(tp.trace(tp.{name}, x), x).astype(float).round(4).tolist()
+    {result}
+    """
     return f
 
 
-exp, log, reciprocal, sqrt, tanh, sigmoid, softplus, sin, cos, erf = map(
-    _unary, ["exp", "log", "reciprocal", "sqrt", "tanh", "sigmoid", "softplus", "sin", "cos", "erf"])
-abs, relu, negative = _unary("abs"), _unary("relu"), _unary("neg")
+# Float dtypes only, except abs, relu and negative, which take any numeric dtype.
+exp = _unary("exp", "e**x, as numpy.exp.", "[0.0, 1.0, 2.0]", "[1.0, 2.7183, 7.3891]")
+log = _unary("log", "Natural logarithm, as numpy.log (-inf at 0, nan below 0).",
+             "[1.0, 2.0, 4.0]", "[0.0, 0.6931, 1.3863]")
+reciprocal = _unary("reciprocal", "1 / x, as numpy.reciprocal.", "[1.0, 2.0, 4.0]", "[1.0, 0.5, 0.25]")
+sqrt = _unary("sqrt", "Square root, as numpy.sqrt.", "[0.0, 1.0, 4.0]", "[0.0, 1.0, 2.0]")
+tanh = _unary("tanh", "Hyperbolic tangent, as numpy.tanh.", "[-1.0, 0.0, 1.0]", "[-0.7616, 0.0, 0.7616]")
+sigmoid = _unary("sigmoid", "1 / (1 + exp(-x)), as torch.sigmoid; never overflows.",
+                 "[-1.0, 0.0, 1.0]", "[0.2689, 0.5, 0.7311]")
+softplus = _unary("softplus", "log(1 + exp(x)), computed stably, as torch.nn.functional.softplus (beta=1).",
+                  "[-1.0, 0.0, 1.0]", "[0.3133, 0.6931, 1.3133]")
+sin = _unary("sin", "Sine (radians), as numpy.sin.", "[0.0, 0.5, 1.0]", "[0.0, 0.4794, 0.8415]")
+cos = _unary("cos", "Cosine (radians), as numpy.cos.", "[0.0, 0.5, 1.0]", "[1.0, 0.8776, 0.5403]")
+erf = _unary("erf", "The Gauss error function, as math.erf and torch.erf.",
+             "[-1.0, 0.0, 1.0]", "[-0.8427, 0.0, 0.8427]")
+abs = _unary("abs", "|x|, as numpy.abs (also `abs(x)`); any numeric dtype.",
+             "[-2.0, 0.0, 3.0]", "[2.0, 0.0, 3.0]")
+relu = _unary("relu", "max(x, 0), as torch.nn.functional.relu; any numeric dtype.",
+              "[-1.0, 0.0, 2.0]", "[0.0, 0.0, 2.0]")
+negative = _unary("negative", "-x, as numpy.negative (also `-x`); any numeric dtype.",
+                  "[-1.0, 2.0, 3.0]", "[1.0, -2.0, -3.0]", op="neg")
 
 
 def leaky_relu(x, negative_slope: float = 0.01):
-    """max(x, 0) + negative_slope * min(x, 0), as torch.nn.functional.leaky_relu."""
+    """max(x, 0) + negative_slope * min(x, 0), as torch.nn.functional.leaky_relu.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([-2.0, 0.0, 3.0], np.float32)
+    >>> tp.run(tp.trace(lambda x: tp.leaky_relu(x, 0.1), x), x).astype(float).round(4).tolist()
+    [-0.2, 0.0, 3.0]
+    """
     return _apply("leaky_relu", [x], {"alpha": negative_slope})
 
 
 def elu(x, alpha: float = 1.0):
+    """x where x > 0, else alpha * (exp(x) - 1), as torch.nn.functional.elu.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([-1.0, 0.0, 2.0], np.float32)
+    >>> tp.run(tp.trace(tp.elu, x), x).astype(float).round(4).tolist()
+    [-0.6321, 0.0, 2.0]
+    """
     return _apply("elu", [x], {"alpha": alpha})
 
 
 def gelu(x, approximate: str = "none"):
-    """x * Phi(x) (exact, with erf) or its tanh approximation (approximate="tanh")."""
+    """x * Phi(x), Phi the standard normal CDF, as torch.nn.functional.gelu.
+
+    approximate="none" (the default) computes Phi with erf; "tanh" uses the tanh
+    approximation 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x**3))).
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([-1.0, 0.0, 1.0], np.float32)
+    >>> exact, approx = tp.run(tp.trace(lambda x: (tp.gelu(x), tp.gelu(x, "tanh")), x), x)
+    >>> exact.astype(float).round(4).tolist(), approx.astype(float).round(4).tolist()
+    ([-0.1587, 0.0, 0.8413], [-0.1588, 0.0, 0.8412])
+    """
     return _apply("gelu", [x], {"approximate": approximate})
 
 
 def silu(x):
-    """x * sigmoid(x) (a composite: no op of its own)."""
+    """x * sigmoid(x), as torch.nn.functional.silu (a composite: no op of its own).
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([-1.0, 0.0, 1.0], np.float32)
+    >>> tp.run(tp.trace(tp.silu, x), x).astype(float).round(4).tolist()
+    [-0.2689, 0.0, 0.7311]
+    """
     x = _t(x, "silu")
     return x * sigmoid(x)
 
@@ -137,36 +193,89 @@ def safe_log(x, eps: float = 1e-6):
 
     TorchLean's spec is log(softplus(x) + eps), which is also defined for x < 0; tapeir
     follows the PyTorch form the seed names, so x must be >= 0 (or > -eps).
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([0.0, 1.0], np.float32)
+    >>> tp.run(tp.trace(tp.safe_log, x), x).astype(float).round(4).tolist()
+    [-13.8155, 0.0]
     """
     return log(_t(x, "safe_log") + eps)
 
 
-def _binary(op):
+def _binary(name: str, summary: str, result: str, op: str | None = None):
+    """tp.<name>: IR op `op` (default: name) on two operands; its docstring runs it on a, b."""
+    op = op or name
+
     def f(a, b):
         return _apply(op, [a, b])
     f.__name__ = op
-    f.__doc__ = f"Elementwise {op}(a, b) with numpy broadcasting (IR op `{op}`)."
+    f.__doc__ = f"""{summary}
+
+    The operands broadcast as in numpy; a Python scalar takes the other operand's dtype.
+
+    >>> import numpy as np, tapeir as tp
+    >>> a, b = np.array([1.0, 2.0, 4.0], np.float32), np.array(2.0, np.float32)
+    >>> tp.run(tp.trace(tp.{name}, a, b), a, b).tolist()
+    {result}
+    """
     return f
 
 
-add, subtract, multiply, divide, power, maximum, minimum = map(
-    _binary, ["add", "sub", "mul", "div", "pow", "maximum", "minimum"])
+add = _binary("add", "a + b, as numpy.add.", "[3.0, 4.0, 6.0]")
+subtract = _binary("subtract", "a - b, as numpy.subtract (tp.sub is the same function).", "[-1.0, 0.0, 2.0]",
+                   op="sub")
+multiply = _binary("multiply", "a * b, as numpy.multiply (tp.mul is the same function).", "[2.0, 4.0, 8.0]",
+                   op="mul")
+divide = _binary("divide", "a / b for float dtypes, as numpy.divide (tp.div is the same function).",
+                 "[0.5, 1.0, 2.0]", op="div")
+power = _binary("power", "a ** b for float dtypes, as numpy.power.", "[1.0, 4.0, 16.0]", op="pow")
+maximum = _binary("maximum", "The larger of a and b, as numpy.maximum.", "[2.0, 2.0, 4.0]")
+minimum = _binary("minimum", "The smaller of a and b, as numpy.minimum.", "[1.0, 2.0, 2.0]")
 sub, mul, div = subtract, multiply, divide
-equal, not_equal, less, less_equal, greater, greater_equal = map(
-    _binary, ["equal", "not_equal", "less", "less_equal", "greater", "greater_equal"])
+# comparisons give bool tensors and carry no gradient
+equal = _binary("equal", "a == b as a bool tensor, as numpy.equal.", "[False, True, False]")
+not_equal = _binary("not_equal", "a != b as a bool tensor, as numpy.not_equal.", "[True, False, True]")
+less = _binary("less", "a < b as a bool tensor, as numpy.less.", "[True, False, False]")
+less_equal = _binary("less_equal", "a <= b as a bool tensor, as numpy.less_equal.", "[True, True, False]")
+greater = _binary("greater", "a > b as a bool tensor, as numpy.greater.", "[False, False, True]")
+greater_equal = _binary("greater_equal", "a >= b as a bool tensor, as numpy.greater_equal.", "[False, True, True]")
 
 
 def where(condition, x, y):
-    """x where condition is true, else y (broadcasting all three)."""
+    """x where condition is true, else y, as numpy.where (all three broadcast).
+
+    A scalar x or y takes the dtype of the other; condition is a bool tensor.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([-1.0, 2.0, -3.0], np.float32)
+    >>> tp.run(tp.trace(lambda x: tp.where(x > 0, x, 0.0), x), x).tolist()
+    [0.0, 2.0, 0.0]
+    """
     return _apply("where", [condition, x, y], typed=[x, y])
 
 
 def clip(a, a_min=None, a_max=None):
-    """Clamp to [a_min, a_max] (either may be None), as numpy.clip."""
+    """Clamp to [a_min, a_max] (either may be None: no bound), as numpy.clip.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([-1.0, 0.5, 2.0], np.float32)
+    >>> tp.run(tp.trace(lambda x: tp.clip(x, 0.0, 1.0), x), x).tolist()
+    [0.0, 0.5, 1.0]
+    """
     return _apply("clip", [a], {"min": a_min, "max": a_max})
 
 
 def astype(x, dtype):
+    """x converted to `dtype`, as ndarray.astype (IR op `cast`); x itself if it already has it.
+
+    dtype is anything numpy understands ("int32", np.float64) or a short name ("f16").
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([1.0, 2.0, 3.0], np.float32)
+    >>> y = tp.run(tp.trace(lambda x: tp.astype(x, "int32"), x), x)
+    >>> y.dtype, y.tolist()
+    (dtype('int32'), [1, 2, 3])
+    """
     x = _t(x, "astype")
     dt = dtype_of(dtype)
     return x if dt == x.value.type.dtype else _apply("cast", [x], {"to": dt})
@@ -199,16 +308,31 @@ def _axes(x: Tensor, axis, op, rank: int | None = None, sort: bool = True) -> tu
     return tuple(sorted(out)) if sort else tuple(out)
 
 
-def _reduce(op):
+def _reduce(op: str, summary: str, result: str):
+    """tp.<op>(x, axis=None, keepdims=False); its docstring reduces a 2x2 example over axis 1."""
     def f(x, axis=None, keepdims=False):
         x = _t(x, op)
         return _apply(op, [x], {"axes": _axes(x, axis, op), "keepdims": keepdims})
     f.__name__ = op
-    f.__doc__ = f"{op} over `axis` (int, tuple or None for all), as numpy.{op}."
+    f.__doc__ = f"""{summary}
+
+    `axis` is an int, a tuple of ints or None (every axis, the default); with keepdims=True
+    the reduced axes stay as size 1.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    >>> tp.run(tp.trace(lambda x: tp.{op}(x, axis=1), x), x).astype(float).round(4).tolist()
+    {result}
+    """
     return f
 
 
-sum, mean, max, min, logsumexp = map(_reduce, ["sum", "mean", "max", "min", "logsumexp"])
+sum = _reduce("sum", "Sum over `axis`, as numpy.sum.", "[3.0, 7.0]")
+mean = _reduce("mean", "Mean over `axis` (float dtypes), as numpy.mean.", "[1.5, 3.5]")
+max = _reduce("max", "Maximum over `axis`, as numpy.max.", "[2.0, 4.0]")
+min = _reduce("min", "Minimum over `axis`, as numpy.min.", "[1.0, 3.0]")
+logsumexp = _reduce("logsumexp", "log(sum(exp(x))) over `axis`, computed stably, as scipy.special.logsumexp "
+                    "and torch.logsumexp.", "[2.3133, 4.3133]")
 
 
 def _axis(x: Tensor, axis: int, op) -> int:
@@ -220,13 +344,27 @@ def _axis(x: Tensor, axis: int, op) -> int:
 
 
 def softmax(x, axis: int = -1):
-    """exp(x - max) / sum(exp(x - max)) along `axis`."""
+    """exp(x - max) / sum(exp(x - max)) along one `axis` (default -1), as
+    torch.nn.functional.softmax(x, dim=axis).
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    >>> tp.run(tp.trace(tp.softmax, x), x).astype(float).round(4).tolist()
+    [[0.09, 0.2447, 0.6652]]
+    """
     x = _t(x, "softmax")
     return _apply("softmax", [x], {"axis": _axis(x, axis, "softmax")})
 
 
 def log_softmax(x, axis: int = -1):
-    """x - max - log(sum(exp(x - max))) along `axis` (never log(softmax))."""
+    """x - max - log(sum(exp(x - max))) along one `axis` (default -1), as
+    torch.nn.functional.log_softmax(x, dim=axis); never log(softmax), so never -inf by underflow.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    >>> tp.run(tp.trace(tp.log_softmax, x), x).astype(float).round(4).tolist()
+    [[-2.4076, -1.4076, -0.4076]]
+    """
     x = _t(x, "log_softmax")
     return _apply("log_softmax", [x], {"axis": _axis(x, axis, "log_softmax")})
 
@@ -234,18 +372,43 @@ def log_softmax(x, axis: int = -1):
 # ---- contractions and shapes -------------------------------------------------------
 
 def matmul(a, b):
-    """numpy.matmul: 1-D operands, batch dims broadcast."""
+    """Matrix product, as numpy.matmul (also `a @ b`): a 1-D operand is a vector, batch dims broadcast.
+
+    >>> import numpy as np, tapeir as tp
+    >>> a, b = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.array([1.0, 1.0], np.float32)
+    >>> tp.run(tp.trace(tp.matmul, a, b), a, b).tolist()
+    [3.0, 7.0]
+    """
     return _apply("matmul", [a, b])
 
 
 def reshape(x, shape):
+    """x with a new shape and the same elements in C order, as numpy.reshape.
+
+    One dim may be -1 (inferred); dims may be symbolic ("B", or x.shape[0] * 2).
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.arange(6, dtype=np.float32)
+    >>> tp.run(tp.trace(lambda x: tp.reshape(x, (2, -1)), x), x).tolist()
+    [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    >>> tp.trace(lambda x: tp.reshape(x, (-1,)), tp.Spec(("B", 3))).outputs[0].type
+    f32[3*B]
+    """
     x = _t(x, "reshape")
     shape = (shape,) if isinstance(shape, (int, str, np.integer)) else tuple(shape)
     return _apply("reshape", [x], {"shape": shape})
 
 
 def transpose(x, axes=None):
-    """numpy.transpose: permute the axes (reverse them when axes is None)."""
+    """Permute the axes (reverse them when axes is None), as numpy.transpose.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    >>> tp.run(tp.trace(tp.transpose, x), x).tolist()
+    [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
+    >>> tp.trace(lambda x: tp.transpose(x, (1, 2, 0)), tp.Spec(("B", 3, 4))).outputs[0].type
+    f32[3,4,B]
+    """
     x = _t(x, "transpose")
     if axes is None:
         perm = tuple(reversed(range(x.ndim)))
@@ -258,13 +421,25 @@ def transpose(x, axes=None):
 
 
 def broadcast_to(x, shape):
-    """numpy.broadcast_to: repeat size-1 (and missing leading) axes up to `shape`."""
+    """Repeat size-1 (and missing leading) axes up to `shape`, as numpy.broadcast_to.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([1.0, 2.0], np.float32)
+    >>> tp.run(tp.trace(lambda x: tp.broadcast_to(x, (2, 2)), x), x).tolist()
+    [[1.0, 2.0], [1.0, 2.0]]
+    """
     x = _t(x, "broadcast_to")
     return _apply("broadcast_to", [x], {"shape": tuple(shape)})
 
 
 def concatenate(xs, axis: int = 0):
-    """numpy.concatenate: join tensors along an existing axis."""
+    """Join a sequence of tensors along an existing `axis` (default 0), as numpy.concatenate.
+
+    >>> import numpy as np, tapeir as tp
+    >>> a, b = np.array([1.0, 2.0], np.float32), np.array([3.0], np.float32)
+    >>> tp.run(tp.trace(lambda a, b: tp.concatenate([a, b]), a, b), a, b).tolist()
+    [1.0, 2.0, 3.0]
+    """
     xs = list(xs)
     if not xs:
         raise TraceError("concatenate: needs at least one tensor", where=user_source())
@@ -273,21 +448,44 @@ def concatenate(xs, axis: int = 0):
 
 
 def squeeze(x, axis=None):
-    """numpy.squeeze: drop the given size-1 axes (all size-1 axes when axis is None)."""
+    """Drop the given size-1 axes (every size-1 axis when axis is None), as numpy.squeeze.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: (tp.squeeze(x), tp.squeeze(x, axis=0)), tp.Spec((1, 3, 1)))
+    >>> [v.type for v in g.outputs]
+    [f32[3], f32[3,1]]
+    """
     x = _t(x, "squeeze")
     axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else _axes(x, axis, "squeeze")
     return _apply("squeeze", [x], {"axes": axes})
 
 
 def expand_dims(x, axis):
-    """numpy.expand_dims: insert size-1 axes at `axis` (positions in the result)."""
+    """Insert size-1 axes at `axis` (an int or a tuple of positions in the result), as
+    numpy.expand_dims (IR op `unsqueeze`).
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: (tp.expand_dims(x, 0), tp.expand_dims(x, (1, -1))), tp.Spec(("B", 3)))
+    >>> [v.type for v in g.outputs]
+    [f32[1,B,3], f32[B,1,3,1]]
+    """
     x = _t(x, "expand_dims")
     n_new = 1 if isinstance(axis, (int, np.integer)) else len(tuple(axis))
     return _apply("unsqueeze", [x], {"axes": _axes(x, axis, "expand_dims", rank=x.ndim + n_new)})
 
 
 def getitem(x: Tensor, index) -> Tensor:
-    """Basic indexing: ints, slices, Ellipsis and None (numpy semantics)."""
+    """`x[index]`: basic indexing with ints, slices, ... and None, as numpy's.
+
+    Records slice, squeeze and unsqueeze ops. A symbolic axis takes only `:`.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    >>> tp.run(tp.trace(lambda x: x[::2, -1], x), x).tolist()
+    [2.0, 8.0]
+    >>> tp.trace(lambda x: x[..., None, 1:], tp.Spec(("B", 3))).outputs[0].type
+    f32[B,1,2]
+    """
     if not isinstance(index, tuple):
         index = (index,)
     for i in index:
@@ -353,7 +551,15 @@ def getitem(x: Tensor, index) -> Tensor:
 # ---- normalization, convolution, pooling -------------------------------------------
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
-    """torch.nn.functional.layer_norm: normalize over the trailing `normalized_shape` dims."""
+    """Normalize over the trailing `normalized_shape` dims to mean 0 and variance 1, then
+    scale by `weight` and shift by `bias` (both optional; bias needs weight), as
+    torch.nn.functional.layer_norm. The variance is the biased one; eps is added to it.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    >>> tp.run(tp.trace(lambda x: tp.layer_norm(x, 3), x), x).astype(float).round(4).tolist()
+    [[-1.2247, 0.0, 1.2247]]
+    """
     x = _t(x, "layer_norm")
     ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if tuple(x.shape[x.ndim - len(ns):]) != ns or len(ns) > x.ndim or not ns:
@@ -376,7 +582,18 @@ def _pair(v, name, op):
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1):
-    """torch.nn.functional.conv2d (NCHW input, OIHW weight). padding: int, pair, 'valid' or 'same'."""
+    """2-D convolution (cross-correlation), as torch.nn.functional.conv2d.
+
+    input is [N, C, H, W], weight [O, C/groups, kH, kW], bias [O] or None. stride,
+    padding and dilation are an int or an (h, w) pair; padding may also be "valid" (0)
+    or "same" (stride 1 and an odd effective kernel). Only the batch dim may be symbolic.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x, w: tp.conv2d(x, w, stride=2, padding=1), tp.Spec(("N", 3, 32, 32)),
+    ...              tp.Spec((8, 3, 3, 3)))
+    >>> g.outputs[0].type
+    f32[N,8,16,16]
+    """
     w = _t(weight, "conv2d")
     dil = _pair(dilation, "dilation", "conv2d")
     if isinstance(padding, str):
@@ -399,7 +616,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
 
 
 def conv_transpose2d(input, weight, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1):
-    """torch.nn.functional.conv_transpose2d without bias: the adjoint of conv2d in its input."""
+    """Transposed convolution without bias, as torch.nn.functional.conv_transpose2d:
+    the adjoint of conv2d with respect to its input.
+
+    input is [N, O, h, w] and weight [O, C/groups, kH, kW] (conv2d's weight layout read
+    the other way); output_padding (below stride or dilation) adds rows and columns at the end.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x, w: tp.conv_transpose2d(x, w, stride=2, padding=1),
+    ...              tp.Spec(("N", 8, 16, 16)), tp.Spec((8, 3, 4, 4)))
+    >>> g.outputs[0].type
+    f32[N,3,32,32]
+    """
     return _apply("conv_transpose2d", [input, weight], {
         "stride": _pair(stride, "stride", "conv_transpose2d"), "padding": _pair(padding, "padding", "conv_transpose2d"),
         "output_padding": _pair(output_padding, "output_padding", "conv_transpose2d"),
@@ -407,14 +635,33 @@ def conv_transpose2d(input, weight, stride=1, padding=0, output_padding=0, group
 
 
 def pad(x, pad_width, constant_values: float = 0.0):
-    """numpy.pad in constant mode: pad_width is ((before, after), ...) per axis, or one pair for all."""
+    """Pad with `constant_values` (default 0.0), as numpy.pad(mode="constant").
+
+    pad_width is ((before, after), ...) per axis, or one (before, after) pair for every axis.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x = np.array([1.0, 2.0], np.float32)
+    >>> tp.run(tp.trace(lambda x: tp.pad(x, (1, 2), constant_values=9.0), x), x).tolist()
+    [9.0, 1.0, 2.0, 9.0, 9.0]
+    """
     x = _t(x, "pad")
     pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
     return _apply("pad", [x], {"pads": tuple(pw[:, 0]) + tuple(pw[:, 1]), "value": constant_values})
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
-    """torch.nn.functional.max_pool2d (stride defaults to kernel_size)."""
+    """Maximum over kernel_size windows of an [N, C, H, W] input, as torch.nn.functional.max_pool2d.
+
+    stride defaults to kernel_size; padding (at most half the kernel) never wins the max.
+    ceil_mode=True is not supported.
+
+    >>> import numpy as np, tapeir as tp
+    >>> tp.trace(lambda x: tp.max_pool2d(x, 2), tp.Spec(("N", 3, 32, 32))).outputs[0].type
+    f32[N,3,16,16]
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> tp.run(tp.trace(lambda x: tp.max_pool2d(x, 2), x), x).tolist()
+    [[[[5.0, 7.0], [13.0, 15.0]]]]
+    """
     if ceil_mode:
         raise TraceError("max_pool2d: ceil_mode=True is not supported", where=user_source(),
                          hint="pad the input instead")
@@ -425,7 +672,18 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True):
-    """torch.nn.functional.avg_pool2d (stride defaults to kernel_size)."""
+    """Mean over kernel_size windows of an [N, C, H, W] input, as torch.nn.functional.avg_pool2d.
+
+    stride defaults to kernel_size; count_include_pad=True (the default) divides by the
+    kernel size even where a window covers padding. ceil_mode=True is not supported.
+
+    >>> import numpy as np, tapeir as tp
+    >>> tp.trace(lambda x: tp.avg_pool2d(x, 3, stride=1, padding=1), tp.Spec(("N", 3, 32, 32))).outputs[0].type
+    f32[N,3,32,32]
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> tp.run(tp.trace(lambda x: tp.avg_pool2d(x, 2), x), x).tolist()
+    [[[[2.5, 4.5], [10.5, 12.5]]]]
+    """
     if ceil_mode:
         raise TraceError("avg_pool2d: ceil_mode=True is not supported", where=user_source(),
                          hint="pad the input instead")
@@ -455,7 +713,15 @@ def _same_shape(a: Tensor, b: Tensor, op: str):
 
 
 def mse_loss(input, target, reduction: str = "mean"):
-    """mean((input - target)**2); gradients flow to both (dtarget = -dinput)."""
+    """Squared error (input - target)**2, averaged (reduction="mean", the default), summed
+    ("sum") or per element ("none"), as torch.nn.functional.mse_loss. Gradients flow to
+    both operands (dtarget = -dinput); shapes must match.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x, y = np.array([1.0, 2.0, 3.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32)
+    >>> round(float(tp.run(tp.trace(tp.mse_loss, x, y), x, y)), 4)
+    1.6667
+    """
     a, b = _t(input, "mse_loss"), _t(target, "mse_loss")
     _same_shape(a, b, "mse_loss")
     d = a - b
@@ -463,23 +729,57 @@ def mse_loss(input, target, reduction: str = "mean"):
 
 
 def l1_loss(input, target, reduction: str = "mean"):
+    """Absolute error |input - target|, reduced as in mse_loss ("mean", "sum" or "none"),
+    as torch.nn.functional.l1_loss.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x, y = np.array([1.0, 2.0, 3.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32)
+    >>> float(tp.run(tp.trace(tp.l1_loss, x, y), x, y))
+    1.0
+    """
     a, b = _t(input, "l1_loss"), _t(target, "l1_loss")
     _same_shape(a, b, "l1_loss")
     return _reduce_loss(abs(a - b), reduction, "l1_loss")
 
 
 def binary_cross_entropy_with_logits(input, target, reduction: str = "mean"):
-    """softplus(x) - x*y per element: stable for any logit (no log(sigmoid))."""
+    """Binary cross-entropy of logits `input` and probabilities `target` (same shape), as
+    torch.nn.functional.binary_cross_entropy_with_logits without weights. Computed as
+    softplus(x) - x*y per element, stable for any logit (no log(sigmoid)); reduced as in
+    mse_loss ("mean", "sum" or "none").
+
+    >>> import numpy as np, tapeir as tp
+    >>> x, y = np.array([2.0, -1.0], np.float32), np.array([1.0, 0.0], np.float32)
+    >>> round(float(tp.run(tp.trace(tp.binary_cross_entropy_with_logits, x, y), x, y)), 4)
+    0.2201
+    """
     x, y = _t(input, "binary_cross_entropy_with_logits"), _t(target, "binary_cross_entropy_with_logits")
     _same_shape(x, y, "binary_cross_entropy_with_logits")
     return _reduce_loss(softplus(x) - x * y, reduction, "binary_cross_entropy_with_logits")
 
 
 def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -100):
-    """Softmax cross-entropy of logits [N,C] (or [N,C,d..], or [C]) with integer labels."""
+    """Softmax cross-entropy of logits [N,C] (or [N,C,d..], or [C]) with integer class labels
+    [N] (or [N,d..], or []), as torch.nn.functional.cross_entropy without weights or label
+    smoothing. Labels equal to ignore_index count neither in the sum nor in the mean;
+    reduction is "mean" (the default), "sum" or "none".
+
+    >>> import numpy as np, tapeir as tp
+    >>> x, y = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32), np.array([0, 2], np.int64)
+    >>> round(float(tp.run(tp.trace(tp.cross_entropy, x, y), x, y)), 4)
+    0.7531
+    """
     return _apply("cross_entropy", [input, target], {"reduction": reduction, "ignore_index": ignore_index})
 
 
 def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
-    """Negative log-likelihood of log-probabilities [N,C] with integer labels."""
+    """Negative log-likelihood: minus the log-probability `input` [N,C] (or [N,C,d..], or [C])
+    picks at each integer label, as torch.nn.functional.nll_loss without weights.
+    ignore_index and reduction work as in cross_entropy, which is nll_loss of log_softmax.
+
+    >>> import numpy as np, tapeir as tp
+    >>> x, y = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32), np.array([0, 2], np.int64)
+    >>> round(float(tp.run(tp.trace(lambda x, y: tp.nll_loss(tp.log_softmax(x), y), x, y), x, y)), 4)
+    0.7531
+    """
     return _apply("nll_loss", [input, target], {"reduction": reduction, "ignore_index": ignore_index})

@@ -12,6 +12,12 @@ from .tracer import Tracer, user_source
 class Tensor:
     """A symbolic tensor inside `tp.trace`. Shapes and dtypes are known; values are not.
 
+    The operators follow numpy: + - * / ** @, unary - and abs(), comparisons (bool
+    tensors) and basic indexing `x[1:, None, ..., 0]`. Each records an IR node. numpy
+    functions with a tp twin work too (np.exp(x), np.sum(x, axis=0), ndarray + x).
+    A Tensor has no value while tracing: bool(x), float(x) and `if x > 0:` are errors
+    (select with tp.where instead).
+
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: (x * 2.0 + 1.0).sum(axis=0), np.ones((3, 4), np.float32))
     >>> [v.type for v in g.outputs]
@@ -49,19 +55,42 @@ class Tensor:
     # ---- metadata ----
     @property
     def type(self):
+        """The IR type (a TensorType): dtype short name and shape, as the IR prints it.
+
+        >>> import tapeir as tp
+        >>> _ = tp.trace(lambda x: print(x.type) or x, tp.Spec(("B", 3), "float64"))
+        f64[B,3]
+        """
         return self.value.type
 
     @property
     def shape(self) -> tuple:
-        """Ints, and `Dim`s for symbolic dims (strs that multiply: x.shape[0] * 2 is '2*B')."""
+        """Ints, and `Dim`s for symbolic dims (strs that multiply: x.shape[0] * 2 is '2*B').
+
+        >>> import tapeir as tp
+        >>> _ = tp.trace(lambda x: print(x.shape, x.shape[0] * 2) or x, tp.Spec(("B", 3)))
+        ('B', 3) 2*B
+        """
         return tuple(Dim(d) if isinstance(d, str) else d for d in self.value.type.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """The element type as a numpy dtype, as ndarray.dtype.
+
+        >>> import tapeir as tp
+        >>> _ = tp.trace(lambda x: print(repr(x.dtype)) or x, tp.Spec((3,), "int64"))
+        dtype('int64')
+        """
         return to_numpy(self.value.type.dtype)
 
     @property
     def ndim(self) -> int:
+        """The number of axes, as ndarray.ndim.
+
+        >>> import tapeir as tp
+        >>> _ = tp.trace(lambda x: print(x.ndim) or x, tp.Spec(("B", 3)))
+        2
+        """
         return self.value.type.rank
 
     def __repr__(self) -> str:
@@ -127,23 +156,83 @@ class Tensor:
     # ---- methods ----
     @property
     def T(self) -> "Tensor":
+        """The axes reversed, as ndarray.T (tp.transpose(x)).
+
+        >>> import tapeir as tp
+        >>> tp.trace(lambda x: x.T, tp.Spec(("B", 3))).outputs[0].type
+        f32[3,B]
+        """
         return F.transpose(self)
 
     def reshape(self, *shape) -> "Tensor":
+        """tp.reshape(x, shape), as ndarray.reshape: a tuple or separate dims, one may be -1.
+
+        >>> import numpy as np, tapeir as tp
+        >>> x = np.arange(6, dtype=np.float32)
+        >>> tp.run(tp.trace(lambda x: x.reshape(3, 2), x), x).tolist()
+        [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+        """
         return F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
     def transpose(self, *axes) -> "Tensor":
+        """tp.transpose(x, axes), as ndarray.transpose: a tuple or separate axes; none reverses them.
+
+        >>> import tapeir as tp
+        >>> tp.trace(lambda x: x.transpose(1, 2, 0), tp.Spec(("B", 3, 4))).outputs[0].type
+        f32[3,4,B]
+        """
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = axes[0]
         return F.transpose(self, axes or None)
 
     def astype(self, dtype) -> "Tensor":
+        """tp.astype(x, dtype), as ndarray.astype: x in another dtype ("float64", np.int32, "f16").
+
+        >>> import tapeir as tp
+        >>> tp.trace(lambda x: x.astype("float64"), tp.Spec((3,))).outputs[0].type
+        f64[3]
+        """
         return F.astype(self, dtype)
 
-    def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return F.min(self, axis, keepdims)
+    def sum(self, axis=None, keepdims=False) -> "Tensor":
+        """tp.sum(x, axis, keepdims), as ndarray.sum: over every axis by default.
+
+        >>> import numpy as np, tapeir as tp
+        >>> x = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+        >>> [r.tolist() for r in tp.run(tp.trace(lambda x: (x.sum(), x.sum(axis=0)), x), x)]
+        [10.0, [4.0, 6.0]]
+        """
+        return F.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False) -> "Tensor":
+        """tp.mean(x, axis, keepdims), as ndarray.mean: over every axis by default.
+
+        >>> import numpy as np, tapeir as tp
+        >>> x = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+        >>> tp.run(tp.trace(lambda x: x.mean(axis=1, keepdims=True), x), x).tolist()
+        [[1.5], [3.5]]
+        """
+        return F.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False) -> "Tensor":
+        """tp.max(x, axis, keepdims), as ndarray.max: over every axis by default.
+
+        >>> import numpy as np, tapeir as tp
+        >>> x = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+        >>> tp.run(tp.trace(lambda x: x.max(axis=0), x), x).tolist()
+        [3.0, 4.0]
+        """
+        return F.max(self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False) -> "Tensor":
+        """tp.min(x, axis, keepdims), as ndarray.min: over every axis by default.
+
+        >>> import numpy as np, tapeir as tp
+        >>> x = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+        >>> tp.run(tp.trace(lambda x: x.min(axis=-1), x), x).tolist()
+        [1.0, 3.0]
+        """
+        return F.min(self, axis, keepdims)
 
 
 

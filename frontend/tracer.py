@@ -48,10 +48,15 @@ def user_source() -> str | None:
 
 
 class Spec:
-    """An abstract argument: only its shape and dtype matter to `trace`.
+    """An abstract argument for `trace`: a shape and a dtype, no values.
 
-    >>> Spec(("B", 64)).type
-    f32[B,64]
+    shape is a tuple of ints and symbolic dims (names such as "B", or products such as
+    "4*B"), bound to sizes when the graph runs; dtype is anything numpy understands or a
+    short name (default "float32").
+
+    >>> import tapeir as tp
+    >>> tp.Spec(("B", 64)).type, tp.Spec((3,), "int64").type
+    (f32[B,64], i64[3])
     """
 
     __slots__ = ("shape", "dtype")
@@ -66,6 +71,7 @@ class Spec:
 
     @property
     def type(self) -> TensorType:
+        """The TensorType an input traced from this Spec has."""
         return TensorType(self.dtype, self.shape)
 
     def __repr__(self) -> str:
@@ -222,8 +228,10 @@ def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None
           output_names: list[str] | None = None) -> Graph:
     """Record `fn(*args)` as a Graph. Args are pytrees of numpy arrays or `Spec`s.
 
-    Inputs are named after fn's parameters (or `arg_names`) and their pytree paths;
-    outputs `output` / `output.<path>` (or `output_names`, one per result leaf).
+    fn is called once, on Tensors in place of the array leaves; it returns a Tensor, an
+    array or a pytree of them. Inputs are named after fn's parameters (or `arg_names`)
+    and their pytree paths (`params.w1`); outputs `output` / `output.<path>` (or
+    `output_names`, one per result leaf). The graph is named `name` (default: fn's name).
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x, w: tp.tanh(x @ w), tp.Spec(("B", 3)), np.ones((3, 2), np.float32))

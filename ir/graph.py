@@ -18,7 +18,7 @@ from .types import TensorType
 
 
 class Value:
-    """A typed SSA value. `data` is set only for constants."""
+    """A typed SSA value: a graph input, a constant or a node output. `data` is set only for constants."""
 
     __slots__ = ("type", "name", "data")
 
@@ -36,7 +36,13 @@ class Value:
 
 
 def constant(array) -> Value:
-    """A constant Value holding a private copy of `array`."""
+    """A constant Value holding a private, read-only copy of `array`.
+
+    >>> import numpy as np
+    >>> c = constant(np.arange(3))
+    >>> c.type, c.is_constant, c.data.flags.writeable
+    (i64[3], True, False)
+    """
     from .dtypes import dtype_of
 
     dt = dtype_of(np.asarray(array).dtype)
@@ -71,6 +77,15 @@ class Graph:
     (default: `output` and paths below it, `output.0`, `output.1.w1`; autodiff names its
     results `value` and `grad.<input name>`; an imported ONNX model keeps its own). ONNX
     export uses these names.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: tp.exp(x) + 1.0, tp.Spec(("B",)))
+    >>> g
+    <Graph lambda: 1 inputs, 2 nodes, 1 outputs>
+    >>> [n.op for n in g.nodes], g.input_names(), g.output_names, g.outputs[0].type
+    (['exp', 'add'], ['x'], ['output'], f32[B])
+    >>> tp.run(g, np.zeros(2, np.float32)).tolist()
+    [2.0, 2.0]
     """
 
     def __init__(self, name: str, arg_names: list[str], in_tree: TreeDef, inputs: list[Value],
@@ -92,9 +107,11 @@ class Graph:
                 v.name = n
 
     def input_names(self) -> list[str]:
+        """The names of `inputs`: argument name plus pytree path (`params.w1`)."""
         return [n for name, td in zip(self.arg_names, self.in_tree.children) for n in leaf_names(name, td)]
 
     def input_tree(self, i: int) -> TreeDef:
+        """The TreeDef of argument i."""
         return self.in_tree.children[i]
 
     def input_range(self, i: int) -> range:

@@ -85,6 +85,17 @@ def fmt_tree(td: TreeDef, leaves) -> str:
 
 
 def print_graph(g) -> str:
+    """The text form of `g` (what `str(g)` gives), ending in a newline.
+
+    >>> import tapeir as tp
+    >>> print(print_graph(tp.trace(lambda x: x * 2.0, tp.Spec(("B",)))))  # doctest: +ELLIPSIS
+    graph lambda(x: f32[B]) {
+      %c0: f32[] = const 2.0
+      %0: f32[B] = mul(x, %c0)  # ...
+      return %0
+    }
+    <BLANKLINE>
+    """
     names: dict[int, str] = {}
     for v in g.inputs:
         names[id(v)] = fmt_name(v.name)

@@ -13,7 +13,12 @@ from .errors import TapeirError
 
 @dataclass(frozen=True)
 class TreeDef:
-    """The shape of a pytree: kind is leaf, tuple, list or dict; keys only for dicts."""
+    """The shape of a pytree: kind is leaf, tuple, list or dict; keys only for dicts.
+
+    >>> _, td = flatten({"w": 1, "b": [2, 3]}, lambda x: isinstance(x, int))
+    >>> td.num_leaves, td.paths(), leaf_names("params", td)
+    (3, [('b', 0), ('b', 1), ('w',)], ['params.b.0', 'params.b.1', 'params.w'])
+    """
 
     kind: str
     children: tuple["TreeDef", ...] = ()
@@ -70,7 +75,12 @@ def _flatten(x, path, leaves, is_leaf, what) -> TreeDef:
 
 
 def unflatten(treedef: TreeDef, leaves):
-    """Rebuild the pytree `treedef` describes from its leaves (the inverse of flatten)."""
+    """Rebuild the pytree `treedef` describes from its leaves (the inverse of flatten).
+
+    >>> _, td = flatten((1, [2]), lambda x: isinstance(x, int))
+    >>> unflatten(td, ["a", "b"])
+    ('a', ['b'])
+    """
     return _unflatten(treedef, iter(leaves))
 
 
@@ -88,4 +98,5 @@ def _fmt_path(path) -> str:
 
 
 def leaf_names(prefix: str, treedef: TreeDef) -> list[str]:
+    """`prefix` plus each leaf's dotted path, in flattening order (see TreeDef)."""
     return [prefix + _fmt_path(p) for p in treedef.paths()]

@@ -2,7 +2,8 @@
 schema, category and type rule. Every other concern (VJP, IMPL, EXPORT, IMPORT) is a
 table keyed by the op name, kept in the module that uses it.
 
-`ir/ops.py` fills the registry; this module holds the machinery.
+`ir/ops.py` fills the registry; this module holds the machinery. `OPS` (also `tp.OPS`)
+maps each op name to its OpDef.
 """
 from __future__ import annotations
 
@@ -100,6 +101,18 @@ TypeRule = Callable[[str, list, dict], list]
 
 @dataclass(frozen=True)
 class OpDef:
+    """One IR op: its arity, category, attribute schema and type rule.
+
+    >>> import tapeir as tp
+    >>> mm = tp.OPS["matmul"]
+    >>> mm.category, mm.arity, mm.differentiable
+    (<Category.CONTRACT: 'contract'>, (2, 2), True)
+    >>> mm.infer([tp.TensorType("f32", ("B", 3)), tp.TensorType("f32", (3, 2))], {})
+    [f32[B,2]]
+    >>> tp.OPS["softmax"].normalize_attrs({"axis": 1}), sorted(tp.OPS["conv2d"].attrs)
+    ({'axis': 1}, ['dilation', 'groups', 'padding', 'stride'])
+    """
+
     name: str
     arity: tuple[int, int | None]          # (min, max); max None = variadic
     category: Category
@@ -120,6 +133,7 @@ class OpDef:
             raise TypeRuleError(f"{self.name} takes {want} inputs, got {n}")
 
     def normalize_attrs(self, attrs: dict) -> dict:
+        """attrs checked against the schema, with defaults filled in (raises TypeRuleError)."""
         unknown = set(attrs) - set(self.attrs)
         if unknown:
             raise TypeRuleError(
@@ -155,6 +169,11 @@ def register(name, arity, category, type_rule, attrs=None, differentiable=True, 
 
 
 def get_op(name: str) -> OpDef:
+    """OPS[name], or a TypeRuleError naming the unknown op.
+
+    >>> get_op("exp").category
+    <Category.ELEMENTWISE: 'elementwise'>
+    """
     try:
         return OPS[name]
     except KeyError:
@@ -162,4 +181,9 @@ def get_op(name: str) -> OpDef:
 
 
 def ops_in(category: Category) -> frozenset[str]:
+    """The names of the ops in one category.
+
+    >>> sorted(ops_in(Category.WINDOW))
+    ['avg_pool2d', 'max_pool2d']
+    """
     return frozenset(n for n, d in OPS.items() if d.category is category)

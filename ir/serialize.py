@@ -19,7 +19,9 @@ def save(g, path: str | os.PathLike) -> None:
 
     >>> import numpy as np, tapeir as tp, tempfile, os
     >>> g = tp.trace(lambda x: x * 2.0, np.ones(2, np.float32))
-    >>> p = os.path.join(tempfile.mkdtemp(), "g.tapeir"); tp.save(g, p); tp.load(p) == g
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     tp.save(g, os.path.join(d, "g.tapeir"))
+    ...     print(tp.load(os.path.join(d, "g.tapeir")) == g)
     True
     """
     text = MAGIC + print_graph(require_graph(g, "tp.save"))  # print first: never truncate the file, then fail
@@ -28,7 +30,15 @@ def save(g, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike):
-    """Read a graph written by `save` (verified: a hand-edited file may be ill-typed)."""
+    """Read a graph written by `save` (verified: a hand-edited file may be ill-typed).
+
+    >>> import numpy as np, tapeir as tp, tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     tp.save(tp.trace(tp.exp, tp.Spec(("B",))), os.path.join(d, "g.tapeir"))
+    ...     g = tp.load(os.path.join(d, "g.tapeir"))
+    >>> [n.op for n in g.nodes], tp.run(g, np.zeros(2, np.float32)).tolist()
+    (['exp'], [1.0, 1.0])
+    """
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()

@@ -166,7 +166,10 @@ def _flatten_values(tree):
 
 
 def value_and_grad(g: Graph, wrt=0) -> Graph:
-    """A graph returning (value, grads): grads mirror argument `wrt` (a tuple of ints: a tuple of trees).
+    """A graph returning (value, grads) for g's scalar output; grads are as in `grad`.
+
+    One pass gives both, sharing the forward computation (the usual training step).
+    Its outputs are named `value` and `grad.<input name>`.
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda w, x: ((x @ w) ** 2.0).sum(), np.ones(2, np.float32), np.ones((3, 2), np.float32))
@@ -180,9 +183,18 @@ def value_and_grad(g: Graph, wrt=0) -> Graph:
 def grad(g: Graph, wrt=0) -> Graph:
     """A graph returning only the gradients of g's scalar output with respect to argument(s) `wrt`.
 
+    g must return one float scalar. wrt is an argument index (default 0) or a tuple of
+    them; the gradient mirrors that argument's pytree (a tuple of trees for a tuple) and
+    has its dtypes. The new graph takes the same arguments as g; tp.call inlines it into
+    another trace, so gradients of gradients are tp.grad of that trace.
+
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: (x * x).sum(), np.ones(3, np.float32))
     >>> tp.run(tp.grad(g), np.arange(3, dtype=np.float32)).tolist()
     [0.0, 2.0, 4.0]
+    >>> g = tp.trace(lambda p, x: (p["w"] * x).sum(), {"w": tp.Spec((2,))}, tp.Spec((2,)))
+    >>> gp, gx = tp.run(tp.grad(g, wrt=(0, 1)), {"w": np.ones(2, np.float32)}, np.array([3.0, 4.0], np.float32))
+    >>> gp["w"].tolist(), gx.tolist()
+    ([3.0, 4.0], [1.0, 1.0])
     """
     return _differentiate(g, wrt, False, "grad")

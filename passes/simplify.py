@@ -56,7 +56,13 @@ def _identity_rule(n, inputs, new_consts):
 
 
 def drop_identities(g: Graph) -> Graph:
-    """Forward x through ops that leave it unchanged (rule 2), then remove what died."""
+    """Forward x through ops that leave it unchanged (rule 2), then remove what died.
+
+    >>> import tapeir as tp
+    >>> g = drop_identities(tp.trace(lambda x: (x * 1.0 + 0.0) / 1.0, tp.Spec((3,))))
+    >>> len(g.nodes), g.outputs[0] is g.inputs[0]
+    (0, True)
+    """
     return _rewrite(g, _identity_rule)
 
 
@@ -80,12 +86,24 @@ def _fold_rule(n, inputs, new_consts):
 
 
 def fold_constants(g: Graph) -> Graph:
-    """Evaluate small all-constant subexpressions now (rule 3)."""
+    """Evaluate small all-constant subexpressions now (rule 3).
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: x * tp.exp(np.zeros(3, np.float32)), tp.Spec((3,)))
+    >>> [n.op for n in g.nodes], [n.op for n in fold_constants(g).nodes]
+    (['exp', 'mul'], ['mul'])
+    """
     return _rewrite(g, _fold_rule)
 
 
 def cse(g: Graph) -> Graph:
-    """Common-subexpression elimination (rule 4)."""
+    """Common-subexpression elimination (rule 4).
+
+    >>> import tapeir as tp
+    >>> g = tp.trace(lambda x: tp.exp(x) + tp.exp(x), tp.Spec((3,)))
+    >>> [n.op for n in g.nodes], [n.op for n in cse(g).nodes]
+    (['exp', 'exp', 'add'], ['exp', 'add'])
+    """
     g = _dedupe_constants(g)
     seen: dict = {}
 
@@ -128,7 +146,7 @@ def simplify(g: Graph) -> Graph:
 
 
 def dce(g: Graph) -> Graph:
-    """Dead-code elimination.
+    """Dead-code elimination (rule 1): keep the nodes and constants the outputs depend on.
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: (tp.exp(x), x * 2.0)[1], np.ones(2, np.float32))
