@@ -67,9 +67,9 @@ def save_onnx(g: Graph, path, opset: int | None = None, *, external_data: bool |
     """Export `g` with `to_onnx` and write it to `path` (external data above 2 GB, or when asked).
 
     >>> import numpy as np, tapeir as tp, tempfile, os, onnx
-    >>> p = os.path.join(tempfile.mkdtemp(), "g.onnx")
-    >>> tp.save_onnx(tp.trace(lambda x: tp.relu(x), tp.Spec(("N",))), p)
-    >>> onnx.load(p).graph.node[0].op_type
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     tp.save_onnx(tp.trace(lambda x: tp.relu(x), tp.Spec(("N",))), os.path.join(d, "g.onnx"))
+    ...     onnx.load(os.path.join(d, "g.onnx")).graph.node[0].op_type
     'Relu'
     """
     from .backends.onnx_export import save_onnx as _save_onnx

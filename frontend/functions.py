@@ -191,8 +191,8 @@ def silu(x):
 def safe_log(x, eps: float = 1e-6):
     """log(x + eps), the PyTorch idiom; finite at x = 0.
 
-    TorchLean's spec is log(softplus(x) + eps), which is also defined for x < 0; tapeir
-    follows the PyTorch form the seed names, so x must be >= 0 (or > -eps).
+    Some specifications (TorchLean's) define safe_log as log(softplus(x) + eps), which is
+    also finite for x < 0; tapeir follows the PyTorch idiom, so x must be >= 0 (or > -eps).
 
     >>> import numpy as np, tapeir as tp
     >>> x = np.array([0.0, 1.0], np.float32)

@@ -46,7 +46,8 @@ class Tensor:
             return fn(*args, **kwargs)
         except TypeError as e:
             raise TraceError(f"numpy.{func.__name__} on a traced Tensor: {e}", where=user_source(),
-                             hint=f"tp.{fn.__name__} supports the numpy arguments listed in its docstring") from None
+                             hint=f"tp.{_FUNCTIONS[func.__name__]} supports the numpy arguments listed in its "
+                                  "docstring") from None
 
     def __init__(self, value, tracer: Tracer):
         self.value = value
