@@ -91,10 +91,7 @@ def compile(g: Graph, backend: str = "numpy", **options):
     """
     verify(require_graph(g, "tp.compile"))
     if backend == "numpy":
-        if options:
-            raise TapeirError(f"the numpy backend takes no options, got {sorted(options)}",
-                              hint="options such as intra_op_num_threads are for backend='onnxruntime'")
-        return _compile_numpy(g)
+        return _compile_numpy(g, **options)
     if backend == "onnxruntime":
         from .backends.onnxruntime_backend import compile_onnxruntime
 

@@ -19,7 +19,7 @@ from ..ir.dtypes import to_numpy
 from ..ir.errors import RunError, TapeirError
 from ..ir.types import resolve_dim
 from . import numpy_kernels as K
-from .numpy_memory import plan_buffers
+from .numpy_memory import may_view, plan_buffers
 from .signature import Signature, check_options
 
 
@@ -109,7 +109,8 @@ def _has_symbols(attrs) -> bool:
 
 
 def _owned(x) -> np.ndarray:
-    """Outputs are writable arrays: constants and broadcast views are copied, not shared."""
+    """Outputs are writable arrays: constants and broadcast views are copied, not shared
+    (and so are views of the caller's inputs: see _copy_out)."""
     x = np.asarray(x)
     return x if x.flags.writeable else x.copy()
 
@@ -171,6 +172,12 @@ class NumpyFunction:
         self._nslots = nslots
         self._out_slots = [slot[id(v)] for v in g.outputs]
         self._consts = [c.data for c in g.constants]
+        # outputs that may be (views of) the caller's inputs are copied: results are the caller's own
+        views = {id(v) for v in g.inputs}
+        for n in g.nodes:
+            if may_view(n.op) and any(id(v) in views for v in n.inputs):
+                views.update(id(o) for o in n.outputs)
+        self._copy_out = [id(v) in views for v in g.outputs]
 
     def _buffers(self, bindings) -> tuple[list, bool]:
         """The memory plan (backends/numpy_memory.py) for this thread and these dim sizes,
@@ -225,7 +232,7 @@ class NumpyFunction:
             shapes = ", ".join(f"{np.shape(env[s])}:{getattr(env[s], 'dtype', '?')}" for s in steps[i][1])
             raise RunError(f"{n.op} failed at node {i} of {self.graph.name}: {e}",
                            where=f"{n.source or '<no source>'} (operands {shapes})") from e
-        return [_owned(env[s]) for s in self._out_slots]
+        return [np.array(env[s]) if copy else _owned(env[s]) for s, copy in zip(self._out_slots, self._copy_out)]
 
     @staticmethod
     def _specialize(n, bindings):

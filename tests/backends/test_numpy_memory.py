@@ -92,3 +92,12 @@ def test_outputs_are_freed_when_the_caller_drops_them():
         assert all(r() is None for r in refs)
     finally:
         gc.enable()
+
+
+def test_outputs_never_alias_the_callers_inputs():
+    a = np.ones((2, 3), np.float32)
+    g = tp.trace(lambda x: (x, x.reshape(-1), x.T[:, 1:], x * 2.0), a)
+    for out in tp.run(g, a):
+        assert not np.shares_memory(out, a)
+        out[...] = 7.0  # writable, and writing leaves the caller's array alone
+    assert (a == 1.0).all()
