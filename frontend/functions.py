@@ -47,17 +47,19 @@ def _weak_dtype(x, like: str | None, op: str) -> str:
 def _scalar_array(x, dt: str, op: str) -> np.ndarray:
     """A Python/numpy scalar as a 0-d array of dtype dt, refusing values dt cannot hold."""
     npdt = to_numpy(dt)
-    if npdt.kind in "iu" and not isinstance(x, (bool, np.bool_)):
-        info = np.iinfo(npdt)
-        if not info.min <= int(x) <= info.max:
-            raise TraceError(f"{op}: scalar {x!r} does not fit in {dt} (range {info.min}..{info.max})",
-                             where=user_source(), hint="cast the tensor to a wider dtype with .astype(...)")
-    with np.errstate(over="ignore"):
-        arr = np.array(x, dtype=npdt)
-    if npdt.kind == "f" and np.isfinite(float(x)) and not np.isfinite(arr):
-        raise TraceError(f"{op}: scalar {x!r} overflows {dt} (largest {float(np.finfo(npdt).max):g})",
-                         where=user_source(), hint="compute in a wider dtype (.astype('float32')) or rescale")
-    return arr
+    if isinstance(x, (bool, np.bool_)):
+        return np.array(x, dtype=npdt)
+    lo, hi = _RANGE[dt]
+    if not lo <= x <= hi:  # NaN compares false and passes: it is a value every float dtype has
+        if npdt.kind in "iu" or np.isfinite(float(x)):
+            raise TraceError(f"{op}: scalar {x!r} does not fit in {dt} (range {lo}..{hi})",
+                             where=user_source(), hint="compute in a wider dtype with .astype(...), or rescale")
+    return np.array(x, dtype=npdt)
+
+
+_RANGE = {**{dt: (int(np.iinfo(to_numpy(dt)).min), int(np.iinfo(to_numpy(dt)).max)) for dt in INTS},
+          **{dt: (float(np.finfo(to_numpy(dt)).min), float(np.finfo(to_numpy(dt)).max)) for dt in FLOATS}}
+_RANGE["bool"] = (0, 1)
 
 
 def _lift(tr: Tracer, x, like: str | None, op: str):

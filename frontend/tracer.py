@@ -87,6 +87,8 @@ class Tracer:
         self._const_cache: dict = {}
         self.source_override: str | None = None  # set by passes: nodes they emit keep this source
         self.symbols: frozenset | None = None    # the symbolic dims the inputs bind (None: unchecked)
+        # interned types: fewer live objects for the cyclic GC to rescan in big graphs
+        self._types: dict = {}
 
     def emit(self, op: str, inputs: list[Value], attrs: dict | None = None) -> list[Value]:
         opdef = OPS[op]
@@ -98,13 +100,17 @@ class Tracer:
             raise TraceError(e.problem, where=source, hint=e.hint) from None
         if self.symbols is not None:
             self._check_symbols(op, out_types, attrs, source)
-        outs = [Value(t) for t in out_types]
+        types = self._types
+        outs = [Value(types.setdefault(t, t)) for t in out_types]  # one TensorType object per type
         self.nodes.append(Node(op, inputs, attrs, outs, source))
         return outs
 
     def _check_symbols(self, op, out_types, attrs, source):
+        shape_attrs = OPS[op].shape_attrs
+        if not shape_attrs:  # types can only carry symbols the operands had: nothing new
+            return
         used = {s for t in out_types for d in t.shape if isinstance(d, str) for s in symbols_of(d)}
-        for k in OPS[op].shape_attrs:
+        for k in shape_attrs:
             used.update(s for d in attrs[k] if isinstance(d, str) for s in symbols_of(d))
         free = sorted(used - self.symbols)
         if free:

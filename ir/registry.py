@@ -7,6 +7,7 @@ maps each op name to its OpDef.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
@@ -121,7 +122,7 @@ class OpDef:
     differentiable: bool = True            # False: outputs carry no gradient (comparisons)
     doc: str = ""
 
-    @property
+    @functools.cached_property
     def shape_attrs(self) -> tuple[str, ...]:
         """Attributes holding shapes: their symbolic dims are substituted or bound per call."""
         return tuple(k for k, a in self.attrs.items() if a.kind == "shape")
