@@ -25,3 +25,9 @@ def test_demo_runs(capsys):
     assert main(epochs=2) == 0
     out = capsys.readouterr().out
     assert "graph mlp_loss(" in out and "test accuracy" in out
+
+
+def test_mlp_onnxruntime_trains_from_the_exported_step(tmp_path):
+    mlp = _load("mlp_onnxruntime")
+    _, accuracy = mlp.train(path=str(tmp_path / "step.onnx"), verbose=False)
+    assert accuracy >= 0.95, accuracy
