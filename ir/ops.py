@@ -72,10 +72,17 @@ def unary(allowed):
 
 def binary(allowed, out_dtype=None):
     def rule(op, ts, attrs):
+        a, b = ts
+        if a.dtype == b.dtype and a.dtype in allowed and out_dtype is None:
+            # the common cases, without building a new type: equal shapes, or a scalar operand
+            if a.shape == b.shape or b.shape == ():
+                return [a]
+            if a.shape == ():
+                return [b]
         for t in ts:
             _need_dtype(op, t, allowed)
         _same_dtype(op, ts)
-        return [TensorType(out_dtype or ts[0].dtype, broadcast_shapes(op, *ts))]
+        return [TensorType(out_dtype or a.dtype, broadcast_shapes(op, *ts))]
     return rule
 
 
