@@ -207,13 +207,13 @@ class Lowering:
         coef, syms = factors(d)
         if len(syms) == 1 and coef == 1:
             out = self._symbol(syms[0])
+        elif coef == 1:  # B*T: (all symbols but the last) * the last, each through dim() so
+            # a prefix another dim already made ("%dim(B*B)" for B*B*B) is reused, not made twice
+            out = self._global(f"%dim({d})", lambda o, a=self.dim(from_factors(1, syms[:-1])),
+                               b=self.dim(syms[-1]): helper.make_node("Mul", [a, b], [o]))
         else:
-            out = self.dim(syms[0])
-            for k in range(1, len(syms)):
-                out = self._global(f"%dim({from_factors(1, syms[:k + 1])})",
-                                   lambda o, a=out, b=self.dim(syms[k]): helper.make_node("Mul", [a, b], [o]))
-            if coef != 1:
-                out = self._global(f"%dim({d})", lambda o, a=out: helper.make_node("Mul", [a, self.ints([coef])], [o]))
+            out = self._global(f"%dim({d})", lambda o, a=self.dim(from_factors(1, syms)):
+                               helper.make_node("Mul", [a, self.ints([coef])], [o]))
         self._dims[d] = out
         return out
 

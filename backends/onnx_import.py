@@ -8,7 +8,9 @@ source is `model.onnx:<node name>`.
 Rules:
   1. Values known at import time (Constant, initializers kept as constants, shapes of
      static tensors) fold: a node whose inputs are all known runs in onnx's reference
-     evaluator instead of becoming IR.
+     evaluator instead of becoming IR. Except where that evaluator is wrong (_NO_FOLD:
+     grouped ConvTranspose with several channels per group, onnx 1.23), whose rule
+     records IR on constants instead.
   2. Shape arithmetic on symbolic dims (Shape -> Gather -> Unsqueeze -> Concat ->
      Reshape, as torch emits for flatten) runs on vectors of dims (SYMBOLIC), so a
      Reshape to [B, -1] gets its target at import time.
@@ -233,7 +235,8 @@ def _run(n: OnnxNode, ins):
         given = [v for v in ins if v is not None]
         # Expand of known data to a symbolic shape is a real tensor (e.g. zeros [B, 2]), not dims
         data_is_dims = not (n.op == "Expand" and not is_symbolic(ins[0]) and is_symbolic(ins[1]))
-        if n.op != "Constant" and given and all(is_static(v) for v in given) and data_is_dims:
+        if n.op != "Constant" and given and all(is_static(v) for v in given) and data_is_dims \
+                and not _NO_FOLD.get(n.op, lambda n: False)(n):
             if any(is_symbolic(v) for v in given):
                 if n.op not in SYMBOLIC:
                     raise n.error("computes on symbolic dims " + ", ".join(str(v.tolist()) for v in given if is_symbolic(v)),
@@ -249,6 +252,12 @@ def _run(n: OnnxNode, ins):
         raise type(e)(f"ONNX {n.op} node {n.where!r}: {e.problem}", where=n.where, hint=e.hint) from None
     except Exception as e:  # a numpy or onnx error: still name the node
         raise TapeirError(f"ONNX {n.op} node {n.where!r}: {type(e).__name__}: {e}", where=n.where) from e
+
+
+# nodes onnx.reference computes wrongly: their rules record IR on the constants instead.
+# ConvTranspose with group > 1 reshapes W as if it had C/group input channels per group
+# in its first axis and fails ("cannot reshape array of size 4 into shape (1,2,4)").
+_NO_FOLD = {"ConvTranspose": lambda n: n.attr("group", 1) > 1}
 
 
 def _dims_array(v):

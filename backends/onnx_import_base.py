@@ -41,6 +41,14 @@ def sparse_to_dense(sp) -> np.ndarray:
     return dense
 
 
+def _f32_decimal(x: float) -> float:
+    """An ONNX float attribute (always float32) as the shortest decimal that rounds to it:
+    an exported alpha=0.2 reads back as 0.2, not 0.20000000298023224, so a float64 graph
+    (whose numpy kernels use the attribute in float64) gives the same results after
+    IR -> ONNX -> IR. In float32 both are the same number."""
+    return float(str(np.float32(x)))
+
+
 def attr_value(a):
     """An AttributeProto's value: numbers, strings, lists, numpy arrays for tensors."""
     if a.type == a.TENSOR:
@@ -50,6 +58,10 @@ def attr_value(a):
     if a.type in (a.GRAPH, a.GRAPHS, a.TYPE_PROTO, a.TYPE_PROTOS, a.TENSORS, a.SPARSE_TENSORS):
         return a  # no rule reads these; kept so a rule can name them in its error
     v = helper.get_attribute_value(a)
+    if a.type == a.FLOAT:
+        return _f32_decimal(v)
+    if a.type == a.FLOATS:
+        return [_f32_decimal(x) for x in v]
     if isinstance(v, bytes):
         return v.decode("utf-8")
     if isinstance(v, list):

@@ -8,12 +8,15 @@ must get. Most ops are one ONNX operator of the same meaning; the others, in ord
      is Not(Equal); clip takes its bounds as inputs of x's dtype (an integer x
      clipped to [0.5, 2.5] is clipped to [1, 2], as the numpy backend does).
   2. Reductions and squeeze/unsqueeze over no axes are Identity (ONNX reads empty axes as
-     "all axes"). ReduceMean/Max/Min take axes as an input from opset 18, an attribute
+     "all axes"), and so is the transpose of a 0-d tensor (onnx cannot write an empty
+     `perm` attribute: it cannot tell its type). ReduceMean/Max/Min take axes as an input from opset 18, an attribute
      before.
   3. softplus and logsumexp call local functions (backends/onnx_functions.py); gelu is
      Gelu from opset 20 and a local function below.
   4. layer_norm is LayerNormalization from opset 17, where a missing weight is ones of the
-     normalized shape made at run time (ConstantOfShape of the Shape's tail); below 17 it
+     normalized shape made at run time (ConstantOfShape of the Shape's tail) and a float64
+     input sets stash_type=DOUBLE (the default, float32, would ask importers to compute
+     its statistics in float32, as tp.from_onnx does); below 17 it
      is the numpy backend's formula (ReduceMean, Sub, Mul, Sqrt, Div, Mul, Add), in float32
      for float16 (as LayerNormalization's default stash_type=1) between two Casts.
   5. slice: a negative-step stop of -1 ("before index 0") is INT64_MIN, which ONNX clamps
@@ -52,6 +55,13 @@ def _with_attrs(op_type, **names):
     def rule(low, n, ins, outs):
         low.op(op_type, *ins, out=outs[0], **{onnx_name: n.attrs[ir] for onnx_name, ir in names.items()})
     return rule
+
+
+def _transpose(low, n, ins, outs):
+    if not n.attrs["perm"]:  # 0-d: helper.make_attribute cannot type an empty list
+        low.op("Identity", ins[0], out=outs[0])
+    else:
+        low.op("Transpose", ins[0], out=outs[0], perm=list(n.attrs["perm"]))
 
 
 def _relu(low, n, ins, outs):
@@ -127,7 +137,10 @@ def _layer_norm(low, n, ins, outs):
     if scale is None:  # ONNX wants a Scale: ones of the normalized shape
         one = numpy_helper.from_array(np.ones((1,), to_numpy(x.type.dtype)))
         scale = low.op("ConstantOfShape", low.op("Shape", ins[0], start=axis), value=one)
-    low.op("LayerNormalization", ins[0], scale, *ins[2:], out=outs[0], axis=axis, epsilon=n.attrs["epsilon"])
+    # stash_type (the statistics' precision) defaults to float32; a float64 graph computes them in float64
+    stash = {"stash_type": helper.TensorProto.DOUBLE} if x.type.dtype == "f64" else {}
+    low.op("LayerNormalization", ins[0], scale, *ins[2:], out=outs[0], axis=axis, epsilon=n.attrs["epsilon"],
+           **stash)
 
 
 def _layer_norm_decomposed(low, n, ins, outs):
@@ -278,7 +291,7 @@ EXPORT = {
     "max_pool2d": _max_pool,
     "avg_pool2d": _avg_pool,
     "reshape": _reshape,
-    "transpose": _with_attrs("Transpose", perm="perm"),
+    "transpose": _transpose,
     "broadcast_to": _broadcast_to,
     "concatenate": _with_attrs("Concat", axis="axis"),
     "slice": _slice,

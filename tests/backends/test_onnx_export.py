@@ -652,3 +652,41 @@ def test_roundtrip_keeps_tapeir_functions_as_ops():
                  tp.Spec(("B", 3)))
     h = tp.from_onnx(tp.to_onnx(g, opset=18))
     assert [n.op for n in h.nodes] == [n.op for n in g.nodes]
+
+
+def test_transpose_of_a_0d_tensor_exports():
+    # found by tests/test_fuzz_programs.py: onnx.helper cannot type the empty `perm` list
+    g = tp.trace(lambda x: tp.transpose(x) * 2.0 + x.T, tp.Spec(()))
+    x = np.array(3.0, np.float32)
+    assert float(tp.run(g, x, backend="onnxruntime")) == 9.0
+    assert float(tp.run(tp.from_onnx(tp.to_onnx(g)), x)) == 9.0
+
+
+def test_float64_roundtrip_keeps_float_attributes_exact():
+    # found by tests/test_fuzz_programs.py: ONNX float attributes are float32, so alpha=0.2
+    # read back as 0.20000000298 and a float64 graph changed its results in the 9th digit;
+    # and a float64 layer_norm exported with the default stash_type (float32), so from_onnx
+    # computed its statistics in float32 (7 digits)
+    g = tp.trace(lambda x: tp.leaky_relu(x, 0.2) + tp.elu(x, 0.3) + tp.layer_norm(x, 3, eps=1e-3),
+                 tp.Spec(("B", 3), "float64"))
+    h = tp.from_onnx(tp.to_onnx(g))
+    assert "cast" not in [n.op for n in h.nodes]
+    assert [n.attrs for n in h.nodes if n.op in ("leaky_relu", "elu", "layer_norm")] == \
+        [{"alpha": 0.2}, {"alpha": 0.3}, {"axis": 1, "epsilon": 1e-3}]
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_array_equal(tp.run(h, x), tp.run(g, x))
+
+
+def test_symbolic_dim_products_share_their_prefixes():
+    # found by tests/test_fuzz_programs.py: B*B*B built "%dim(B*B)" without recording it,
+    # so a reshape that also needed B*B made a second producer of that name
+    def f(x):
+        return (tp.reshape(x, ("B*B*B", 2)).sum() + tp.reshape(x, ("B", "2*B*B")).sum() * 2.0
+                + tp.reshape(x, ("B*B", "2*B")).sum() * 3.0)
+
+    g = tp.trace(f, tp.Spec(("B", "B", "B", 2)))
+    m = _export_and_check(g)
+    made = [n.output[0] for n in m.graph.node if n.output[0].startswith("%dim")]
+    assert sorted(made) == sorted(set(made))
+    x = np.random.default_rng(0).standard_normal((3, 3, 3, 2)).astype(np.float32)
+    np.testing.assert_allclose(tp.run(g, x, backend="onnxruntime"), tp.run(g, x), rtol=1e-5)

@@ -199,6 +199,17 @@ def test_conv_transpose_forms(attrs):
           rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("group", [1, 2, 4])
+def test_conv_transpose_of_constants_with_groups(group):
+    # found by tests/test_fuzz_programs.py: the input gradient of a grouped conv2d of a
+    # constant cotangent is a ConvTranspose of constants, which folded in onnx.reference;
+    # that evaluator reshapes a grouped W wrongly and failed (or would give wrong values)
+    c, w, x = rand(1, 4, 3, 3), rand(4, 6 // group if group != 4 else 1, 2, 2), rand(1, 1, 1, 1)
+    m = model([node("ConvTranspose", ["c", "w"], ["t"], group=group), node("Add", ["t", "x"])], {"x": x}, ["y"],
+              {"c": c, "w": w})
+    check(m, x, rtol=1e-5, atol=1e-5)
+
+
 POOL_CASES = [
     dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), dict(kernel_shape=[2, 2], auto_pad="SAME_UPPER", strides=[2, 2]),
     dict(kernel_shape=[3, 2], pads=[1, 0, 2, 1]), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], ceil_mode=1),
