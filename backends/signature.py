@@ -83,6 +83,7 @@ class Signature:
                     else:
                         deferred.append((name, axis, d, n))
             arrays.append(x)
+        _solve_products(deferred, bindings)
         for name, axis, d, n in deferred:
             try:
                 want = resolve_dim(d, bindings)
@@ -91,6 +92,30 @@ class Signature:
             if want != n:
                 raise RunError(f"input {name} axis {axis} is {n}, but {d} = {want}")
         return arrays, bindings
+
+
+def _solve_products(deferred, bindings) -> None:
+    """Bind a symbol that only products give: an input axis of size 2*B binds B = n / 2
+    (and B*T binds T once B is known), as the ONNX export does (onnx_export `_symbol`)."""
+    progress = True
+    while progress:
+        progress = False
+        for name, axis, d, n in deferred:
+            coef, syms = factors(d)
+            unknown = sorted(set(s for s in syms if s not in bindings))
+            if len(unknown) != 1 or syms.count(unknown[0]) != 1:
+                continue
+            known = coef
+            for s in syms:
+                if s != unknown[0]:
+                    known *= bindings[s]
+            if not known:
+                continue
+            if n % known:
+                raise RunError(f"input {name} axis {axis} is {n}, which is not {d} for any {unknown[0]} "
+                               f"(not a multiple of {known})")
+            bindings[unknown[0]] = n // known
+            progress = True
 
 
 def check_options(backend: str, options: dict, valid: tuple) -> None:

@@ -85,6 +85,20 @@ def test_inconsistent_product_dim(backend):
     assert "input y" in msg and "7" in msg and "2*B = 6" in msg
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_symbol_bound_only_by_a_product_dim(backend):
+    # found by tests/test_fuzz_programs.py: tp.Spec(("2*B",)) traced, but no call could run
+    # ("whose symbols no input binds alone"), though the ONNX export derives B = size / 2
+    f = tp.compile(tp.trace(lambda x, y: (x.reshape("B", 2) * 1.0, y.sum()), tp.Spec(("2*B",)),
+                            tp.Spec(("B*T",))), backend=backend)
+    a, s = f(np.arange(6, dtype=F32), np.ones(12, F32))
+    assert a.shape == (3, 2) and float(s) == 12.0
+    msg = _run_error(f, np.ones(5, F32), np.ones(10, F32))
+    assert "input x" in msg and "5" in msg and "2*B" in msg and "multiple of 2" in msg
+    msg = _run_error(f, np.ones(4, F32), np.ones(7, F32))  # B = 2, so T = 7 / 2
+    assert "input y" in msg and "B*T" in msg
+
+
 def test_wrong_number_of_arguments(f_sym):
     msg = _run_error(f_sym, np.ones((2, 3), F32))
     assert "takes 2 arguments (x, y), got 1" in msg
