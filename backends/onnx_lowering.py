@@ -4,7 +4,8 @@ A rule is `rule(low, node, ins, outs)`: `low` is the export state (backends/onnx
 `Lowering`), `ins` the ONNX names of the node's operands, `outs` the names its results
 must get. Most ops are one ONNX operator of the same meaning; the others, in order:
 
-  1. relu of integers is Max(x, 0) (onnxruntime has no integer Relu kernel); not_equal
+  1. relu of integers is Max(x, 0) (onnxruntime has no integer Relu kernel); where of
+     bool tensors is Or(And(c, a), And(Not(c), b)) (nor a bool Where kernel); not_equal
      is Not(Equal); clip takes its bounds as inputs of x's dtype (an integer x
      clipped to [0.5, 2.5] is clipped to [1, 2], as the numpy backend does).
   2. Reductions and squeeze/unsqueeze over no axes are Identity (ONNX reads empty axes as
@@ -70,6 +71,14 @@ def _relu(low, n, ins, outs):
         low.op("Max", ins[0], low.scalar(0, dtype), out=outs[0])
     else:
         low.op("Relu", ins[0], out=outs[0])
+
+
+def _where(low, n, ins, outs):
+    if n.outputs[0].type.dtype == "bool":  # onnxruntime has no bool Where kernel: (c and a) or (not c and b)
+        c, a, b = ins
+        low.op("Or", low.op("And", c, a), low.op("And", low.op("Not", c), b), out=outs[0])
+    else:
+        low.op("Where", *ins, out=outs[0])
 
 
 def _not_equal(low, n, ins, outs):
@@ -278,7 +287,7 @@ EXPORT = {
     "maximum": _same("Max"), "minimum": _same("Min"),
     "equal": _same("Equal"), "not_equal": _not_equal, "less": _same("Less"), "less_equal": _same("LessOrEqual"),
     "greater": _same("Greater"), "greater_equal": _same("GreaterOrEqual"),
-    "where": _same("Where"),
+    "where": _where,
     "sum": _reduce("ReduceSum"), "mean": _reduce("ReduceMean"), "max": _reduce("ReduceMax"),
     "min": _reduce("ReduceMin"),
     "logsumexp": _logsumexp,

@@ -690,3 +690,15 @@ def test_symbolic_dim_products_share_their_prefixes():
     assert sorted(made) == sorted(set(made))
     x = np.random.default_rng(0).standard_normal((3, 3, 3, 2)).astype(np.float32)
     np.testing.assert_allclose(tp.run(g, x, backend="onnxruntime"), tp.run(g, x), rtol=1e-5)
+
+
+def test_where_of_bool_tensors_runs_in_onnxruntime():
+    # found by tests/test_fuzz_programs.py: onnxruntime has no bool kernel for Where, so
+    # the export of tp.where(c, x > 0, x < 1) did not load
+    g = tp.trace(lambda x, y: tp.where(x > 0.5, x > y, y < 0.0).astype("float32"), tp.Spec(("B", 3)), tp.Spec((3,)))
+    m = _export_and_check(g)
+    assert "Where" not in [n.op_type for n in m.graph.node]
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    np.testing.assert_array_equal(tp.run(g, x, y, backend="onnxruntime"), tp.run(g, x, y))
+    np.testing.assert_array_equal(tp.run(tp.from_onnx(m), x, y), tp.run(g, x, y))
