@@ -26,7 +26,10 @@ must get. Most ops are one ONNX operator of the same meaning; the others, in ord
      dim; a reshape to a shape with a 0 sets allowzero (ONNX reads 0 as "copy the dim").
   7. conv_transpose2d: an output_padding of at least the stride (allowed when dilation is
      larger) becomes a smaller end padding, plus zero rows when the padding runs out.
-  8. cross_entropy and nll_loss are SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss,
+  8. matmul of a matrix (or batch) and a vector is MatMul with the vector as a [K, 1]
+     matrix, then Squeeze: onnxruntime 1.32 computes Transpose -> MatMul with a 1-D
+     right operand wrongly after its graph optimizations (x.T @ v).
+  9. cross_entropy and nll_loss are SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss,
      whose reductions and ignore_index mean what the IR's do (mean over non-ignored
      labels); a 1-D input [C] with a scalar label is lifted to [1, C] and back.
 """
@@ -71,6 +74,17 @@ def _relu(low, n, ins, outs):
         low.op("Max", ins[0], low.scalar(0, dtype), out=outs[0])
     else:
         low.op("Relu", ins[0], out=outs[0])
+
+
+def _matmul(low, n, ins, outs):
+    if n.inputs[1].type.rank == 1 and n.inputs[0].type.rank >= 2:
+        # a matrix times a vector is MatMul(A, Unsqueeze(v)) then Squeeze: onnxruntime (1.32)
+        # fuses Transpose -> MatMul(., v) with a 1-D v into a FusedMatMul that computes the
+        # wrong product at graph_optimization_level "extended"/"all" (x.T @ v was wrong)
+        y = low.op("MatMul", ins[0], low.op("Unsqueeze", ins[1], low.ints([1])))
+        low.op("Squeeze", y, low.ints([-1]), out=outs[0])
+    else:
+        low.op("MatMul", *ins, out=outs[0])
 
 
 def _where(low, n, ins, outs):
@@ -294,7 +308,7 @@ EXPORT = {
     "softmax": _with_attrs("Softmax", axis="axis"),
     "log_softmax": _with_attrs("LogSoftmax", axis="axis"),
     "layer_norm": _layer_norm,
-    "matmul": _same("MatMul"),
+    "matmul": _matmul,
     "conv2d": _conv,
     "conv_transpose2d": _conv_transpose,
     "max_pool2d": _max_pool,

@@ -702,3 +702,22 @@ def test_where_of_bool_tensors_runs_in_onnxruntime():
     x, y = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
     np.testing.assert_array_equal(tp.run(g, x, y, backend="onnxruntime"), tp.run(g, x, y))
     np.testing.assert_array_equal(tp.run(tp.from_onnx(m), x, y), tp.run(g, x, y))
+
+
+@pytest.mark.parametrize("perm", [(1, 0), None])
+def test_transposed_matrix_times_vector_in_onnxruntime(perm):
+    # found by tests/test_fuzz_programs.py: onnxruntime 1.32 fuses Transpose -> MatMul with a
+    # 1-D right operand into a FusedMatMul that gives a wrong product ("extended"/"all"
+    # graph optimizations, the backend's default), so x.T @ v was wrong there
+    def f(x, v, c):
+        xt = tp.transpose(x, perm)
+        return xt @ v, tp.transpose(c, (0, 2, 1)) @ v
+    g = tp.trace(f, tp.Spec(("B", 4)), tp.Spec(("B",)), tp.Spec((3, "B", 2)))
+    rng = np.random.default_rng(0)
+    x, v, c = rng.standard_normal((2, 4)), rng.standard_normal(2), rng.standard_normal((3, 2, 2))
+    x, v, c = (a.astype(np.float32) for a in (x, v, c))
+    want = tp.run(g, x, v, c)
+    for level in ("basic", "all"):
+        got = tp.run(g, x, v, c, backend="onnxruntime", graph_optimization_level=level)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=level)
