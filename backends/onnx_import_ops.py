@@ -46,6 +46,17 @@ def _variadic(fn):
     return lambda n, *xs: functools.reduce(fn, xs)
 
 
+def _max(n, *xs):
+    """Max; Max(x, 0) with a zero scalar is relu (how tapeir exports relu of integers and of
+    float64, so IR -> ONNX -> IR keeps relu's gradient at 0, which is 0, not maximum's 1/2)."""
+    if len(xs) == 2:
+        x, z = xs if isinstance(xs[0], Tensor) else xs[::-1]
+        if isinstance(x, Tensor) and isinstance(z, np.ndarray) and z.dtype != object and z.size == 1 \
+                and z.ndim <= x.ndim and z.dtype == x.dtype and not z.any():
+            return F.relu(x)
+    return functools.reduce(F.maximum, xs)
+
+
 def _via_f64(fn):
     """Integer Div/Pow: compute in f64, cast back (the cast truncates toward zero, as ONNX
     integer Div does). Exact while operands and results stay below 2**53."""
@@ -100,7 +111,7 @@ ELEMENTWISE = {
     "Swish": lambda n, x: x * F.sigmoid(x * n.attr("alpha", 1.0)),
     "ThresholdedRelu": lambda n, x: F.where(F.greater(x, n.attr("alpha", 1.0)), x, 0.0),
     "PRelu": lambda n, x, slope: F.where(F.less(x, 0.0), x * slope, x),
-    "Max": _variadic(F.maximum), "Min": _variadic(F.minimum), "Sum": _variadic(F.add),
+    "Max": _max, "Min": _variadic(F.minimum), "Sum": _variadic(F.add),
     "Mean": lambda n, *xs: functools.reduce(F.add, xs) / float(len(xs)) if len(xs) > 1 else xs[0],
     "Where": lambda n, c, a, b: F.where(c, a, b),
     "Clip": _clip,

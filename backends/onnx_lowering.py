@@ -4,7 +4,8 @@ A rule is `rule(low, node, ins, outs)`: `low` is the export state (backends/onnx
 `Lowering`), `ins` the ONNX names of the node's operands, `outs` the names its results
 must get. Most ops are one ONNX operator of the same meaning; the others, in order:
 
-  1. relu of integers is Max(x, 0) (onnxruntime has no integer Relu kernel); where of
+  1. relu of integers is Max(x, 0) (onnxruntime has no integer Relu kernel), and so is
+     relu of float64 (onnxruntime's Relu -> Clip fusion fails on float64); where of
      bool tensors is Or(And(c, a), And(Not(c), b)) (nor a bool Where kernel); not_equal
      is Not(Equal); clip takes its bounds as inputs of x's dtype (an integer x
      clipped to [0.5, 2.5] is clipped to [1, 2], as the numpy backend does).
@@ -70,7 +71,9 @@ def _transpose(low, n, ins, outs):
 
 def _relu(low, n, ins, outs):
     dtype = n.inputs[0].type.dtype
-    if dtype in INTS:  # onnxruntime has no integer Relu kernel
+    # onnxruntime has no integer Relu kernel; and its Relu -> Clip fusion fails to load a
+    # float64 model ("Unexpected data type for Clip 'min' input of 11"): Max(x, 0) for both
+    if dtype in INTS or dtype == "f64":
         low.op("Max", ins[0], low.scalar(0, dtype), out=outs[0])
     else:
         low.op("Relu", ins[0], out=outs[0])

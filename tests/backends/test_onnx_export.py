@@ -721,3 +721,17 @@ def test_transposed_matrix_times_vector_in_onnxruntime(perm):
         got = tp.run(g, x, v, c, backend="onnxruntime", graph_optimization_level=level)
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=level)
+
+
+def test_float64_relu_then_clip_loads_in_onnxruntime():
+    # found by tests/test_fuzz_programs.py: onnxruntime's Relu -> Clip fusion cannot read a
+    # float64 'min' and failed the session ("Unexpected data type for Clip 'min' input of 11")
+    g = tp.trace(lambda x: tp.clip(tp.relu(x), 0.25, 1.0), tp.Spec(("B",), "float64"))
+    x = np.array([-1.0, 0.5, 2.0, np.nan])
+    np.testing.assert_array_equal(tp.run(g, x, backend="onnxruntime"), tp.run(g, x))
+    # it is Max(x, 0), which imports back as relu (gradient 0 at 0, not maximum's 1/2)
+    g = tp.trace(lambda x: tp.relu(x - x).sum() + tp.relu(x).sum(), tp.Spec(("B",), "float64"))
+    h = tp.from_onnx(tp.to_onnx(g))
+    assert [n.op for n in h.nodes].count("relu") == 2
+    x = np.array([-1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(tp.run(tp.grad(h), x), tp.run(tp.grad(g), x))
