@@ -150,6 +150,7 @@ class NumpyFunction:
             slot[id(v)] = alloc()
         self._n_fixed = len(g.inputs) + len(g.constants)
         plan = []
+        self._attrs = []  # per node: the attributes its kernel is built from
         for i, n in enumerate(g.nodes):
             ins = tuple(slot[id(v)] for v in n.inputs)
             dying = {slot[id(v)] for v in n.inputs
@@ -160,8 +161,13 @@ class NumpyFunction:
                 slot[id(o)] = s
                 if id(o) not in last_use:  # never used: free at once
                     free.append(s)
-            dynamic = _has_symbols(n.attrs)
-            fn = None if dynamic else IMPL[n.op](n.attrs)
+            attrs = n.attrs
+            if n.op == "reshape" and -1 in attrs["shape"] and _has_symbols(attrs):
+                # numpy cannot infer a -1 beside a dim that is 0 at run time (B = 0): use the result's dims
+                attrs = {**attrs, "shape": n.outputs[0].type.shape}
+            self._attrs.append(attrs)
+            dynamic = _has_symbols(attrs)
+            fn = None if dynamic else IMPL[n.op](attrs)
             plan.append((fn, ins, outs[0] if len(outs) == 1 else outs, i, dynamic))
         self._plan_steps = plan
         self._kernels = [step[0] for step in plan]
@@ -219,7 +225,7 @@ class NumpyFunction:
             else:
                 for i, (fn, ins, out, _, dynamic) in enumerate(steps):
                     if dynamic:
-                        fn = self._specialize(self.graph.nodes[i], bindings)
+                        fn = self._specialize(self.graph.nodes[i].op, self._attrs[i], bindings)
                     buf = bufs[i]
                     r = fn(*[env[s] for s in ins]) if buf is None else fn(*[env[s] for s in ins], out=buf)
                     if type(out) is int:
@@ -235,12 +241,12 @@ class NumpyFunction:
         return [np.array(env[s]) if copy else _owned(env[s]) for s, copy in zip(self._out_slots, self._copy_out)]
 
     @staticmethod
-    def _specialize(n, bindings):
-        attrs = dict(n.attrs)
+    def _specialize(op, attrs, bindings):
+        attrs = dict(attrs)
         for k in _SHAPE_ATTRS:
             if k in attrs:
                 attrs[k] = tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in attrs[k])
-        return IMPL[n.op](attrs)
+        return IMPL[op](attrs)
 
     def __call__(self, *args):
         return self.signature.unflatten(self.run_flat(self.signature.flatten(args)))

@@ -24,7 +24,8 @@ must get. Most ops are one ONNX operator of the same meaning; the others, in ord
   5. slice: a negative-step stop of -1 ("before index 0") is INT64_MIN, which ONNX clamps
      to -1 after adding the dim size.
   6. reshape and broadcast_to build their shape tensor at run time when it holds a symbolic
-     dim; a reshape to a shape with a 0 sets allowzero (ONNX reads 0 as "copy the dim").
+     dim; a reshape to a shape with a 0, or with a symbolic dim (0 when B is 0), sets
+     allowzero (ONNX reads 0 as "copy the dim") and spells out its -1.
   7. conv_transpose2d: an output_padding of at least the stride (allowed when dilation is
      larger) becomes a smaller end padding, plus zero rows when the padding runs out.
   8. matmul of a matrix (or batch) and a vector is MatMul with the vector as a [K, 1]
@@ -236,7 +237,9 @@ def _avg_pool(low, n, ins, outs):
 def _reshape(low, n, ins, outs):
     shape = list(n.attrs["shape"])
     extra = {}
-    if 0 in shape:  # ONNX reads 0 as "copy this dim" unless allowzero, which forbids -1
+    # ONNX reads 0 as "copy this dim" unless allowzero, which forbids -1: a static 0, or a
+    # symbolic dim (B may be 0 at run time), gives the result's dims with allowzero
+    if 0 in shape or any(isinstance(d, str) for d in shape):
         shape = list(n.outputs[0].type.shape)
         extra["allowzero"] = 1
     low.op("Reshape", ins[0], low.shape_tensor(shape), out=outs[0], **extra)

@@ -204,6 +204,19 @@ def test_symbolic_dim_of_size_zero():
     assert out.shape == (0,) and out.dtype == F32
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reshape_with_a_symbolic_dim_of_size_zero(backend):
+    # found by tests/test_fuzz_programs.py: at B = 0 numpy cannot infer the -1 of
+    # reshape(x, ("B", -1)), and ONNX Reshape read the run-time 0 of a symbolic dim as
+    # "copy the input's dim" (wrong shapes, or a failed run)
+    g = tp.trace(lambda x: (tp.reshape(x, ("T", "B")) * 2.0, tp.reshape(x, ("B", -1)), tp.reshape(x, (-1, "T"))),
+                 tp.Spec(("B", 1, 1, "T")))
+    f = tp.compile(g, backend=backend)
+    for b in (0, 3):
+        out = f(np.ones((b, 1, 1, 2), F32))
+        assert [o.shape for o in out] == [(2, b), (b, 2), (b, 2)]
+
+
 # ---- the slot plan: intermediates are freed after their last use --------------------------------
 
 def test_long_chain_reuses_slots():
