@@ -39,13 +39,14 @@ def leaky_relu(x, alpha):
 
 
 def _max_shift(x, axes):
-    m = np.max(x, axis=axes, keepdims=True)
-    return np.where(np.isfinite(m), m, 0)  # all -inf rows: shift by 0, not -inf (no nan)
+    m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)  # an empty slice (B = 0) is -inf
+    return np.where(np.isfinite(m), m, 0)  # all -inf (or empty) rows: shift by 0, not -inf (no nan)
 
 
 def logsumexp(x, axes, keepdims):
     m = _max_shift(x, axes)
-    out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    with np.errstate(divide="ignore"):  # an all -inf or empty slice: log(0) = -inf, as torch.logsumexp
+        out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
     return (out if keepdims else np.squeeze(out, axis=axes)).astype(x.dtype, copy=False)
 
 
@@ -56,7 +57,8 @@ def softmax(x, axis):
 
 def log_softmax(x, axis):
     s = x - _max_shift(x, axis)
-    return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
+    with np.errstate(divide="ignore"):  # an empty slice (B = 0): log(0) for no element at all
+        return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
 
 
 def layer_norm(x, weight=None, bias=None, *, axis, epsilon):

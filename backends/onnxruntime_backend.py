@@ -20,6 +20,10 @@ test_onnxruntime_backend.py pins each, so a change in onnxruntime shows up there
     class C + label) and fail on one >= C with an opaque GatherElements error. This
     backend checks labels that are graph inputs before each run and raises the numpy
     backend's RunError; labels computed inside the graph are not checked.
+  - reductions over an empty axis (a symbolic dim that is 0 at run time): mean is nan in
+    numpy (0/0) and 0 in onnxruntime; max/min raise RunError in numpy (numpy's reduction
+    has no identity) and give -inf/+inf in onnxruntime. (sum and logsumexp agree: 0 and
+    -inf; softmax over an empty axis is empty in both.)
 """
 from __future__ import annotations
 

@@ -318,3 +318,18 @@ def test_window_counts(size, kernel, stride, padding, dilation):
     np.testing.assert_array_equal(got[0, 0], want)
     attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
     np.testing.assert_array_equal(_window_counts(np.ones((1, 1) + size, F64), attrs), got)
+
+
+def test_logsumexp_and_softmax_over_an_empty_axis():
+    # found by running tests/test_fuzz_programs.py programs at B = 0: the max shift of
+    # logsumexp/softmax/log_softmax reduced an empty axis ("zero-size array to reduction
+    # operation maximum"); logsumexp of nothing is -inf (as torch), softmax of nothing is empty
+    g = tp.trace(lambda x: (tp.logsumexp(x, axis=0), tp.softmax(x, axis=0), tp.log_softmax(x, axis=0),
+                            tp.logsumexp(x, axis=1)), tp.Spec(("B", 2)))
+    lse, sm, lsm, rows = tp.run(g, np.zeros((0, 2), F32))
+    np.testing.assert_array_equal(lse, [-np.inf, -np.inf])
+    assert sm.shape == lsm.shape == (0, 2) and rows.shape == (0,)
+    vg = tp.value_and_grad(tp.trace(lambda x: tp.logsumexp(x, axis=1).sum() + tp.log_softmax(x, axis=0).sum(),
+                                    tp.Spec(("B", 2))))
+    value, grad = tp.run(vg, np.zeros((0, 2), F32))
+    assert float(value) == 0.0 and grad.shape == (0, 2)

@@ -68,3 +68,21 @@ def test_computed_labels_are_not_checked():
         tp.run(g, x, y)
     got = tp.run(g, x, y, backend="onnxruntime")
     np.testing.assert_allclose(got, -(x[0, 0] + x[1, 1]) / 2, rtol=1e-6)  # -2 read as class 1
+
+
+def test_reductions_over_an_empty_axis():
+    # found by running tests/test_fuzz_programs.py programs at B = 0
+    x = np.zeros((0, 2), F32)
+    g = tp.trace(lambda x: (x.sum(axis=0), tp.logsumexp(x, axis=0), tp.softmax(x, axis=0), x.mean(axis=0)),
+                 tp.Spec(("B", 2)))
+    with pytest.warns(RuntimeWarning, match="Mean of empty slice"), np.errstate(invalid="ignore"):
+        got_np = tp.run(g, x)
+    got_ort = tp.run(g, x, backend="onnxruntime")
+    for a, b in zip(got_np[:3], got_ort[:3]):  # these agree: 0, -inf, empty
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got_np[1], [-np.inf, -np.inf])
+    assert np.isnan(got_np[3]).all() and (got_ort[3] == 0).all()  # mean: 0/0 in numpy, 0 in onnxruntime
+    g = tp.trace(lambda x: x.max(axis=0), tp.Spec(("B", 2)))
+    with pytest.raises(tp.RunError, match="zero-size array"):
+        tp.run(g, x)
+    np.testing.assert_array_equal(tp.run(g, x, backend="onnxruntime"), [-np.inf, -np.inf])
