@@ -50,6 +50,8 @@ def _scalar_array(x, dt: str, op: str) -> np.ndarray:
     if isinstance(x, (bool, np.bool_)):
         return np.array(x, dtype=npdt)
     lo, hi = _RANGE[dt]
+    if isinstance(x, np.generic):  # compare as a Python number: np.float32(0.5) <= 1.8e308 casts
+        x = x.item()                 # the bound to float32 (a RuntimeWarning: overflow in cast)
     if not lo <= x <= hi:  # NaN compares false and passes: it is a value every float dtype has
         if npdt.kind in "iu" or np.isfinite(float(x)):
             raise TraceError(f"{op}: scalar {x!r} does not fit in {dt} (range {lo}..{hi})",

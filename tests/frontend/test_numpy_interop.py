@@ -28,3 +28,14 @@ def test_unsupported_numpy_calls_are_trace_errors(fn, needle):
     with pytest.raises(tp.TraceError, match=needle) as e:
         tp.trace(fn, tp.Spec((2, 3)))
     assert "hint:" in str(e.value) and "test_numpy_interop.py:" in str(e.value)
+
+
+@pytest.mark.parametrize("dtype, scalar", [("float64", np.float32(0.5)), ("float64", np.float16(2.0)),
+                                           ("float32", np.float16(-3.0)), ("float32", np.int8(3))])
+def test_narrow_numpy_scalar_with_a_wider_tensor(dtype, scalar):
+    # found by tests/test_fuzz_programs.py: the range check compared np.float32(0.5) with
+    # float64's bounds in float32, a RuntimeWarning ("overflow encountered in cast"; an
+    # error under this suite's warning filter) on every trace of x64 * np.float32(0.5)
+    g = tp.trace(lambda x: x * scalar + scalar, tp.Spec((2,), dtype))
+    assert g.outputs[0].type == tp.Spec((2,), dtype).type  # weakly typed: the tensor's dtype
+    np.testing.assert_array_equal(tp.run(g, np.ones(2, dtype)), np.full(2, float(scalar) * 2, dtype))
