@@ -80,6 +80,8 @@ def _clip(n, x, lo=None, hi=None):
         lo, hi = n.scalar(lo, "min"), n.scalar(hi, "max")
     if lo is not None and hi is not None and lo > hi:
         lo = hi  # ONNX: min > max sets every element to max
+    lo = None if lo is not None and lo == -np.inf else lo  # an infinite bound is no bound (how tapeir
+    hi = None if hi is not None and hi == np.inf else hi   # exports a missing float one)
     return F.clip(x, lo, hi)
 
 

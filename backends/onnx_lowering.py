@@ -8,7 +8,9 @@ must get. Most ops are one ONNX operator of the same meaning; the others, in ord
      relu of float64 (onnxruntime's Relu -> Clip fusion fails on float64); where of
      bool tensors is Or(And(c, a), And(Not(c), b)) (nor a bool Where kernel); not_equal
      is Not(Equal); clip takes its bounds as inputs of x's dtype (an integer x
-     clipped to [0.5, 2.5] is clipped to [1, 2], as the numpy backend does).
+     clipped to [0.5, 2.5] is clipped to [1, 2], as the numpy backend does; a float x
+     without a bound gets -inf/+inf, since a missing bound is the lowest/highest finite
+     value, which clamps infinities).
   2. Reductions and squeeze/unsqueeze over no axes are Identity (ONNX reads empty axes as
      "all axes"), and so is the transpose of a 0-d tensor (onnx cannot write an empty
      `perm` attribute: it cannot tell its type). ReduceMean/Max/Min take axes as an input from opset 18, an attribute
@@ -112,6 +114,9 @@ def _clip(low, n, ins, outs):
     if dtype in INTS:
         lo = None if lo is None else int(np.ceil(lo))
         hi = None if hi is None else int(np.floor(hi))
+    else:  # a missing float bound is the dtype's lowest/highest finite value: -inf became -3.4e38
+        lo = -np.inf if lo is None else lo
+        hi = np.inf if hi is None else hi
     bounds = ["" if lo is None else low.scalar(lo, dtype)]
     if hi is not None:
         bounds.append(low.scalar(hi, dtype))

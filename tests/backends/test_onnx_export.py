@@ -735,3 +735,16 @@ def test_float64_relu_then_clip_loads_in_onnxruntime():
     assert [n.op for n in h.nodes].count("relu") == 2
     x = np.array([-1.0, 0.0, 2.0])
     np.testing.assert_array_equal(tp.run(tp.grad(h), x), tp.run(tp.grad(g), x))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_clip_with_one_bound_keeps_infinities(dtype):
+    # found by tests/test_fuzz_programs.py (a logsumexp of nothing, -inf, clipped above):
+    # ONNX reads a missing Clip bound as the lowest/highest finite value, so onnxruntime
+    # turned -inf into -3.4e38; float bounds are now explicit infinities
+    g = tp.trace(lambda x: (tp.clip(x, None, 0.75), tp.clip(x, 0.0, None)), tp.Spec((4,), dtype))
+    x = np.array([-np.inf, np.inf, np.nan, 0.3], dtype)
+    for a, b in zip(tp.run(g, x, backend="onnxruntime"), tp.run(g, x)):
+        np.testing.assert_array_equal(a, b)
+    h = tp.from_onnx(tp.to_onnx(g))
+    assert [n.attrs for n in h.nodes] == [n.attrs for n in g.nodes]  # an infinite bound reads back as none
