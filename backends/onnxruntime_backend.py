@@ -24,6 +24,9 @@ test_onnxruntime_backend.py pins each, so a change in onnxruntime shows up there
     numpy (0/0) and 0 in onnxruntime; max/min raise RunError in numpy (numpy's reduction
     has no identity) and give -inf/+inf in onnxruntime. (sum and logsumexp agree: 0 and
     -inf; softmax over an empty axis is empty in both.)
+  - max_pool2d of a window whose values are all -inf: -inf in numpy, -3.4e38 (the
+    dtype's lowest finite value, onnxruntime's padding) in onnxruntime when the window
+    overlaps the padding (or the input is 1x1).
 """
 from __future__ import annotations
 

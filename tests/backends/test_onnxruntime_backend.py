@@ -86,3 +86,12 @@ def test_reductions_over_an_empty_axis():
     with pytest.raises(tp.RunError, match="zero-size array"):
         tp.run(g, x)
     np.testing.assert_array_equal(tp.run(g, x, backend="onnxruntime"), [-np.inf, -np.inf])
+
+
+def test_max_pool_over_minus_inf():
+    # found by tests/test_fuzz_programs.py: onnxruntime pads max_pool2d with float32's lowest
+    # finite value, not -inf, so a padded window of -inf values is -3.4e38 there
+    x = np.full((1, 1, 3, 3), -np.inf, F32)
+    got_np, got_ort = _both(lambda x: tp.max_pool2d(x, 3, stride=1, padding=1), x)
+    assert (got_np == -np.inf).all()
+    assert got_ort[0, 0, 0, 0] == np.finfo(F32).min
