@@ -8,9 +8,9 @@ source is `model.onnx:<node name>`.
 Rules:
   1. Values known at import time (Constant, initializers kept as constants, shapes of
      static tensors) fold: a node whose inputs are all known runs in onnx's reference
-     evaluator instead of becoming IR. Except where that evaluator is wrong (_NO_FOLD:
-     grouped ConvTranspose with several channels per group, onnx 1.23), whose rule
-     records IR on constants instead.
+     evaluator instead of becoming IR. Except where that evaluator is wrong or missing
+     (_NO_FOLD: grouped ConvTranspose with several channels per group, LayerNormalization
+     with a stash_type other than float32; onnx 1.23), whose rule records IR on constants.
   2. Shape arithmetic on symbolic dims (Shape -> Gather -> Unsqueeze -> Concat ->
      Reshape, as torch emits for flatten) runs on vectors of dims (SYMBOLIC), so a
      Reshape to [B, -1] gets its target at import time.
@@ -254,10 +254,13 @@ def _run(n: OnnxNode, ins):
         raise TapeirError(f"ONNX {n.op} node {n.where!r}: {type(e).__name__}: {e}", where=n.where) from e
 
 
-# nodes onnx.reference computes wrongly: their rules record IR on the constants instead.
-# ConvTranspose with group > 1 reshapes W as if it had C/group input channels per group
-# in its first axis and fails ("cannot reshape array of size 4 into shape (1,2,4)").
-_NO_FOLD = {"ConvTranspose": lambda n: n.attr("group", 1) > 1}
+# nodes onnx.reference computes wrongly (or not at all): their rules record IR on the
+# constants instead. ConvTranspose with group > 1 reshapes W as if it had C/group input
+# channels per group in its first axis and fails ("cannot reshape array of size 4 into
+# shape (1,2,4)"); LayerNormalization implements only stash_type=1 (tapeir's float64
+# export writes 11).
+_NO_FOLD = {"ConvTranspose": lambda n: n.attr("group", 1) > 1,
+            "LayerNormalization": lambda n: n.attr("stash_type", 1) != 1}
 
 
 def _dims_array(v):
