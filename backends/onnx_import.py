@@ -8,9 +8,10 @@ source is `model.onnx:<node name>`.
 Rules:
   1. Values known at import time (Constant, initializers kept as constants, shapes of
      static tensors) fold: a node whose inputs are all known runs in onnx's reference
-     evaluator instead of becoming IR. Except where that evaluator is wrong or missing
-     (_NO_FOLD: grouped ConvTranspose with several channels per group, LayerNormalization
-     with a stash_type other than float32; onnx 1.23), whose rule records IR on constants.
+     evaluator instead of becoming IR. Except where that evaluator is wrong, missing or
+     imprecise (_NO_FOLD: grouped ConvTranspose with several channels per group,
+     LayerNormalization with a stash_type other than float32, float64 Erf/Gelu/Elu/
+     LeakyRelu; onnx 1.23), whose rule records IR on the constants.
   2. Shape arithmetic on symbolic dims (Shape -> Gather -> Unsqueeze -> Concat ->
      Reshape, as torch emits for flatten) runs on vectors of dims (SYMBOLIC), so a
      Reshape to [B, -1] gets its target at import time.
@@ -236,7 +237,7 @@ def _run(n: OnnxNode, ins):
         # Expand of known data to a symbolic shape is a real tensor (e.g. zeros [B, 2]), not dims
         data_is_dims = not (n.op == "Expand" and not is_symbolic(ins[0]) and is_symbolic(ins[1]))
         if n.op != "Constant" and given and all(is_static(v) for v in given) and data_is_dims \
-                and not _NO_FOLD.get(n.op, lambda n: False)(n):
+                and not _NO_FOLD.get(n.op, lambda n, ins: False)(n, ins):
             if any(is_symbolic(v) for v in given):
                 if n.op not in SYMBOLIC:
                     raise n.error("computes on symbolic dims " + ", ".join(str(v.tolist()) for v in given if is_symbolic(v)),
@@ -258,9 +259,11 @@ def _run(n: OnnxNode, ins):
 # constants instead. ConvTranspose with group > 1 reshapes W as if it had C/group input
 # channels per group in its first axis and fails ("cannot reshape array of size 4 into
 # shape (1,2,4)"); LayerNormalization implements only stash_type=1 (tapeir's float64
-# export writes 11).
-_NO_FOLD = {"ConvTranspose": lambda n: n.attr("group", 1) > 1,
-            "LayerNormalization": lambda n: n.attr("stash_type", 1) != 1}
+# export writes 11); in float64, Erf and Gelu are accurate to ~3e-8 only, and Elu and
+# LeakyRelu use their float32 alpha (0.3 as 0.30000001), where tapeir's kernels are exact.
+_NO_FOLD = {"ConvTranspose": lambda n, ins: n.attr("group", 1) > 1,
+            "LayerNormalization": lambda n, ins: n.attr("stash_type", 1) != 1,
+            **{op: (lambda n, ins: ins[0].dtype == np.float64) for op in ("Erf", "Gelu", "Elu", "LeakyRelu")}}
 
 
 def _dims_array(v):

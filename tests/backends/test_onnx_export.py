@@ -752,3 +752,16 @@ def test_clip_with_one_bound_keeps_infinities(dtype):
         np.testing.assert_array_equal(a, b)
     h = tp.from_onnx(tp.to_onnx(g))
     assert [n.attrs for n in h.nodes] == [n.attrs for n in g.nodes]  # an infinite bound reads back as none
+
+
+def test_float64_constant_subexpressions_import_exactly():
+    # found by tests/test_fuzz_programs.py (a gradient that is a constant): the importer folds
+    # nodes of constants in onnx.reference, whose float64 Erf and Gelu are accurate to ~3e-8
+    # and whose Elu and LeakyRelu use the float32 alpha; those now stay IR (exact kernels)
+    c = np.random.default_rng(0).uniform(0.3, 1.7, (2, 3))
+    parts = [lambda: tp.erf(c), lambda: tp.gelu(c), lambda: tp.gelu(c, "tanh"), lambda: tp.elu(c - 1, 0.3),
+             lambda: tp.leaky_relu(c - 1, 0.2)]
+    for part in parts:
+        g = tp.trace(lambda x: x + part().sum(), tp.Spec((), "float64"))
+        x = np.float64(0.5)
+        assert float(tp.run(tp.from_onnx(tp.to_onnx(g)), x)) == float(tp.run(g, x))
