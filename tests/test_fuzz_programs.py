@@ -1440,7 +1440,7 @@ def _np_op(op, ns, a):
     if k == "powc":
         return np.power(x, ns.dtype.type(p["e"]))
     if k == "rpowc":
-        return np.exp(x * ns.dtype.type(math.log(p["base"])))
+        return np.power(ns.dtype.type(p["base"]), x)
     if k == "scal":
         c, o = ns.dtype.type(p["c"]), p["op"]
         return {"+": lambda: x + c, "-": lambda: x - c, "*": lambda: x * c, "/": lambda: x / c,
@@ -1929,8 +1929,9 @@ def check_program(prog, hessian=False):
             xs = make_inputs(prog, b, dtype)
             saved = [x.copy() for x in xs]
             ref, rns = reference(prog, xs, b)
-            # float32 rounding may flip a truncation or comparison that sits this close to its edge
-            flips = dtype == "float32" and rns.disc < 1e-5
+            # rounding may flip a truncation or comparison that sits this close to its edge (an
+            # integer power of 0.5 truncated to an integer: 8.0 or 7.999999999999998)
+            flips = rns.disc < (1e-5 if dtype == "float32" else 1e-12)
             got = _flat(f_np(*xs))
             for x, x0 in zip(xs, saved):
                 np.testing.assert_array_equal(x, x0, err_msg="the numpy backend changed an input")
@@ -1941,12 +1942,18 @@ def check_program(prog, hessian=False):
             for j, (g_, r_) in enumerate(zip(got, ref)):
                 scale = max(scale, float(np.max(np.abs(r_), initial=0.0)))
                 assert g_.dtype == np.dtype(dtype), f"value {j}: dtype {g_.dtype}"
+                if flips:
+                    continue
                 if dtype == "float64":
                     _close(g_, r_, 1e-9, 1e-9, f"f64 numpy backend vs reference, value {n_in + j} (sizes {b})", scale)
-                elif not flips:
+                else:
                     _close(g_, r_, 1e-3, 1e-3, f"f32 numpy backend vs reference, value {n_in + j} (sizes {b})", scale)
             _check_pooled(prog, f_pool, xs, got, b, dtype)
-            if f_ort is not None and not flips:
+            # an exact tie (max of a broadcast value) that a gradient splits: onnxruntime's float64
+            # tanh and sin give identical inputs results 1 ulp apart (vector body vs tail), so
+            # its ties break; callgrad values are gradients
+            tied = rns.kink < 1e-12 and _uses(prog, "callgrad")
+            if f_ort is not None and not flips and not tied:
                 got_o = _flat(f_ort(*xs))
                 scale = 1.0
                 rtol, atol = (ORT_RTOL, _ort_atol(prog)) if dtype == "float32" else \
@@ -1980,7 +1987,8 @@ def check_program(prog, hessian=False):
         # scalar graphs (a different memory plan than the every-value graph)
         v32 = tp.run(g32, *xs32)
         v64 = tp.run(g64, *xs64)
-        _close(v64, ref64[-1], 1e-9, 1e-9, f"f64 scalar vs reference (sizes {b})", _scale(ref64))
+        if ns64.disc >= 1e-12:
+            _close(v64, ref64[-1], 1e-9, 1e-9, f"f64 scalar vs reference (sizes {b})", _scale(ref64))
         if not flips:
             _close(v32, ref32[-1], 1e-3, 1e-3, f"f32 scalar vs reference (sizes {b})", _scale(ref32))
             _close(tp.run(g32, *xs32, backend="onnxruntime"), v32, ORT_RTOL, _ort_atol(prog),
@@ -2008,7 +2016,7 @@ def check_program(prog, hessian=False):
         vg32_truth = _flat(f_vg64(*[x.astype(np.float64) for x in xs32]))
         g32scale = max([1.0] + [float(np.max(np.abs(t), initial=0)) for t in vg32_np])
         for j, (o_, n_, t_) in enumerate(zip(_flat(f_vg32_ort(*xs32)), vg32_np, vg32_truth)):
-            if flips:
+            if flips or ns32.kink < 1e-12:  # see `tied` above: gradients split exact ties
                 break
             _close(o_, n_, ORT_RTOL, _ort_atol(prog),
                    f"f32 value_and_grad output {j}: onnxruntime vs numpy (sizes {b})", g32scale, truth=t_)
@@ -2060,7 +2068,7 @@ def _check_empty(prog):
             np.testing.assert_allclose(g_, r_, rtol=1e-3, atol=1e-3, equal_nan=True,
                                        err_msg=f"B = 0: value {len(xs) + j} vs reference")
         # documented differences: mean of nothing is nan in numpy; -inf in a max_pool2d window
-        if dtype == "float32" and all(np.isfinite(a).all() for a in got + grads):
+        if dtype == "float32" and all(np.isfinite(a).all() for a in got + grads) and rns.kink >= 1e-12:
             for name, g, want, true in (("value", gm, got, truth[0]), ("value_and_grad", vg, grads, truth[1])):
                 scale = max([1.0] + [float(np.max(np.abs(t), initial=0)) for t in want])
                 for j, (o_, g_, t_) in enumerate(zip(_flat(tp.run(g, *xs, backend="onnxruntime")), want, true)):
@@ -2160,7 +2168,7 @@ def _check_hvp(prog, g64, xs, wrt, widx, b, smooth, eps=1e-4):
     got = _flat(tp.run(hg, *xs, *vs))
     scale = max([1.0] + [float(np.max(np.abs(t), initial=0)) for t in got])
     f_ort = _ort(hg, _opset(prog))
-    if f_ort is not None:
+    if f_ort is not None and _kink(prog, xs, b) >= 1e-12:  # exact ties: see `tied` in check_program
         tol = 1e-5 if _ort_f64_loose(prog) else 1e-8
         for j, (o_, g_) in enumerate(zip(_flat(f_ort(*xs, *vs)), got)):
             _close(o_, g_, tol, tol / 10, f"Hessian-vector product {j}: onnxruntime vs numpy (sizes {b})", scale)
