@@ -13,7 +13,8 @@ import numpy as np
 
 import tapeir as tp
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits.npz")
+# the UCI digits ship with tapeir as package data (tapeir/data/README.md: source and license)
+DATA = os.path.join(os.path.dirname(os.path.abspath(tp.__file__)), "data", "digits.npz")
 
 
 def mlp_loss(params, x, y):

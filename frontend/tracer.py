@@ -22,9 +22,11 @@ from ..ir.pytree import leaf_names as leaf_names_of
 from ..ir.registry import OPS
 from ..ir.types import TensorType, solve, substitute, symbols_of
 
+# tapeir's own files: the four layer folders and the face's __init__.py. In a checkout they
+# sit at the repo root beside tapeir/; installed, all of them live in site-packages/tapeir/.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL = tuple(os.path.join(_ROOT, d) + os.sep for d in ("frontend", "ir", "passes", "backends")) + (
-    os.path.join(_ROOT, "__init__.py"),)
+    os.path.join(_ROOT, "tapeir", "__init__.py"), os.path.join(_ROOT, "__init__.py"))
 _SOURCE_CACHE: dict[str, str] = {}
 
 

@@ -20,7 +20,14 @@ def _walk_error(name):
     raise ImportError(f"cannot import {name} to collect its docstring examples")
 
 
-MODULES = ["tapeir"] + sorted(m.name for m in pkgutil.walk_packages(tp.__path__, "tapeir.", onerror=_walk_error))
+def _walk(package: str) -> list[str]:
+    # each layer folder maps onto its own subpackage (pyproject's package-dir), so walk each
+    mod = importlib.import_module(package)
+    return [package] + sorted(m.name for m in pkgutil.walk_packages(mod.__path__, package + ".", onerror=_walk_error))
+
+
+MODULES = sorted({m for p in ("tapeir", "tapeir.ir", "tapeir.frontend", "tapeir.passes", "tapeir.backends")
+                  for m in _walk(p)})
 
 
 def test_the_walk_finds_the_package():

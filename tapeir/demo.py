@@ -7,7 +7,7 @@ import numpy as np
 
 from . import Spec, compile, cross_entropy, parse, tanh, trace, value_and_grad, verify
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "data", "digits.npz")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits.npz")
 
 
 def mlp_loss(params, x, y):

@@ -7,6 +7,14 @@
 """
 from __future__ import annotations
 
+import os as _os
+
+# This folder holds the face only; the layers (ir/, frontend/, passes/, backends/) sit beside
+# it in a checkout and install into it (pyproject's package-dir). Imported straight from a
+# checkout (its root first on sys.path, as `python -m pytest` there does), find them beside it.
+if not _os.path.isdir(_os.path.join(__path__[0], "ir")):
+    __path__.append(_os.path.dirname(_os.path.abspath(__path__[0])))
+
 from .backends.numpy_backend import compile_numpy as _compile_numpy
 from .frontend.functions import (
     abs, add, astype, avg_pool2d, binary_cross_entropy_with_logits, broadcast_to, clip, concatenate,
