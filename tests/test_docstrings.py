@@ -21,13 +21,15 @@ def _walk_error(name):
 
 
 def _walk(package: str) -> list[str]:
-    # each layer folder maps onto its own subpackage (pyproject's package-dir), so walk each
     mod = importlib.import_module(package)
     return [package] + sorted(m.name for m in pkgutil.walk_packages(mod.__path__, package + ".", onerror=_walk_error))
 
 
-MODULES = sorted({m for p in ("tapeir", "tapeir.ir", "tapeir.frontend", "tapeir.passes", "tapeir.backends")
-                  for m in _walk(p)})
+# each layer folder maps onto its own subpackage (pyproject's package-dir): walk each, and
+# only the face's own folder for `tapeir` (run from a checkout, its __path__ also holds the root)
+MODULES = sorted({"tapeir", *(f"tapeir.{m.name}" for m in pkgutil.iter_modules(tp.__path__[:1])
+                              if not m.ispkg)}
+                 | {m for p in ("tapeir.ir", "tapeir.frontend", "tapeir.passes", "tapeir.backends") for m in _walk(p)})
 
 
 def test_the_walk_finds_the_package():
