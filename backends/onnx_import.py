@@ -37,7 +37,8 @@ from onnx import helper, numpy_helper
 
 from ..frontend import functions as F
 from ..frontend.tensor import Tensor
-from ..frontend.tracer import Spec, current_tracer, trace
+from ..frontend.tracer import Spec, current_builder
+from ..frontend.tracing import trace
 from ..ir.errors import TapeirError
 from ..ir.graph import Graph
 from .onnx_import_base import OnnxNode, is_static, is_symbolic, sparse_to_dense
@@ -197,12 +198,10 @@ def _np_dtype(arr, name, label):
 
 def _interpret(g, env, known, opset, label):
     env = {**known, **env}
-    tracer = current_tracer()
-    saved = tracer.source_override
-    try:
-        for i, proto in enumerate(g.node):
-            where = f"{label}:{proto.name or f'{proto.op_type}#{i}'}".replace("\n", " ")
-            tracer.source_override = where
+    builder = current_builder()
+    for i, proto in enumerate(g.node):
+        where = f"{label}:{proto.name or f'{proto.op_type}#{i}'}".replace("\n", " ")
+        with builder.at(where):
             n = OnnxNode(proto, opset, where)
             ins = []
             for name in proto.input:
@@ -217,8 +216,6 @@ def _interpret(g, env, known, opset, label):
             for name, v in zip(proto.output, outs):
                 if name:
                     env[name] = np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
-    finally:
-        tracer.source_override = saved
     outs = []
     for o in g.output:
         v = env[o.name]

@@ -1,4 +1,4 @@
-"""The `tp.*` tensor functions. Each records IR through the current tracer.
+"""The `tp.*` tensor functions. Each records IR through the builder of its Tensor operands.
 
 Signatures follow numpy (elementwise, reductions, shapes) and torch.nn.functional
 (activations, convolution, pooling, losses). Python and numpy scalars are weakly typed
@@ -11,26 +11,29 @@ import builtins
 
 import numpy as np
 
+import sys
+
+from ..ir.builder import Builder
 from ..ir.dtypes import FLOATS, INTS, dtype_of, to_numpy
 from ..ir.errors import TraceError
 from .tensor import Tensor
-from .tracer import Tracer, current_tracer, user_source
+from .tracer import current_builder, user_source
 
 _SCALARS = (bool, int, float, np.generic)
 
 
 # ---- lifting operands to IR values -------------------------------------------------
 
-def _tracer_of(args) -> Tracer:
+def builder_of(args) -> Builder:
     tr = None
     for a in args:
         if isinstance(a, Tensor):
             if tr is None:
-                tr = a.tracer
-            elif a.tracer is not tr:
+                tr = a.builder
+            elif a.builder is not tr:
                 raise TraceError("operands come from different traces", where=user_source(),
                                  hint="a Tensor belongs to the tp.trace call that created it")
-    return tr or current_tracer()
+    return tr or current_builder()
 
 
 def _weak_dtype(x, like: str | None, op: str) -> str:
@@ -64,9 +67,9 @@ _RANGE = {**{dt: (int(np.iinfo(to_numpy(dt)).min), int(np.iinfo(to_numpy(dt)).ma
 _RANGE["bool"] = (0, 1)
 
 
-def _lift(tr: Tracer, x, like: str | None, op: str):
+def lift(tr: Builder, x, like: str | None, op: str):
     if isinstance(x, Tensor):
-        if x.tracer is not tr:
+        if x.builder is not tr:
             raise TraceError(f"{op}: operand comes from a different trace", where=user_source())
         return x.value
     if isinstance(x, _SCALARS):
@@ -84,12 +87,12 @@ def _lift(tr: Tracer, x, like: str | None, op: str):
 
 def _apply(op: str, operands, attrs=None, typed=None) -> Tensor:
     """Emit `op` on operands; scalars take the dtype of the first tensor among `typed`."""
-    tr = _tracer_of(operands)
+    tr = builder_of(operands)
     typed = operands if typed is None else typed
     like = next((a.value.type.dtype for a in typed if isinstance(a, Tensor)), None)
     if like is None:
         like = next((dtype_of(a.dtype) for a in typed if isinstance(a, np.ndarray)), None)
-    vals = [_lift(tr, a, like, op) for a in operands]
+    vals = [lift(tr, a, like, op) for a in operands]
     return Tensor(tr.emit(op, vals, attrs)[0], tr)
 
 
@@ -97,8 +100,8 @@ def _t(x, op) -> Tensor:
     """Make x a Tensor (arrays and scalars become constants)."""
     if isinstance(x, Tensor):
         return x
-    tr = current_tracer(op)
-    return Tensor(_lift(tr, x, None, op), tr)
+    tr = current_builder(op)
+    return Tensor(lift(tr, x, None, op), tr)
 
 
 # ---- elementwise -------------------------------------------------------------------
@@ -787,3 +790,8 @@ def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
     0.7531
     """
     return _apply("nll_loss", [input, target], {"reduction": reduction, "ignore_index": ignore_index})
+
+
+# Tensor's operators and methods (x + y, x.sum(), np.exp(x)) call the functions above; this
+# module builds on Tensor and so installs itself there rather than being imported by it.
+Tensor._F = sys.modules[__name__]

@@ -6,7 +6,8 @@ import numpy as np
 from ..ir.dtypes import to_numpy
 from ..ir.types import Dim
 from ..ir.errors import TraceError
-from .tracer import Tracer, user_source
+from ..ir.builder import Builder
+from .tracer import user_source
 
 
 class Tensor:
@@ -24,7 +25,8 @@ class Tensor:
     [f32[4]]
     """
 
-    __slots__ = ("value", "tracer")
+    __slots__ = ("value", "builder")
+    _F = None  # the tp.* functions module: frontend/functions.py sets it when it loads
     __array_priority__ = 1000
 
     # numpy functions called on Tensors (np.exp(t), ndarray + t, np.sum(t)) record the
@@ -35,10 +37,10 @@ class Tensor:
             what = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
             raise TraceError(f"{what} cannot run on a traced Tensor{' with ' + str(sorted(kwargs)) if kwargs else ''}",
                              where=user_source(), hint="use the tp.* function of the same name (tp.exp, tp.sum, ...)")
-        return getattr(F, name)(*inputs)
+        return getattr(self._F, name)(*inputs)
 
     def __array_function__(self, func, types, args, kwargs):
-        fn = getattr(F, _FUNCTIONS.get(func.__name__, ""), None)
+        fn = getattr(self._F, _FUNCTIONS.get(func.__name__, ""), None)
         if fn is None:
             raise TraceError(f"numpy.{func.__name__} cannot run on a traced Tensor", where=user_source(),
                              hint="use the tp.* functions (tp.sum, tp.reshape, tp.concatenate, tp.where, ...)")
@@ -49,9 +51,9 @@ class Tensor:
                              hint=f"tp.{_FUNCTIONS[func.__name__]} supports the numpy arguments listed in its "
                                   "docstring") from None
 
-    def __init__(self, value, tracer: Tracer):
+    def __init__(self, value, builder: Builder):
         self.value = value
-        self.tracer = tracer
+        self.builder = builder
 
     # ---- metadata ----
     @property
@@ -130,29 +132,29 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    # ---- operators (defined in functions.py, attached below) ----
-    def __add__(self, o): return F.add(self, o)
-    def __radd__(self, o): return F.add(o, self)
-    def __sub__(self, o): return F.sub(self, o)
-    def __rsub__(self, o): return F.sub(o, self)
-    def __mul__(self, o): return F.mul(self, o)
-    def __rmul__(self, o): return F.mul(o, self)
-    def __truediv__(self, o): return F.div(self, o)
-    def __rtruediv__(self, o): return F.div(o, self)
-    def __pow__(self, o): return F.power(self, o)
-    def __rpow__(self, o): return F.power(o, self)
-    def __matmul__(self, o): return F.matmul(self, o)
-    def __rmatmul__(self, o): return F.matmul(o, self)
-    def __neg__(self): return F.negative(self)
+    # ---- operators: the tp.* functions (frontend/functions.py) ----
+    def __add__(self, o): return self._F.add(self, o)
+    def __radd__(self, o): return self._F.add(o, self)
+    def __sub__(self, o): return self._F.sub(self, o)
+    def __rsub__(self, o): return self._F.sub(o, self)
+    def __mul__(self, o): return self._F.mul(self, o)
+    def __rmul__(self, o): return self._F.mul(o, self)
+    def __truediv__(self, o): return self._F.div(self, o)
+    def __rtruediv__(self, o): return self._F.div(o, self)
+    def __pow__(self, o): return self._F.power(self, o)
+    def __rpow__(self, o): return self._F.power(o, self)
+    def __matmul__(self, o): return self._F.matmul(self, o)
+    def __rmatmul__(self, o): return self._F.matmul(o, self)
+    def __neg__(self): return self._F.negative(self)
     def __pos__(self): return self
-    def __abs__(self): return F.abs(self)
-    def __eq__(self, o): return F.equal(self, o)  # noqa: E704
-    def __ne__(self, o): return F.not_equal(self, o)
-    def __lt__(self, o): return F.less(self, o)
-    def __le__(self, o): return F.less_equal(self, o)
-    def __gt__(self, o): return F.greater(self, o)
-    def __ge__(self, o): return F.greater_equal(self, o)
-    def __getitem__(self, index): return F.getitem(self, index)
+    def __abs__(self): return self._F.abs(self)
+    def __eq__(self, o): return self._F.equal(self, o)  # noqa: E704
+    def __ne__(self, o): return self._F.not_equal(self, o)
+    def __lt__(self, o): return self._F.less(self, o)
+    def __le__(self, o): return self._F.less_equal(self, o)
+    def __gt__(self, o): return self._F.greater(self, o)
+    def __ge__(self, o): return self._F.greater_equal(self, o)
+    def __getitem__(self, index): return self._F.getitem(self, index)
 
     # ---- methods ----
     @property
@@ -163,7 +165,7 @@ class Tensor:
         >>> tp.trace(lambda x: x.T, tp.Spec(("B", 3))).outputs[0].type
         f32[3,B]
         """
-        return F.transpose(self)
+        return self._F.transpose(self)
 
     def reshape(self, *shape) -> "Tensor":
         """tp.reshape(x, shape), as ndarray.reshape: a tuple or separate dims, one may be -1.
@@ -173,7 +175,7 @@ class Tensor:
         >>> tp.run(tp.trace(lambda x: x.reshape(3, 2), x), x).tolist()
         [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
         """
-        return F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+        return self._F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
     def transpose(self, *axes) -> "Tensor":
         """tp.transpose(x, axes), as ndarray.transpose: a tuple or separate axes; none reverses them.
@@ -184,7 +186,7 @@ class Tensor:
         """
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = axes[0]
-        return F.transpose(self, axes or None)
+        return self._F.transpose(self, axes or None)
 
     def astype(self, dtype) -> "Tensor":
         """tp.astype(x, dtype), as ndarray.astype: x in another dtype ("float64", np.int32, "f16").
@@ -193,7 +195,7 @@ class Tensor:
         >>> tp.trace(lambda x: x.astype("float64"), tp.Spec((3,))).outputs[0].type
         f64[3]
         """
-        return F.astype(self, dtype)
+        return self._F.astype(self, dtype)
 
     def sum(self, axis=None, keepdims=False) -> "Tensor":
         """tp.sum(x, axis, keepdims), as ndarray.sum: over every axis by default.
@@ -203,7 +205,7 @@ class Tensor:
         >>> [r.tolist() for r in tp.run(tp.trace(lambda x: (x.sum(), x.sum(axis=0)), x), x)]
         [10.0, [4.0, 6.0]]
         """
-        return F.sum(self, axis, keepdims)
+        return self._F.sum(self, axis, keepdims)
 
     def mean(self, axis=None, keepdims=False) -> "Tensor":
         """tp.mean(x, axis, keepdims), as ndarray.mean: over every axis by default.
@@ -213,7 +215,7 @@ class Tensor:
         >>> tp.run(tp.trace(lambda x: x.mean(axis=1, keepdims=True), x), x).tolist()
         [[1.5], [3.5]]
         """
-        return F.mean(self, axis, keepdims)
+        return self._F.mean(self, axis, keepdims)
 
     def max(self, axis=None, keepdims=False) -> "Tensor":
         """tp.max(x, axis, keepdims), as ndarray.max: over every axis by default.
@@ -223,7 +225,7 @@ class Tensor:
         >>> tp.run(tp.trace(lambda x: x.max(axis=0), x), x).tolist()
         [3.0, 4.0]
         """
-        return F.max(self, axis, keepdims)
+        return self._F.max(self, axis, keepdims)
 
     def min(self, axis=None, keepdims=False) -> "Tensor":
         """tp.min(x, axis, keepdims), as ndarray.min: over every axis by default.
@@ -233,11 +235,9 @@ class Tensor:
         >>> tp.run(tp.trace(lambda x: x.min(axis=-1), x), x).tolist()
         [1.0, 3.0]
         """
-        return F.min(self, axis, keepdims)
+        return self._F.min(self, axis, keepdims)
 
 
-
-from . import functions as F  # noqa: E402  (functions imports Tensor)
 
 _UFUNCS = {
     "add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide", "true_divide": "divide",

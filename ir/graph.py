@@ -5,6 +5,10 @@ identity. A Graph lists its nodes in topological order; its inputs are the leave
 the traced function's argument pytrees, named by path (`params.w1`), and its outputs
 the leaves of the returned pytree. Graph equality (`==`) is structural: same inputs,
 constants (bitwise), nodes, attributes, source lines and outputs.
+
+Graphs are values: constructing one never changes the Values it is given (inputs arrive
+named; ir/builder.py creates them), and `g.replace(...)` rebuilds one with changes, so a
+pass returns a new graph and leaves its input as it was.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from typing import Iterable
 import numpy as np
 
 from .dtypes import to_numpy
-from .pytree import TreeDef, leaf_names
+from .printer import print_graph
+from .pytree import TreeDef, default_output_names, leaf_names
 from .types import TensorType
 
 
@@ -99,12 +104,23 @@ class Graph:
         self.out_tree = out_tree
         self.outputs = list(outputs)
         self.constants = list(constants or [])
-        for v, n in zip(self.inputs, self.input_names()):
-            v.name = n
         self.output_names = list(output_names) if output_names is not None else default_output_names(out_tree)
-        for v, n in zip(self.outputs, self.output_names):
-            if v.name is None and not v.is_constant:
-                v.name = n
+
+    _FIELDS = ("name", "arg_names", "in_tree", "inputs", "nodes", "out_tree", "outputs", "constants",
+               "output_names")
+
+    def replace(self, **changes) -> "Graph":
+        """A new Graph with some fields changed (nodes, outputs, constants, name, ...).
+
+        >>> import tapeir as tp
+        >>> g = tp.trace(lambda x: tp.exp(x), tp.Spec((2,)))
+        >>> g.replace(name="f", nodes=[], outputs=g.inputs)
+        <Graph f: 1 inputs, 0 nodes, 1 outputs>
+        """
+        unknown = set(changes) - set(self._FIELDS)
+        if unknown:
+            raise TypeError(f"Graph.replace: unknown field(s) {sorted(unknown)}; fields are {self._FIELDS}")
+        return Graph(**{k: changes[k] if k in changes else getattr(self, k) for k in self._FIELDS})
 
     def input_names(self) -> list[str]:
         """The names of `inputs`: argument name plus pytree path (`params.w1`)."""
@@ -120,8 +136,6 @@ class Graph:
         return range(start, start + self.in_tree.children[i].num_leaves)
 
     def __str__(self) -> str:
-        from .printer import print_graph
-
         return print_graph(self)
 
     def __repr__(self) -> str:
@@ -162,11 +176,6 @@ def require_graph(g, what: str) -> "Graph":
     raise TapeirError(f"{what} expects a Graph, got {got}",
                       hint=f"trace first: {what}(tp.trace(fn, *example_args))" if callable(g) else
                       "build graphs with tp.trace, tp.parse, tp.load or tp.from_onnx")
-
-
-def default_output_names(out_tree: TreeDef) -> list[str]:
-    """`output` for a single result, else `output.<path>` per leaf of the output tree."""
-    return leaf_names("output", out_tree)
 
 
 def _attr_key(v):

@@ -29,8 +29,8 @@ import numpy as np
 
 from .dtypes import DTYPES, to_numpy
 from .errors import ParseError, TapeirError
-from .graph import Graph, Node, Value, default_output_names
-from .pytree import LEAF, TreeDef
+from .graph import Graph, Node, Value
+from .pytree import LEAF, TreeDef, default_output_names, leaf_names
 from .registry import get_op
 from .verifier import verify
 from .types import TensorType
@@ -137,7 +137,9 @@ class _Parser:
         arg_names = [p[0] for p in params]
         in_tree = TreeDef("tuple", tuple(p[1] for p in params))
         inputs = [v for p in params for v in p[2]]
-        Graph("_", arg_names, in_tree, inputs, [], LEAF, [])  # sets the input names
+        for (arg, td, values, _), names in ((p, leaf_names(p[0], p[1])) for p in params):
+            for v, name in zip(values, names):  # the parser's own fresh Values: named here, once
+                v.name = name
         for v, pos in ((v, p[3]) for p in params for v in p[2]):
             if v.name in self.env:
                 raise self.error(pos, f"duplicate input name {v.name!r}",

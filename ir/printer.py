@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from .pytree import TreeDef
+from .pytree import TreeDef, default_output_names
 
 INLINE_LIMIT = 16
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
@@ -123,8 +123,6 @@ def print_graph(g) -> str:
     out = [f"graph {fmt_name(g.name)}({params}) {{"]
     for text, source in lines:
         out.append(f"  {text.ljust(width)}  # {source}" if source else f"  {text}")
-    from .graph import default_output_names
-
     refs = [names.get(id(v), "%?") for v in g.outputs]
     refs = [r if n == d else f"{r} as {fmt_name(n)}"  # only names that differ from the default print
             for r, n, d in zip(refs, g.output_names, default_output_names(g.out_tree))]

@@ -100,3 +100,13 @@ def _fmt_path(path) -> str:
 def leaf_names(prefix: str, treedef: TreeDef) -> list[str]:
     """`prefix` plus each leaf's dotted path, in flattening order (see TreeDef)."""
     return [prefix + _fmt_path(p) for p in treedef.paths()]
+
+
+def default_output_names(out_tree: TreeDef) -> list[str]:
+    """A graph's output names unless it says otherwise: `output` for a single result, else
+    `output.<path>` per leaf of the output tree.
+
+    >>> default_output_names(LEAF), default_output_names(TreeDef("tuple", (LEAF, LEAF)))
+    (['output'], ['output.0', 'output.1'])
+    """
+    return leaf_names("output", out_tree)

@@ -9,7 +9,8 @@ Rules:
   5. constants hold arrays of their declared type; graph outputs are defined;
      every symbolic dim a node uses is a dim of some input;
   6. input names are unique and the trees match the input/output counts; dict keys in
-     the trees are sorted, unique strings (the order flatten gives and the parser demands).
+     the trees are sorted, unique strings (the order flatten gives and the parser demands);
+     each input is named by its argument name and pytree path (`params.w1`).
 """
 from __future__ import annotations
 
@@ -65,6 +66,11 @@ def verify(g) -> None:
         problem = _tree_problem(tree)
         if problem:
             _fail(g, None, f"{what} tree: {problem}", "build trees with tapeir.ir.flatten")
+    expected = g.input_names()
+    if names != expected:
+        bad = next(k for k, (a, b) in enumerate(zip(names, expected)) if a != b)
+        _fail(g, None, f"input {bad} is named {names[bad]!r} but its argument and path make it {expected[bad]!r}",
+              "create inputs with their path names (ir/builder.py Builder.input)")
     for v in g.inputs:
         if v.is_constant:
             _fail(g, None, f"input {v.name} carries constant data")

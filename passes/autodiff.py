@@ -1,6 +1,6 @@
 """Reverse-mode autodiff as a pass: Graph -> Graph whose outputs include the gradients.
 
-The driver copies the forward nodes into a new tracer, then walks them in reverse,
+The driver copies the forward nodes into a new IR builder, then walks them in reverse,
 calling each op's VJP rule (passes/vjp_rules.py) on the output cotangent. Rules record
 IR, so the backward pass is an ordinary graph: printable, verifiable, differentiable
 again. Rules:
@@ -9,22 +9,24 @@ again. Rules:
   3. a missing rule for a differentiable op is an error naming the op and source line;
   4. backward nodes carry the source line of the forward node they differentiate (none if
      it has none: the result never depends on where the pass was called from);
-  5. the result is simplified (passes/simplify.py): forward values it does not need are
-     removed, the `x * 1` the seed cotangent leaves behind are dropped, small constant
-     subexpressions fold and repeated subexpressions merge.
+  5. the result is cleaned up by the simplify pipeline (passes/simplify.py, through the pass
+     manager): forward values it does not need are removed, the `x * 1` the seed cotangent
+     leaves behind are dropped, small constant subexpressions fold and repeated
+     subexpressions merge.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..frontend.tensor import Tensor
-from ..frontend.tracer import Tracer, pop_tracer, push_tracer
+from ..frontend.tracer import recording
+from ..ir.builder import Builder
 from ..ir.dtypes import FLOATS, to_numpy
 from ..ir.errors import TapeirError
 from ..ir.graph import Graph, Value, require_graph
-from ..ir.pytree import LEAF, unflatten
+from ..ir.pytree import LEAF, flatten, unflatten
 from ..ir.registry import OPS
-from .simplify import simplify
+from .simplify import SIMPLIFY as CLEANUP
 from .vjp_rules import VJP
 
 
@@ -64,20 +66,8 @@ def _check_scalar_output(g: Graph, what: str):
                           hint="reduce the output to a scalar first, e.g. .sum() or .mean()")
 
 
-def _stamp(nodes, source):
-    """Give nodes this pass emitted the source of the forward node they come from.
-
-    The tracer's source_override cannot express "no source" (None falls back to the
-    caller's line), and a pass must not depend on where it is called from: without
-    this, differentiating a source-less graph (parsed, imported) stamped the line of the
-    tp.grad call on its nodes, so the same pass called from two lines gave unequal graphs.
-    """
-    for node in nodes:
-        node.source = source
-
-
-def _backward(tracer: Tracer, g: Graph, env: dict, wrt_values: list[Value]) -> list[Tensor]:
-    """Append the backward nodes of g (already copied into tracer via env) and return the grads."""
+def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[Tensor]:
+    """Append the backward nodes of g (already copied into b via env) and return the grads."""
     active = {id(v) for v in wrt_values}
     for n in g.nodes:
         if OPS[n.op].differentiable and any(id(v) in active for v in n.inputs):
@@ -85,7 +75,7 @@ def _backward(tracer: Tracer, g: Graph, env: dict, wrt_values: list[Value]) -> l
     out = g.outputs[0]
     ct: dict[int, Tensor] = {}
     if id(out) in active:
-        ct[id(out)] = Tensor(tracer.const(np.ones((), to_numpy(out.type.dtype))), tracer)
+        ct[id(out)] = Tensor(b.const(np.ones((), to_numpy(out.type.dtype))), b)
     for n in reversed(g.nodes):
         if id(n.outputs[0]) not in ct or not any(id(v) in active for v in n.inputs):
             continue
@@ -94,38 +84,26 @@ def _backward(tracer: Tracer, g: Graph, env: dict, wrt_values: list[Value]) -> l
             raise TapeirError(f"no VJP rule for op {n.op!r}: cannot differentiate through it",
                               where=n.source, hint="add a rule to passes/vjp_rules.py, or stop the "
                               "gradient before this op")
-        xs = [Tensor(env[id(v)], tracer) for v in n.inputs]
-        y = Tensor(env[id(n.outputs[0])], tracer)
-        start = len(tracer.nodes)
-        tracer.source_override = n.source
-        try:
+        xs = [Tensor(env[id(v)], b) for v in n.inputs]
+        y = Tensor(env[id(n.outputs[0])], b)
+        with b.at(n.source):  # rule 4
             cts = rule(ct[id(n.outputs[0])], xs, y, n.attrs)
-        finally:
-            tracer.source_override = None
-        if len(cts) != len(n.inputs):
-            raise AssertionError(f"VJP rule for {n.op} returned {len(cts)} cotangents for {len(n.inputs)} inputs")
-        for v, c in zip(n.inputs, cts):
-            if c is None or id(v) not in active:
-                continue
-            if c.value.type != v.type:
-                raise AssertionError(f"VJP rule for {n.op} ({n.source}) gave a {c.value.type} cotangent "
-                                     f"for a {v.type} input")
-            prev = ct.get(id(v))
-            tracer.source_override = n.source
-            try:
-                ct[id(v)] = c if prev is None else prev + c
-            finally:
-                tracer.source_override = None
-        _stamp(tracer.nodes[start:], n.source)
+            if len(cts) != len(n.inputs):
+                raise AssertionError(f"VJP rule for {n.op} returned {len(cts)} cotangents for {len(n.inputs)} inputs")
+            for v, c in zip(n.inputs, cts):
+                if c is None or id(v) not in active:
+                    continue
+                if c.value.type != v.type:
+                    raise AssertionError(f"VJP rule for {n.op} ({n.source}) gave a {c.value.type} cotangent "
+                                         f"for a {v.type} input")
+                prev = ct.get(id(v))
+                ct[id(v)] = c if prev is None else prev + c  # rule 2
     grads = []
     for v in wrt_values:
         c = ct.get(id(v))
-        if c is None:  # the output does not depend on v
-            zero = Tensor(tracer.const(np.zeros((), to_numpy(v.type.dtype))), tracer)
-            start = len(tracer.nodes)
-            c = zero if v.type.shape == () else Tensor(
-                tracer.emit("broadcast_to", [zero.value], {"shape": v.type.shape})[0], tracer)
-            _stamp(tracer.nodes[start:], None)  # no forward node to point at
+        if c is None:  # the output does not depend on v: zeros, pointing at no forward node
+            zero = b.const(np.zeros((), to_numpy(v.type.dtype)))
+            c = Tensor(zero if v.type.shape == () else b.emit("broadcast_to", [zero], {"shape": v.type.shape})[0], b)
         grads.append(c)
     return grads
 
@@ -134,35 +112,24 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     require_graph(g, f"tp.{what}")
     _check_scalar_output(g, what)
     idx, single = _wrt_list(g, wrt)
-    tracer = Tracer()
-    inputs = [Value(v.type) for v in g.inputs]
-    push_tracer(tracer)
-    try:
+    b = Builder()
+    inputs = [b.input(v.type, v.name) for v in g.inputs]
+    with recording(b), b.at(None):  # a pass never records where it was called from
         env: dict = {}
-        outs = tracer.inline(g, inputs, env)
-        assert len(tracer.nodes) == len(g.nodes)
-        for new, old in zip(tracer.nodes, g.nodes):  # a node without a source stays without one
-            new.source = old.source
+        outs = b.inline(g, inputs, env)
         wrt_values = [g.inputs[k] for i in idx for k in g.input_range(i)]
-        grads = _backward(tracer, g, env, wrt_values)
-    finally:
-        pop_tracer()
+        grads = _backward(b, g, env, wrt_values)
     it = iter(grads)
     trees = [unflatten(g.input_tree(i), [next(it).value for _ in g.input_range(i)]) for i in idx]
     grad_tree = trees[0] if single else tuple(trees)
     result = (outs[0], grad_tree) if keep_value else grad_tree
-    leaves, out_tree = _flatten_values(result)
+    leaves, out_tree = flatten(result, lambda x: isinstance(x, Value), what="gradient tree")
     suffix = "value_and_grad" if keep_value else "grad"
     # outputs are named for what they are: `value`, and `grad.<input name>` per gradient
     names = (["value"] if keep_value else []) + ["grad." + v.name for v in wrt_values]
-    return simplify(Graph(f"{g.name}_{suffix}", g.arg_names, g.in_tree, inputs, tracer.nodes, out_tree,
-                                 leaves, tracer.constants, names))
-
-
-def _flatten_values(tree):
-    from ..ir.pytree import flatten
-
-    return flatten(tree, lambda x: isinstance(x, Value), what="gradient tree")
+    raw = b.build(f"{g.name}_{suffix}", inputs, leaves, arg_names=g.arg_names, in_tree=g.in_tree,
+                  out_tree=out_tree, output_names=names)
+    return CLEANUP(raw)  # rule 5
 
 
 def value_and_grad(g: Graph, wrt=0) -> Graph:

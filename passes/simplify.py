@@ -7,17 +7,21 @@ Rules:
      broadcast x to a bigger shape is kept). Autodiff seeds make many of these.
   3. fold_constants: a node whose operands are all constants and whose result has at most
      FOLD_LIMIT elements becomes a constant (larger results stay computed, so dumps and
-     files do not grow).
+     files do not grow). The reference kernels evaluate it.
   4. cse: two nodes with the same op, operands and attributes are one (the first keeps
      its source line); equal constants are one.
-  simplify applies 2-4 until nothing changes, then 1.
+  `canonicalize` applies 2-4 in ONE forward walk: nodes come in topological order and each
+  rule looks only at a node's operands, which the walk has already rewritten, so one walk
+  reaches the fixed point (linear in graph size). `simplify` is the pipeline
+  canonicalize, dce, run through the pass manager (passes/manager.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import Graph, Node, constant
 from ..ir.dtypes import to_numpy
+from ..ir.graph import Graph, Node, constant
+from .manager import PassManager
 
 FOLD_LIMIT = 16
 _IDENTITY = {"mul": (1, (0, 1)), "add": (0, (0, 1)), "sub": (0, (1,)), "div": (1, (1,))}
@@ -27,24 +31,42 @@ def _is_fill(v, value) -> bool:
     return v.data is not None and v.data.dtype.kind in "fiu" and bool(np.all(v.data == value))
 
 
-def _rewrite(g: Graph, rule) -> Graph:
-    """Walk g's nodes; rule(node, operands, new_constants) returns replacement values or None."""
+def _rewrite(g: Graph, rules, dedupe: bool = False) -> Graph:
+    """One forward walk over g: the first rule(node, operands, add_constant) that returns
+    replacement values replaces the node's outputs; with dedupe, equal constants are one."""
     alias: dict[int, object] = {}
-    nodes, new_consts = [], []
+    consts: list = []
+    canon: dict = {}
+
+    def add_constant(c):
+        if dedupe:
+            key = (c.type, c.data.tobytes())
+            hit = canon.get(key)
+            if hit is not None:
+                return hit
+            canon[key] = c
+        consts.append(c)
+        return c
+
+    for c in g.constants:
+        kept = add_constant(c)
+        if kept is not c:
+            alias[id(c)] = kept
+    nodes = []
     for n in g.nodes:
         inputs = [alias.get(id(v), v) for v in n.inputs]
-        rep = rule(n, inputs, new_consts)
-        if rep is not None:
-            alias.update((id(o), r) for o, r in zip(n.outputs, rep))
-            continue
-        same = all(a is b for a, b in zip(inputs, n.inputs))
-        nodes.append(n if same else Node(n.op, inputs, n.attrs, n.outputs, n.source))
-    outputs = [alias.get(id(v), v) for v in g.outputs]
-    return dce(Graph(g.name, g.arg_names, g.in_tree, g.inputs, nodes, g.out_tree, outputs,
-                     g.constants + new_consts, g.output_names))
+        for rule in rules:
+            rep = rule(n, inputs, add_constant)
+            if rep is not None:
+                alias.update((id(o), r) for o, r in zip(n.outputs, rep))
+                break
+        else:
+            same = all(a is b for a, b in zip(inputs, n.inputs))
+            nodes.append(n if same else Node(n.op, inputs, n.attrs, n.outputs, n.source))
+    return g.replace(nodes=nodes, outputs=[alias.get(id(v), v) for v in g.outputs], constants=consts)
 
 
-def _identity_rule(n, inputs, new_consts):
+def _identity_rule(n, inputs, add_constant):
     rule = _IDENTITY.get(n.op)
     if rule is not None:
         value, const_slots = rule
@@ -55,23 +77,13 @@ def _identity_rule(n, inputs, new_consts):
     return None
 
 
-def drop_identities(g: Graph) -> Graph:
-    """Forward x through ops that leave it unchanged (rule 2), then remove what died.
-
-    >>> import tapeir as tp
-    >>> g = drop_identities(tp.trace(lambda x: (x * 1.0 + 0.0) / 1.0, tp.Spec((3,))))
-    >>> len(g.nodes), g.outputs[0] is g.inputs[0]
-    (0, True)
-    """
-    return _rewrite(g, _identity_rule)
-
-
-def _fold_rule(n, inputs, new_consts):
-    out = n.outputs[0].type
-    if len(n.outputs) != 1 or not all(v.is_constant for v in inputs) or not out.is_static \
-            or int(np.prod(out.shape, dtype=np.int64)) > FOLD_LIMIT:
+def _fold_rule(n, inputs, add_constant):
+    if len(n.outputs) != 1 or not all(v.data is not None for v in inputs):
         return None
-    from ..backends.numpy_backend import IMPL  # the reference kernels: folding is running
+    out = n.outputs[0].type
+    if not out.is_static or int(np.prod(out.shape, dtype=np.int64)) > FOLD_LIMIT:
+        return None
+    from ..backends.numpy_backend import IMPL  # TODO(reference): the leaf module of reference kernels
 
     try:
         with np.errstate(all="ignore"):
@@ -80,69 +92,64 @@ def _fold_rule(n, inputs, new_consts):
         return None
     if r.shape != tuple(out.shape):
         return None
-    c = constant(r)
-    new_consts.append(c)
-    return [c]
+    return [add_constant(constant(r))]
+
+
+def _cse_rule():
+    seen: dict = {}
+
+    def rule(n, inputs, add_constant):
+        key = (n.op, tuple(map(id, inputs)), repr(sorted(n.attrs.items())) if n.attrs else "")
+        hit = seen.get(key)
+        if hit is not None:
+            return hit
+        seen[key] = n.outputs
+        return None
+    return rule
+
+
+def drop_identities(g: Graph) -> Graph:
+    """Forward x through ops that leave it unchanged (rule 2), then remove what died.
+
+    >>> import tapeir as tp
+    >>> g = drop_identities(tp.trace(lambda x: (x * 1.0 + 0.0) / 1.0, tp.Spec((3,))))
+    >>> len(g.nodes), g.outputs[0] is g.inputs[0]
+    (0, True)
+    """
+    return dce(_rewrite(g, [_identity_rule]))
 
 
 def fold_constants(g: Graph) -> Graph:
-    """Evaluate small all-constant subexpressions now (rule 3).
+    """Evaluate small all-constant subexpressions now (rule 3), then remove what died.
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: x * tp.exp(np.zeros(3, np.float32)), tp.Spec((3,)))
     >>> [n.op for n in g.nodes], [n.op for n in fold_constants(g).nodes]
     (['exp', 'mul'], ['mul'])
     """
-    return _rewrite(g, _fold_rule)
+    return dce(_rewrite(g, [_fold_rule]))
 
 
 def cse(g: Graph) -> Graph:
-    """Common-subexpression elimination (rule 4).
+    """Common-subexpression elimination (rule 4), then remove what died.
 
     >>> import tapeir as tp
     >>> g = tp.trace(lambda x: tp.exp(x) + tp.exp(x), tp.Spec((3,)))
     >>> [n.op for n in g.nodes], [n.op for n in cse(g).nodes]
     (['exp', 'exp', 'add'], ['exp', 'add'])
     """
-    g = _dedupe_constants(g)
-    seen: dict = {}
-
-    def rule(n, inputs, new_consts):
-        key = (n.op, tuple(id(v) for v in inputs), repr(sorted(n.attrs.items())))
-        if key in seen:
-            return seen[key]
-        seen[key] = n.outputs
-        return None
-
-    return _rewrite(g, rule)
+    return dce(_rewrite(g, [_cse_rule()], dedupe=True))
 
 
-def _dedupe_constants(g: Graph) -> Graph:
-    first: dict = {}
-    alias = {id(c): first.setdefault((str(c.type), c.data.tobytes()), c) for c in g.constants}
-    if all(alias[id(c)] is c for c in g.constants):
-        return g
-    nodes = [Node(n.op, [alias.get(id(v), v) for v in n.inputs], n.attrs, n.outputs, n.source)
-             for n in g.nodes]
-    outputs = [alias.get(id(v), v) for v in g.outputs]
-    return Graph(g.name, g.arg_names, g.in_tree, g.inputs, nodes, g.out_tree, outputs,
-                 [c for c in g.constants if alias[id(c)] is c], g.output_names)
-
-
-def simplify(g: Graph) -> Graph:
-    """Rules 2-4 until the graph stops shrinking, then dead-code elimination.
+def canonicalize(g: Graph) -> Graph:
+    """Rules 2-4 in one forward walk (dead nodes stay: run dce after it).
 
     >>> import numpy as np, tapeir as tp
-    >>> g = tp.trace(lambda x: (x * (2.0 - 1.0) + tp.exp(x)) + tp.exp(x), tp.Spec((3,)))
-    >>> [n.op for n in simplify(g).nodes]
-    ['exp', 'add', 'add']
+    >>> g = tp.trace(lambda x: (tp.exp(x) * 1.0, tp.tanh(x))[0] + tp.exp(x), tp.Spec((3,)))
+    >>> [n.op for n in g.nodes], [n.op for n in canonicalize(g).nodes]
+    (['exp', 'mul', 'tanh', 'exp', 'add'], ['exp', 'tanh', 'add'])
     """
-    for _ in range(8):
-        before = len(g.nodes)
-        g = cse(fold_constants(drop_identities(g)))
-        if len(g.nodes) == before:
-            break
-    return dce(g)
+    return _rewrite(g, [_identity_rule, _fold_rule, _cse_rule()], dedupe=True)
 
 
 def dce(g: Graph) -> Graph:
@@ -156,9 +163,24 @@ def dce(g: Graph) -> Graph:
     live = {id(v) for v in g.outputs}
     kept = []
     for n in reversed(g.nodes):
-        if any(id(o) in live for o in n.outputs):
-            kept.append(n)
-            live.update(id(v) for v in n.inputs)
+        for o in n.outputs:
+            if id(o) in live:
+                kept.append(n)
+                live.update(id(v) for v in n.inputs)
+                break
     kept.reverse()
-    consts = [c for c in g.constants if id(c) in live]
-    return Graph(g.name, g.arg_names, g.in_tree, g.inputs, kept, g.out_tree, g.outputs, consts, g.output_names)
+    return g.replace(nodes=kept, constants=[c for c in g.constants if id(c) in live])
+
+
+SIMPLIFY = PassManager([canonicalize, dce])
+
+
+def simplify(g: Graph) -> Graph:
+    """Rules 2-4 in one walk, then dead-code elimination, through the pass manager.
+
+    >>> import numpy as np, tapeir as tp
+    >>> g = tp.trace(lambda x: (x * (2.0 - 1.0) + tp.exp(x)) + tp.exp(x), tp.Spec((3,)))
+    >>> [n.op for n in simplify(g).nodes]
+    ['exp', 'add', 'add']
+    """
+    return SIMPLIFY(g)

@@ -25,7 +25,8 @@ from .frontend.functions import (
     sub, subtract, sum, tanh, transpose, where,
 )
 from .frontend.tensor import Tensor
-from .frontend.tracer import Spec, call, trace
+from .frontend.tracer import Spec
+from .frontend.tracing import call, trace
 from .passes import grad, value_and_grad
 from .ir import (
     OPS, Graph, ParseError, RunError, TapeirError, TensorType, TraceError, TypeRuleError, VerifyError,

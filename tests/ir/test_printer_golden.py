@@ -117,8 +117,8 @@ def test_built_graph_golden_with_quoted_names():
     # A graph built directly: quoted names and keywords (`return.graph` needs no quotes,
     # `"graph"` does), constants of several dtypes, a NaN, and no source on one node;
     # only lines with a source count for the comment column.
-    x = Value(TensorType("f64", ("B", 2)))
-    m = Value(TensorType("bool", ("B", 2)))
+    x = Value(TensorType("f64", ("B", 2)), "return.x")
+    m = Value(TensorType("bool", ("B", 2)), "return.graph")
     c0 = constant(np.array([1, -2, 3], np.int32))
     c1 = constant(np.array(np.nan, np.float16))  # NaN: always base64 so the payload survives
     c2 = constant(np.array([True, False]))

@@ -6,7 +6,7 @@ import pytest
 
 import tapeir as tp
 from tapeir.ir import Graph, Node, TensorType, TreeDef, Value, constant
-from tapeir.ir.pytree import LEAF
+from tapeir.ir.pytree import LEAF, leaf_names
 
 F3 = TensorType("f32", (3,))
 
@@ -14,6 +14,10 @@ F3 = TensorType("f32", (3,))
 def _graph(inputs, nodes, outputs, constants=(), in_tree=None, arg_names=None):
     in_tree = in_tree or TreeDef("tuple", (LEAF,) * len(inputs))
     arg_names = arg_names or [f"x{i}" for i in range(len(in_tree.children))]
+    names = [n for a, td in zip(arg_names, in_tree.children) for n in leaf_names(a, td)]
+    for v, n in zip(inputs, names):  # inputs arrive named (Graph never renames what it is given)
+        if v.name is None:
+            v.name = n
     return Graph("g", arg_names, in_tree, inputs, nodes, TreeDef("tuple", (LEAF,) * len(outputs)), outputs,
                  list(constants))
 

@@ -1,0 +1,187 @@
+"""The IR builder: the one way to create nodes. Tracer, importer, autodiff and passes use it.
+
+A Builder collects the nodes and constants of one graph under construction:
+  1. `emit(op, inputs, attrs)` checks arity and attributes against the registry, applies
+     the op's type rule and appends one Node; a rejected node is a TypeRuleError that
+     names the op and the current source line;
+  2. `const(array)` makes a constant Value, shared by every use of the same small array
+     (by value) or the same large array object (by identity);
+  3. `inline(graph, inputs)` re-emits another graph's nodes on new operands (types are
+     re-inferred, so a graph traced with a symbolic dim inlines at a concrete size);
+  4. every node records a source line: the one set by `with b.at(source):` (None means no
+     source), else `default_source()`, which subclasses override (the tracer returns the
+     user's `file:line`; a plain Builder has none);
+  5. `build(...)` returns the Graph; unnamed graph outputs this builder created are named
+     after their output names. Nothing else ever changes a Value after it is created.
+
+>>> import numpy as np
+>>> from tapeir.ir import TensorType
+>>> b = Builder()
+>>> x = b.input(TensorType("f32", ("B",)), "x")
+>>> with b.at("model.py:3"):
+...     y, = b.emit("mul", [x, b.const(np.float32(2))])
+>>> print(b.build("double", [x], [y]), end="")
+graph double(x: f32[B]) {
+  %c0: f32[] = const 2.0
+  %0: f32[B] = mul(x, %c0)  # model.py:3
+  return %0
+}
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import TapeirError, TypeRuleError
+from .graph import Graph, Node, Value, constant
+from .pytree import LEAF, TreeDef
+from .registry import OPS
+from .types import TensorType, solve, substitute, symbols_of
+
+_UNSET = object()  # no `at(...)` context: the source comes from default_source()
+
+
+class _At:
+    """The context manager `Builder.at` returns (a class: cheaper than contextlib per use)."""
+
+    __slots__ = ("builder", "source", "saved")
+
+    def __init__(self, builder, source):
+        self.builder, self.source = builder, source
+
+    def __enter__(self):
+        self.saved = self.builder._at
+        self.builder._at = self.source
+
+    def __exit__(self, *exc):
+        self.builder._at = self.saved
+
+
+class Builder:
+    """Builds one Graph node by node (see the module docstring for the rules)."""
+
+    def __init__(self, symbols: frozenset | None = None):
+        self.nodes: list[Node] = []
+        self.constants: list[Value] = []
+        self.symbols = symbols           # symbolic dims the inputs bind; None: not checked
+        self._const_cache: dict = {}
+        self._types: dict = {}           # interned types: fewer objects for the GC to rescan
+        self._at = _UNSET
+
+    # ---- source lines ----
+    def at(self, source: str | None) -> _At:
+        """`with b.at(source):` nodes emitted inside record `source` (None: no source)."""
+        return _At(self, source)
+
+    def default_source(self) -> str | None:
+        """The source of nodes emitted outside any `at` context: none for a plain Builder."""
+        return None
+
+    def source(self) -> str | None:
+        """The source line the next node records."""
+        return self.default_source() if self._at is _UNSET else self._at
+
+    # ---- values ----
+    def input(self, type: TensorType, name: str) -> Value:
+        """A new graph input (inputs are named: argument name plus pytree path)."""
+        return Value(self._types.setdefault(type, type), name)
+
+    def const(self, array, keep=None) -> Value:
+        """A constant for `array`, shared by every use of the same array or scalar.
+
+        Large arrays (more than 64 elements) dedupe by the identity of `keep` (default:
+        the array itself, kept alive so its id stays unique), small ones by value.
+        """
+        array = np.asarray(array)
+        if keep is None and array.size > 64:
+            keep = array
+        key = (id(keep),) if keep is not None else (array.dtype.str, array.shape, array.tobytes())
+        hit = self._const_cache.get(key)
+        if hit is not None:
+            return hit[0]
+        v = constant(array)
+        self._const_cache[key] = (v, keep)
+        self.constants.append(v)
+        return v
+
+    # ---- nodes ----
+    def emit(self, op: str, inputs: list[Value], attrs: dict | None = None) -> list[Value]:
+        """Append `op(inputs) {attrs}` and return its output Values (TypeRuleError if ill-typed)."""
+        opdef = OPS.get(op)
+        source = self.default_source() if self._at is _UNSET else self._at
+        if opdef is None:
+            raise TypeRuleError(f"unknown op {op!r}", where=source, hint="see tapeir.ir.OPS for the op set")
+        try:
+            attrs = opdef.normalize_attrs(attrs or {})
+            out_types = opdef.infer([v.type for v in inputs], attrs)
+        except TapeirError as e:
+            raise TypeRuleError(e.problem, where=source, hint=e.hint) from None
+        if self.symbols is not None and opdef.shape_attrs:
+            self._check_symbols(op, opdef.shape_attrs, out_types, attrs, source)
+        types = self._types
+        outs = [Value(types.setdefault(t, t)) for t in out_types]
+        self.nodes.append(Node(op, inputs, attrs, outs, source))
+        return outs
+
+    def _check_symbols(self, op, shape_attrs, out_types, attrs, source):
+        # only ops with shape attributes can introduce a symbol their operands lack
+        used = {s for t in out_types for d in t.shape if isinstance(d, str) for s in symbols_of(d)}
+        for k in shape_attrs:
+            used.update(s for d in attrs[k] if isinstance(d, str) for s in symbols_of(d))
+        free = sorted(used - self.symbols)
+        if free:
+            raise TypeRuleError(
+                f"{op}: symbolic dim {', '.join(map(repr, free))} is not a dim of any input "
+                f"(inputs have {', '.join(map(repr, sorted(self.symbols))) or 'no symbolic dims'})",
+                where=source, hint="symbolic dims come from inputs such as tp.Spec(('B', 64)); build shapes "
+                                   "from x.shape (x.shape[0] * 2 is '2*B') or use -1 in reshape")
+
+    def inline(self, graph: Graph, inputs: list[Value], env: dict | None = None) -> list[Value]:
+        """Emit graph's nodes here, reading `inputs` for its inputs; return its outputs.
+
+        Types are re-inferred (symbolic dims are substituted by the dims `inputs` have) and
+        nodes keep their source lines; a node without one takes the current source. `env`,
+        if given, receives id(old value) -> new value.
+        """
+        env = {} if env is None else env
+        subst: dict = {}  # graph's symbols -> the dims they have here ("B" -> 3, or "B" -> "N")
+        for _ in range(2):  # a product ("4*B") may need another input to bind B first
+            for a, b in zip(graph.inputs, inputs):
+                for d_old, d_new in zip(a.type.shape, b.type.shape):
+                    if isinstance(d_old, str):
+                        solve(d_old, d_new, subst)
+        env.update((id(a), b) for a, b in zip(graph.inputs, inputs))
+        for c in graph.constants:
+            env[id(c)] = self.const(c.data)
+        fallback, saved = self.source(), self._at
+        try:
+            for n in graph.nodes:
+                attrs = n.attrs
+                if subst:
+                    for k in OPS[n.op].shape_attrs:
+                        attrs = {**attrs, k: tuple(substitute(d, subst) if isinstance(d, str) else d
+                                                   for d in attrs[k])}
+                self._at = n.source if n.source is not None else fallback
+                outs = self.emit(n.op, [env[id(v)] for v in n.inputs], attrs)
+                env.update((id(o), p) for o, p in zip(n.outputs, outs))
+        finally:
+            self._at = saved
+        return [env[id(v)] for v in graph.outputs]
+
+    # ---- the result ----
+    def build(self, name: str, inputs: list[Value], outputs: list[Value], *, arg_names: list[str] | None = None,
+              in_tree: TreeDef | None = None, out_tree: TreeDef = LEAF,
+              output_names: list[str] | None = None) -> Graph:
+        """The Graph of the nodes emitted so far.
+
+        Default: one argument per input (named after the inputs) and one leaf per output.
+        Unnamed node outputs among `outputs` take their output name.
+        """
+        if in_tree is None:
+            in_tree = TreeDef("tuple", tuple(LEAF for _ in inputs))
+            arg_names = [v.name for v in inputs] if arg_names is None else arg_names
+        g = Graph(name, arg_names, in_tree, inputs, self.nodes, out_tree, outputs, self.constants, output_names)
+        produced = {id(o) for n in self.nodes for o in n.outputs} if any(v.name is None for v in outputs) else ()
+        for v, n in zip(outputs, g.output_names):
+            if v.name is None and id(v) in produced:
+                v.name = n
+        return g
