@@ -5,13 +5,13 @@ after the function's parameters and their pytree paths (`params.w1`).
 """
 from __future__ import annotations
 
-import gc
 import inspect
 import os
 import re
 
 import numpy as np
 
+from ..ir.builder import paused_gc
 from ..ir.dtypes import dtype_of
 from ..ir.errors import TapeirError, TraceError
 from ..ir.graph import Graph
@@ -102,16 +102,8 @@ def trace(fn, *args, name: str | None = None, arg_names: list[str] | None = None
     names = iter(leaf_names)
     wrapped = [(td, [tracer.input(t, next(names)) for t in types]) for td, types in zip(trees, typed)]
     inputs = [v for _, vals in wrapped for v in vals]
-    # The graph holds no reference cycles, so the cyclic GC only rescans it, over and
-    # over: with it on, tracing 100k ops costs ~30% more per op than 10k (bench_trace.py).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        with recording(tracer):
-            outputs, out_tree = _record(fn, tracer, wrapped)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    with paused_gc(), recording(tracer):
+        outputs, out_tree = _record(fn, tracer, wrapped)
     gname = name or re.sub(r"\W", "_", getattr(fn, "__name__", "f")).strip("_") or "f"
     if output_names is not None and len(output_names) != len(outputs):
         raise TraceError(f"trace: {len(output_names)} output_names for {len(outputs)} results")

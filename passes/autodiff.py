@@ -20,7 +20,7 @@ import numpy as np
 
 from ..frontend.tensor import Tensor
 from ..frontend.tracer import recording
-from ..ir.builder import Builder
+from ..ir.builder import Builder, paused_gc
 from ..ir.dtypes import FLOATS, to_numpy
 from ..ir.errors import TapeirError
 from ..ir.graph import Graph, Value, require_graph
@@ -70,14 +70,14 @@ def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[
     """Append the backward nodes of g (already copied into b via env) and return the grads."""
     active = {id(v) for v in wrt_values}
     for n in g.nodes:
-        if OPS[n.op].differentiable and any(id(v) in active for v in n.inputs):
+        if not active.isdisjoint(map(id, n.inputs)) and OPS[n.op].differentiable:
             active.update(id(o) for o in n.outputs if o.type.dtype in FLOATS)
     out = g.outputs[0]
     ct: dict[int, Tensor] = {}
     if id(out) in active:
         ct[id(out)] = Tensor(b.const(np.ones((), to_numpy(out.type.dtype))), b)
     for n in reversed(g.nodes):
-        if id(n.outputs[0]) not in ct or not any(id(v) in active for v in n.inputs):
+        if id(n.outputs[0]) not in ct or active.isdisjoint(map(id, n.inputs)):
             continue
         rule = VJP.get(n.op)
         if rule is None:
@@ -86,8 +86,12 @@ def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[
                               "gradient before this op")
         xs = [Tensor(env[id(v)], b) for v in n.inputs]
         y = Tensor(env[id(n.outputs[0])], b)
+        g_out = ct[id(n.outputs[0])]
         with b.at(n.source):  # rule 4
-            cts = rule(ct[id(n.outputs[0])], xs, y, n.attrs)
+            if rule.selective:
+                cts = rule(g_out, xs, y, n.attrs, [id(v) in active for v in n.inputs])
+            else:
+                cts = rule(g_out, xs, y, n.attrs)
             if len(cts) != len(n.inputs):
                 raise AssertionError(f"VJP rule for {n.op} returned {len(cts)} cotangents for {len(n.inputs)} inputs")
             for v, c in zip(n.inputs, cts):
@@ -114,7 +118,7 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     idx, single = _wrt_list(g, wrt)
     b = Builder()
     inputs = [b.input(v.type, v.name) for v in g.inputs]
-    with recording(b), b.at(None):  # a pass never records where it was called from
+    with paused_gc(), recording(b), b.at(None):  # a pass never records where it was called from
         env: dict = {}
         outs = b.inline(g, inputs, env)
         wrt_values = [g.inputs[k] for i in idx for k in g.input_range(i)]
@@ -129,7 +133,8 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     names = (["value"] if keep_value else []) + ["grad." + v.name for v in wrt_values]
     raw = b.build(f"{g.name}_{suffix}", inputs, leaves, arg_names=g.arg_names, in_tree=g.in_tree,
                   out_tree=out_tree, output_names=names)
-    return CLEANUP(raw)  # rule 5
+    with paused_gc():
+        return CLEANUP(raw)  # rule 5
 
 
 def value_and_grad(g: Graph, wrt=0) -> Graph:

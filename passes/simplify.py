@@ -27,8 +27,13 @@ FOLD_LIMIT = 16
 _IDENTITY = {"mul": (1, (0, 1)), "add": (0, (0, 1)), "sub": (0, (1,)), "div": (1, (1,))}
 
 
-def _is_fill(v, value) -> bool:
-    return v.data is not None and v.data.dtype.kind in "fiu" and bool(np.all(v.data == value))
+def _fill_of(v):
+    """The number every element of constant v equals (ints and floats), else None."""
+    d = v.data
+    if d is None or not d.size or d.dtype.kind not in "fiu":
+        return None
+    first = d.flat[0]
+    return first if d.size == 1 or bool(np.all(d == first)) else None
 
 
 def _rewrite(g: Graph, rules, dedupe: bool = False) -> Graph:
@@ -66,15 +71,22 @@ def _rewrite(g: Graph, rules, dedupe: bool = False) -> Graph:
     return g.replace(nodes=nodes, outputs=[alias.get(id(v), v) for v in g.outputs], constants=consts)
 
 
-def _identity_rule(n, inputs, add_constant):
-    rule = _IDENTITY.get(n.op)
-    if rule is not None:
-        value, const_slots = rule
-        for k in const_slots:
-            other = inputs[1 - k]
-            if _is_fill(inputs[k], value) and other.type == n.outputs[0].type:
-                return [other]
-    return None
+def _identity_rule():
+    fills: dict = {}  # id(constant) -> _fill_of(it): constants are immutable, decide once
+
+    def rule(n, inputs, add_constant):
+        spec = _IDENTITY.get(n.op)
+        if spec is not None:
+            value, const_slots = spec
+            for k in const_slots:
+                c = inputs[k]
+                if c.data is None:
+                    continue
+                fill = fills[id(c)] if id(c) in fills else fills.setdefault(id(c), _fill_of(c))
+                if fill is not None and fill == value and inputs[1 - k].type == n.outputs[0].type:
+                    return [inputs[1 - k]]
+        return None
+    return rule
 
 
 def _fold_rule(n, inputs, add_constant):
@@ -116,7 +128,7 @@ def drop_identities(g: Graph) -> Graph:
     >>> len(g.nodes), g.outputs[0] is g.inputs[0]
     (0, True)
     """
-    return dce(_rewrite(g, [_identity_rule]))
+    return dce(_rewrite(g, [_identity_rule()]))
 
 
 def fold_constants(g: Graph) -> Graph:
@@ -149,7 +161,7 @@ def canonicalize(g: Graph) -> Graph:
     >>> [n.op for n in g.nodes], [n.op for n in canonicalize(g).nodes]
     (['exp', 'mul', 'tanh', 'exp', 'add'], ['exp', 'tanh', 'add'])
     """
-    return _rewrite(g, [_identity_rule, _fold_rule, _cse_rule()], dedupe=True)
+    return _rewrite(g, [_identity_rule(), _fold_rule, _cse_rule()], dedupe=True)
 
 
 def dce(g: Graph) -> Graph:

@@ -23,8 +23,12 @@ from ..ir.types import dim_product
 VJP: dict = {}
 
 
-def rule(*ops):
+def rule(*ops, selective=False):
+    """Register fn as the VJP rule of ops. A selective rule takes a fifth argument, `need`
+    (one bool per input: does the driver want its cotangent?), and builds only those, so a
+    constant operand (x * 2.0) costs no backward nodes."""
     def deco(fn):
+        fn.selective = selective
         for op in ops:
             VJP[op] = fn
         return fn
@@ -35,7 +39,7 @@ def rule(*ops):
 
 def unbroadcast(g, shape):
     """Sum g over the axes numpy broadcasting added, so it has `shape` again."""
-    if tuple(g.shape) == tuple(shape):
+    if g.value.type.shape == tuple(shape):
         return g
     lead = g.ndim - len(shape)
     if lead:
@@ -190,18 +194,30 @@ def _cast(g, x, y, a):
     return [F.astype(g, x[0].dtype) if _is_float(x[0]) and _is_float(y) else None]
 
 
-@rule("add")
-def _add(g, x, y, a): return [unbroadcast(g, x[0].shape), unbroadcast(g, x[1].shape)]
-@rule("sub")
-def _sub(g, x, y, a): return [unbroadcast(g, x[0].shape), unbroadcast(-g, x[1].shape)]
-@rule("mul")
-def _mul(g, x, y, a): return [unbroadcast(g * x[1], x[0].shape), unbroadcast(g * x[0], x[1].shape)]
+def _to(g, x):
+    """unbroadcast(g, x.shape), without building x.shape when the types already agree."""
+    return g if g.value.type.shape == x.value.type.shape else unbroadcast(g, x.shape)
 
 
-@rule("div")
-def _div(g, x, y, a):
+@rule("add", selective=True)
+def _add(g, x, y, a, need):
+    return [_to(g, x[0]) if need[0] else None, _to(g, x[1]) if need[1] else None]
+
+
+@rule("sub", selective=True)
+def _sub(g, x, y, a, need):
+    return [_to(g, x[0]) if need[0] else None, _to(-g, x[1]) if need[1] else None]
+
+
+@rule("mul", selective=True)
+def _mul(g, x, y, a, need):
+    return [_to(g * x[1], x[0]) if need[0] else None, _to(g * x[0], x[1]) if need[1] else None]
+
+
+@rule("div", selective=True)
+def _div(g, x, y, a, need):
     gb = g / x[1]
-    return [unbroadcast(gb, x[0].shape), unbroadcast(-(gb * y), x[1].shape)]
+    return [_to(gb, x[0]) if need[0] else None, _to(-(gb * y), x[1]) if need[1] else None]
 
 
 @rule("pow")
