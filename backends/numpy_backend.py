@@ -1,105 +1,24 @@
 """The numpy backend: interpret a Graph through one IMPL table.
 
-IMPL maps each op to a factory `attrs -> kernel`, so attributes are bound once at
-compile time and the run loop only calls kernels. Values live in slots that are reused
-after their last use (so intermediates are freed as soon as they are dead).
-
-On edge inputs it follows numpy: NaN propagates through max/min, softmax of a row with
-+inf is [0, nan, 0], and out-of-range class labels raise RunError. onnxruntime differs
-on the first two (see "Known differences" in backends/onnxruntime_backend.py).
+IMPL is the reference semantics of ir/reference.py (REFERENCE): each op maps to a
+factory `attrs -> kernel`, so attributes are bound once at compile time and the run loop
+only calls kernels. Values live in slots that are reused after their last use (so
+intermediates are freed as soon as they are dead). A kernel's exception is re-raised as
+RunError naming the node, its source line and its operands' shapes (an out-of-range
+class label, say).
 """
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
 
 from ..ir.dtypes import to_numpy
 from ..ir.errors import RunError, TapeirError
+from ..ir.reference import REFERENCE as IMPL
 from ..ir.types import resolve_dim
-from . import numpy_kernels as K
 from .numpy_memory import may_view, plan_buffers
 from .signature import Signature, check_options
-
-
-def _fixed(fn):
-    return lambda attrs: fn
-
-
-def _reduce(fn):
-    def make(attrs):
-        axes, keep = attrs["axes"], attrs["keepdims"]
-        return lambda x: np.asarray(fn(x, axis=axes, keepdims=keep), dtype=x.dtype)
-    return make
-
-
-def _clip(attrs):
-    lo, hi = attrs["min"], attrs["max"]
-    if lo is None and hi is None:
-        return lambda x: x
-    def bound(v, x, to_int):  # an int tensor clipped to [0.5, 2.5] is clipped to [1, 2], not [0, 2]
-        return None if v is None else x.dtype.type(to_int(v) if x.dtype.kind in "iu" else v)
-    return lambda x: np.clip(x, bound(lo, x, math.ceil), bound(hi, x, math.floor))
-
-
-def _slice(attrs):
-    def make_index(ndim):
-        idx = [slice(None)] * ndim
-        for a, s, e, st in zip(attrs["axes"], attrs["starts"], attrs["stops"], attrs["steps"]):
-            idx[a] = slice(s, None if e < 0 else e, st)
-        return tuple(idx)
-    cache = {}
-
-    def run(x):
-        idx = cache.get(x.ndim) or cache.setdefault(x.ndim, make_index(x.ndim))
-        return x[idx]
-    return run
-
-
-def _with(fn, *names):
-    return lambda attrs: (lambda *xs: fn(*xs, **{n: attrs[n] for n in names}))
-
-
-IMPL = {
-    "neg": _fixed(np.negative), "exp": _fixed(np.exp), "log": _fixed(np.log),
-    "reciprocal": _fixed(np.reciprocal), "sqrt": _fixed(np.sqrt), "abs": _fixed(np.abs),
-    "tanh": _fixed(np.tanh), "sin": _fixed(np.sin), "cos": _fixed(np.cos),
-    "sigmoid": _fixed(K.sigmoid), "erf": _fixed(K.erf), "softplus": _fixed(K.softplus),
-    "relu": _fixed(lambda x: np.maximum(x, x.dtype.type(0))),
-    "leaky_relu": lambda a: (lambda x: K.leaky_relu(x, a["alpha"])),
-    "elu": lambda a: (lambda x: K.elu(x, a["alpha"])),
-    "gelu": lambda a: (lambda x: K.gelu(x, a["approximate"])),
-    "clip": _clip,
-    "cast": lambda a: (lambda x, dt=to_numpy(a["to"]): x.astype(dt)),
-    "add": _fixed(np.add), "sub": _fixed(np.subtract), "mul": _fixed(np.multiply),
-    "div": _fixed(np.divide), "pow": _fixed(np.power),
-    "maximum": _fixed(np.maximum), "minimum": _fixed(np.minimum),
-    "equal": _fixed(np.equal), "not_equal": _fixed(np.not_equal), "less": _fixed(np.less),
-    "less_equal": _fixed(np.less_equal), "greater": _fixed(np.greater),
-    "greater_equal": _fixed(np.greater_equal),
-    "where": _fixed(np.where),
-    "sum": _reduce(np.sum), "mean": _reduce(np.mean), "max": _reduce(np.max), "min": _reduce(np.min),
-    "logsumexp": lambda a: (lambda x: K.logsumexp(x, a["axes"], a["keepdims"])),
-    "softmax": lambda a: (lambda x: K.softmax(x, a["axis"])),
-    "log_softmax": lambda a: (lambda x: K.log_softmax(x, a["axis"])),
-    "layer_norm": _with(K.layer_norm, "axis", "epsilon"),
-    "matmul": _fixed(np.matmul),
-    "conv2d": _with(K.conv2d, "stride", "padding", "dilation", "groups"),
-    "conv_transpose2d": _with(K.conv_transpose2d, "stride", "padding", "dilation", "groups", "output_padding"),
-    "pad": _with(K.pad, "pads", "value"),
-    "max_pool2d": _with(K.max_pool2d, "kernel", "stride", "padding", "dilation"),
-    "avg_pool2d": _with(K.avg_pool2d, "kernel", "stride", "padding", "dilation", "count_include_pad"),
-    "reshape": lambda a: (lambda x, s=a["shape"]: np.reshape(x, s)),
-    "transpose": lambda a: (lambda x, p=a["perm"]: np.transpose(x, p)),
-    "broadcast_to": lambda a: (lambda x, s=a["shape"]: np.broadcast_to(x, s)),
-    "concatenate": lambda a: (lambda *xs: np.concatenate(xs, axis=a["axis"])),
-    "slice": _slice,
-    "squeeze": lambda a: (lambda x, ax=a["axes"]: np.squeeze(x, axis=ax)),
-    "unsqueeze": lambda a: (lambda x, ax=a["axes"]: np.expand_dims(x, ax)),
-    "cross_entropy": _with(K.cross_entropy, "reduction", "ignore_index"),
-    "nll_loss": _with(K.nll_loss, "reduction", "ignore_index"),
-}
 
 _SHAPE_ATTRS = ("shape",)  # attributes whose symbolic dims are bound per call
 
@@ -122,7 +41,7 @@ class NumpyFunction:
         for n in graph.nodes:
             if n.op not in IMPL:
                 raise TapeirError(f"the numpy backend has no kernel for op {n.op!r}",
-                                  where=n.source, hint="add it to IMPL in backends/numpy_backend.py")
+                                  where=n.source, hint="add it to REFERENCE in ir/reference.py")
         self.graph = graph
         self.signature = Signature(graph)
         self._plan()
