@@ -1,7 +1,7 @@
 """Backends: run a Graph, or convert it to and from ONNX.
 
-- numpy (numpy_backend.py, kernels in numpy_kernels.py, buffers in numpy_memory.py): an
-  interpreter with one kernel factory per op in `IMPL`; `compile_numpy(g)`.
+- numpy (numpy_backend.py, buffers in numpy_memory.py): an interpreter of the reference
+  semantics, one kernel factory per op in `IMPL` (ir/reference.py); `compile_numpy(g)`.
 - onnxruntime (onnxruntime_backend.py): exports once and runs one InferenceSession;
   `compile_onnxruntime(g, providers=, intra_op_num_threads=, graph_optimization_level=,
   opset=)`. Its "Known differences" from the numpy backend are listed there.

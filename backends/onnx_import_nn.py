@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..frontend import functions as F
-from .numpy_kernels import windows
+from ..ir.reference_kernels import windows
 from .onnx_import_base import OnnxNode, is_static, rank_of, reshape, shape_of
 from .onnx_import_index import one_hot
 

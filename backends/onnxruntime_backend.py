@@ -31,8 +31,8 @@ test_onnxruntime_backend.py pins each, so a change in onnxruntime shows up there
 from __future__ import annotations
 
 from ..ir.errors import RunError, TapeirError
+from ..ir.reference_kernels import check_labels
 from ..ir.types import resolve_dim
-from .numpy_kernels import check_labels
 from .onnx_export import to_onnx
 from .signature import Signature, check_options
 

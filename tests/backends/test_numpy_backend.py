@@ -300,9 +300,9 @@ def test_unknown_backend():
     ((5, 6), (3, 3), (1, 1), (1, 1), (1, 1)), ((7, 5), (3, 2), (2, 1), (1, 0), (1, 2)),
     ((4, 4), (2, 2), (2, 2), (1, 1), (1, 1)), ((6, 6), (3, 3), (1, 2), (2, 1), (2, 1))])
 def test_window_counts(size, kernel, stride, padding, dilation):
-    """numpy_kernels.window_counts against a loop over window taps, and against the copy the
+    """reference_kernels.window_counts against a loop over window taps, and against the copy the
     avg_pool2d VJP rule keeps (passes/ cannot import backends/): they must not drift apart."""
-    from tapeir.backends.numpy_kernels import window_counts
+    from tapeir.ir.reference_kernels import window_counts
     from tapeir.passes.vjp_rules import _window_counts
 
     got = window_counts(size, kernel, stride, padding, dilation, F64)

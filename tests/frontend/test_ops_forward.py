@@ -2,7 +2,7 @@
 
 Each case traces a small function, runs it on the numpy backend and compares with a
 reference written here in plain numpy / `math` (nothing shared with the kernels in
-backends/numpy_kernels.py). References run in float64 on the very same inputs (f32
+ir/reference_kernels.py). References run in float64 on the very same inputs (f32
 inputs are upcast), so f32 results are held to f32 round-off of the exact answer.
 
 The tables cover shapes (scalars/0-d, size-1 dims, broadcasting, symbolic dims traced

@@ -187,7 +187,7 @@ def test_trace_error_names_op_shapes_line_and_hint(fn, args, needles):
     assert err.hint, f"no hint in:\n{msg}"
     assert f"hint: {err.hint}" in msg
     # the message leads with the problem, not with an internal file
-    assert "numpy_kernels" not in msg and "functions.py" not in msg
+    assert "reference_kernels" not in msg and "functions.py" not in msg
 
 
 def test_trace_error_is_a_tapeir_error():

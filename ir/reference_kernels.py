@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .numpy_erf import erf, gelu_exact  # noqa: F401  (erf: the IMPL kernel of op erf)
+from .erf import erf, gelu_exact  # noqa: F401  (erf: the REFERENCE kernel of op erf)
 
 
 def sigmoid(x):

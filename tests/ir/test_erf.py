@@ -1,4 +1,4 @@
-"""backends/numpy_erf.py: Cody's erf/erfc against math.erf/math.erfc (C's libm, which
+"""ir/erf.py: Cody's erf/erfc against math.erf/math.erfc (C's libm, which
 shares nothing with ours) on a dense grid, tails and tiny arguments included; special
 values; and exact gelu in float16/float32 against a float64 math.erfc reference."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
-from tapeir.backends.numpy_erf import BLOCK, erf, erfc
+from tapeir.ir.erf import BLOCK, erf, erfc
 
 TINY = 2.2250738585072014e-308  # the smallest normal float64
 

@@ -1,7 +1,7 @@
-"""erf and erfc for the numpy backend: vectorised, float64, ~1e-15 relative accuracy.
+"""erf and erfc for the reference kernels: vectorised, float64, ~1e-15 relative accuracy.
 
 numpy has no erf. Calling math.erf per element (np.frompyfunc) cost ~10 ms for 256x512;
-this is ~6x faster and as accurate (tests/backends/test_numpy_erf.py checks it against
+this is ~6x faster and as accurate (tests/ir/test_erf.py checks it against
 math.erf/math.erfc on a dense grid, tails |x| <= 30 and tiny |x| included).
 
 W. J. Cody's rational Chebyshev approximations ("Rational Chebyshev approximations for
