@@ -19,6 +19,18 @@ from ..ir.errors import TraceError
 from .tensor import Tensor
 from .tracer import current_builder, user_source
 
+# the tp.* functions (tapeir/__init__.py exports exactly these)
+__all__ = [
+    "abs", "add", "astype", "avg_pool2d", "binary_cross_entropy_with_logits", "broadcast_to", "clip",
+    "concatenate", "conv2d", "conv_transpose2d", "cos", "cross_entropy", "div", "divide", "elu", "equal",
+    "erf", "exp", "expand_dims", "gelu", "greater", "greater_equal", "l1_loss", "layer_norm",
+    "leaky_relu", "less", "less_equal", "log", "log_softmax", "logsumexp", "matmul", "max",
+    "max_pool2d", "maximum", "mean", "min", "minimum", "mse_loss", "mul", "multiply", "negative",
+    "nll_loss", "not_equal", "pad", "power", "reciprocal", "relu", "reshape", "safe_log", "sigmoid",
+    "silu", "sin", "softmax", "softplus", "sqrt", "squeeze", "sub", "subtract", "sum", "tanh",
+    "transpose", "where",
+]
+
 _SCALARS = (bool, int, float, np.generic)
 
 

@@ -16,14 +16,8 @@ if not _os.path.isdir(_os.path.join(__path__[0], "ir")):
     __path__.append(_os.path.dirname(_os.path.abspath(__path__[0])))
 
 from .backends.numpy_backend import compile_numpy as _compile_numpy
-from .frontend.functions import (
-    abs, add, astype, avg_pool2d, binary_cross_entropy_with_logits, broadcast_to, clip, concatenate,
-    conv2d, conv_transpose2d, cos, erf, cross_entropy, div, divide, elu, equal, exp, expand_dims, gelu, greater, greater_equal,
-    l1_loss, layer_norm, leaky_relu, less, less_equal, log, log_softmax, logsumexp, matmul, max,
-    max_pool2d, maximum, mean, min, minimum, mse_loss, mul, multiply, negative, nll_loss, not_equal, pad,
-    power, reciprocal, relu, reshape, safe_log, sigmoid, silu, sin, softmax, softplus, sqrt, squeeze,
-    sub, subtract, sum, tanh, transpose, where,
-)
+from .frontend import functions as _functions
+from .frontend.functions import *  # noqa: F401,F403  (the tp.* functions: their __all__)
 from .frontend.tensor import Tensor
 from .frontend.tracer import Spec
 from .frontend.tracing import call, trace
@@ -37,17 +31,10 @@ from .ir.graph import require_graph
 __version__ = "0.1.0"
 
 __all__ = [
-    "abs", "add", "astype", "avg_pool2d", "binary_cross_entropy_with_logits", "broadcast_to",
-    "clip", "concatenate", "conv2d", "conv_transpose2d", "cos", "cross_entropy", "div", "divide",
-    "elu", "equal", "erf", "exp", "expand_dims", "gelu", "greater", "greater_equal", "l1_loss",
-    "layer_norm", "leaky_relu", "less", "less_equal", "log", "log_softmax", "logsumexp", "matmul",
-    "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mse_loss", "mul", "multiply",
-    "negative", "nll_loss", "not_equal", "pad", "power", "reciprocal", "relu", "reshape",
-    "safe_log", "sigmoid", "silu", "sin", "softmax", "softplus", "sqrt", "squeeze", "sub",
-    "subtract", "sum", "tanh", "transpose", "where", "Tensor", "Spec", "call", "trace", "grad",
-    "value_and_grad", "OPS", "Graph", "ParseError", "RunError", "TapeirError", "TensorType",
-    "TraceError", "TypeRuleError", "VerifyError", "load", "parse", "save", "verify", "to_onnx",
-    "save_onnx", "compile", "from_onnx", "run", "BACKENDS", "__version__",
+    *_functions.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "OPS", "Graph",
+    "ParseError", "RunError", "TapeirError", "TensorType", "TraceError", "TypeRuleError", "VerifyError",
+    "load", "parse", "save", "verify", "to_onnx", "save_onnx", "compile", "from_onnx", "run", "BACKENDS",
+    "__version__",
 ]
 
 BACKENDS = ("numpy", "onnxruntime")
