@@ -18,6 +18,7 @@ import numpy as np
 from ..frontend import functions as F
 from ..ir.dtypes import FLOATS
 from ..ir.errors import TraceError
+from ..ir.reference_kernels import window_counts
 from ..ir.types import dim_product
 
 VJP: dict = {}
@@ -401,17 +402,8 @@ def _avg_pool2d(g, x, y, a):
     if a["count_include_pad"] or a["padding"] == (0, 0):
         share = g * (1.0 / (kh * kw))
     else:  # divide by how many real (unpadded) elements each window saw: static, so a constant
-        share = g / _window_counts(np.ones((1, 1) + tuple(xs.shape[2:]), xs.dtype), a)
+        share = g / window_counts(xs.shape[2:], a["kernel"], a["stride"], a["padding"], a["dilation"], xs.dtype)
     return [_scatter_taps([share] * (kh * kw), xs, a)]
-
-
-def _window_counts(ones, a):
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    (ph, pw), (kh, kw), (dh, dw), (sh, sw) = a["padding"], a["kernel"], a["dilation"], a["stride"]
-    p = np.pad(ones, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    v = sliding_window_view(p, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
-    return v.sum(axis=(4, 5)).astype(ones.dtype)
 
 
 # ---- shapes ------------------------------------------------------------------------
