@@ -193,11 +193,14 @@ def _pairs(p):
     return [p[0], p[1], p[0], p[1]]
 
 
+def _window(a, kernel, dilations=True):
+    """The ONNX attributes of a conv/pool window (pads symmetric)."""
+    out = dict(kernel_shape=list(kernel), strides=list(a["stride"]), pads=_pairs(a["padding"]))
+    return {**out, "dilations": list(a["dilation"])} if dilations else out
+
+
 def _conv(low, n, ins, outs):
-    a = n.attrs
-    w = n.inputs[1].type.shape
-    low.op("Conv", *ins, out=outs[0], kernel_shape=list(w[2:]), strides=list(a["stride"]),
-           pads=_pairs(a["padding"]), dilations=list(a["dilation"]), group=a["groups"])
+    low.op("Conv", *ins, out=outs[0], group=n.attrs["groups"], **_window(n.attrs, n.inputs[1].type.shape[2:]))
 
 
 def _conv_transpose(low, n, ins, outs):
@@ -219,19 +222,15 @@ def _conv_transpose(low, n, ins, outs):
 
 
 def _max_pool(low, n, ins, outs):
-    a = n.attrs
-    low.op("MaxPool", ins[0], out=outs[0], kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-           pads=_pairs(a["padding"]), dilations=list(a["dilation"]))
+    low.op("MaxPool", ins[0], out=outs[0], **_window(n.attrs, n.attrs["kernel"]))
 
 
 def _avg_pool(low, n, ins, outs):
     a = n.attrs
-    extra = {}
     if a["dilation"] != (1, 1):
         low.require(19, "avg_pool2d with dilation (AveragePool dilations)")
-        extra["dilations"] = list(a["dilation"])
-    low.op("AveragePool", ins[0], out=outs[0], kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-           pads=_pairs(a["padding"]), count_include_pad=int(a["count_include_pad"]), **extra)
+    low.op("AveragePool", ins[0], out=outs[0], count_include_pad=int(a["count_include_pad"]),
+           **_window(a, a["kernel"], dilations=a["dilation"] != (1, 1)))
 
 
 def _reshape(low, n, ins, outs):

@@ -377,66 +377,62 @@ def class_loss_rule(op, ts, attrs):
 # onnx=: the ai.onnx twin (see ir/registry.py); ops without one export as composites or
 # ONNX local functions.
 
-def _decl(name, arity, cat, rule, attrs=None, **kw):
-    register(name, arity, cat, rule, attrs, **kw)
-
-
 for _n, _t in [("exp", "Exp"), ("log", "Log"), ("reciprocal", "Reciprocal"), ("sqrt", "Sqrt"), ("tanh", "Tanh"),
                ("sigmoid", "Sigmoid"), ("softplus", "Softplus"), ("sin", "Sin"), ("cos", "Cos"), ("erf", "Erf")]:
-    _decl(_n, 1, E, unary(FLOATS), onnx=_t)
+    register(_n, 1, E, unary(FLOATS), onnx=_t)
 for _n, _t in [("neg", "Neg"), ("abs", "Abs"), ("relu", "Relu")]:
-    _decl(_n, 1, E, unary(NUMERIC), onnx=_t)
-_decl("leaky_relu", 1, E, unary(FLOATS), {"alpha": Attr("float", 0.01)}, onnx="LeakyRelu")
-_decl("elu", 1, E, unary(FLOATS), {"alpha": Attr("float", 1.0)}, onnx="Elu")
-_decl("gelu", 1, E, unary(FLOATS), {"approximate": Attr("str", "none", ("none", "tanh"))}, onnx="Gelu")
-_decl("clip", 1, E, clip_rule, {"min": Attr("float?", None), "max": Attr("float?", None)}, onnx="Clip")
-_decl("cast", 1, E, cast_rule, {"to": Attr("dtype")}, onnx="Cast")
+    register(_n, 1, E, unary(NUMERIC), onnx=_t)
+register("leaky_relu", 1, E, unary(FLOATS), {"alpha": Attr("float", 0.01)}, onnx="LeakyRelu")
+register("elu", 1, E, unary(FLOATS), {"alpha": Attr("float", 1.0)}, onnx="Elu")
+register("gelu", 1, E, unary(FLOATS), {"approximate": Attr("str", "none", ("none", "tanh"))}, onnx="Gelu")
+register("clip", 1, E, clip_rule, {"min": Attr("float?", None), "max": Attr("float?", None)}, onnx="Clip")
+register("cast", 1, E, cast_rule, {"to": Attr("dtype")}, onnx="Cast")
 
 for _n, _t in [("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("maximum", "Max"), ("minimum", "Min")]:
-    _decl(_n, 2, E, binary(NUMERIC), onnx=_t)
+    register(_n, 2, E, binary(NUMERIC), onnx=_t)
 for _n, _t in [("div", "Div"), ("pow", "Pow")]:
-    _decl(_n, 2, E, binary(FLOATS), onnx=_t)
-_decl("equal", 2, E, binary(NUMERIC | {"bool"}, "bool"), differentiable=False, onnx="Equal")
-_decl("not_equal", 2, E, binary(NUMERIC | {"bool"}, "bool"), differentiable=False)
+    register(_n, 2, E, binary(FLOATS), onnx=_t)
+register("equal", 2, E, binary(NUMERIC | {"bool"}, "bool"), differentiable=False, onnx="Equal")
+register("not_equal", 2, E, binary(NUMERIC | {"bool"}, "bool"), differentiable=False)
 for _n, _t in [("less", "Less"), ("less_equal", "LessOrEqual"), ("greater", "Greater"),
                ("greater_equal", "GreaterOrEqual")]:
-    _decl(_n, 2, E, binary(NUMERIC, "bool"), differentiable=False, onnx=_t)
-_decl("where", 3, E, where_rule, onnx="Where")
+    register(_n, 2, E, binary(NUMERIC, "bool"), differentiable=False, onnx=_t)
+register("where", 3, E, where_rule, onnx="Where")
 
 _REDUCE_ATTRS = {"axes": Attr("ints"), "keepdims": Attr("bool", False)}
 for _n, _allowed, _t in [("sum", NUMERIC, "ReduceSum"), ("mean", FLOATS, "ReduceMean"), ("max", NUMERIC, "ReduceMax"),
                          ("min", NUMERIC, "ReduceMin"), ("logsumexp", FLOATS, "ReduceLogSumExp")]:
-    _decl(_n, 1, R, reduce_rule(_allowed), _REDUCE_ATTRS, onnx=_t)
+    register(_n, 1, R, reduce_rule(_allowed), _REDUCE_ATTRS, onnx=_t)
 
-_decl("softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")}, onnx="Softmax")
-_decl("log_softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")}, onnx="LogSoftmax")
-_decl("layer_norm", (1, 3), Category.NORMALIZE, layer_norm_rule,
-      {"axis": Attr("int"), "epsilon": Attr("float", 1e-5)}, onnx="LayerNormalization")
+register("softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")}, onnx="Softmax")
+register("log_softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")}, onnx="LogSoftmax")
+register("layer_norm", (1, 3), Category.NORMALIZE, layer_norm_rule,
+         {"axis": Attr("int"), "epsilon": Attr("float", 1e-5)}, onnx="LayerNormalization")
 
-_decl("matmul", 2, Category.CONTRACT, matmul_rule, onnx="MatMul")
-_decl("conv2d", (2, 3), Category.CONTRACT, conv2d_rule,
-      {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)),
-       "dilation": Attr("ints", (1, 1)), "groups": Attr("int", 1)}, onnx="Conv")
-_decl("conv_transpose2d", 2, Category.CONTRACT, conv_transpose2d_rule,
-      {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)), "dilation": Attr("ints", (1, 1)),
-       "groups": Attr("int", 1), "output_padding": Attr("ints", (0, 0))},
-      doc="the adjoint of conv2d with respect to its input (ONNX ConvTranspose)", onnx="ConvTranspose")
+register("matmul", 2, Category.CONTRACT, matmul_rule, onnx="MatMul")
+register("conv2d", (2, 3), Category.CONTRACT, conv2d_rule,
+         {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)),
+          "dilation": Attr("ints", (1, 1)), "groups": Attr("int", 1)}, onnx="Conv")
+register("conv_transpose2d", 2, Category.CONTRACT, conv_transpose2d_rule,
+         {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)), "dilation": Attr("ints", (1, 1)),
+          "groups": Attr("int", 1), "output_padding": Attr("ints", (0, 0))},
+         doc="the adjoint of conv2d with respect to its input (ONNX ConvTranspose)", onnx="ConvTranspose")
 _POOL = {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", (0, 0)),
          "dilation": Attr("ints", (1, 1))}
-_decl("max_pool2d", 1, Category.WINDOW, pool_rule, _POOL, onnx="MaxPool")
-_decl("avg_pool2d", 1, Category.WINDOW, pool_rule,
-      {**_POOL, "count_include_pad": Attr("bool", True)}, onnx="AveragePool")
+register("max_pool2d", 1, Category.WINDOW, pool_rule, _POOL, onnx="MaxPool")
+register("avg_pool2d", 1, Category.WINDOW, pool_rule,
+         {**_POOL, "count_include_pad": Attr("bool", True)}, onnx="AveragePool")
 
-_decl("reshape", 1, S, reshape_rule, {"shape": Attr("shape")}, onnx="Reshape")
-_decl("transpose", 1, S, transpose_rule, {"perm": Attr("ints")}, onnx="Transpose")
-_decl("broadcast_to", 1, S, broadcast_to_rule, {"shape": Attr("shape")}, onnx="Expand")
-_decl("concatenate", (1, None), S, concatenate_rule, {"axis": Attr("int")}, onnx="Concat")
-_decl("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("ints"),
-                                  "stops": Attr("ints"), "steps": Attr("ints")}, onnx="Slice")
-_decl("pad", 1, S, pad_rule, {"pads": Attr("ints"), "value": Attr("float", 0.0)}, onnx="Pad")
-_decl("squeeze", 1, S, squeeze_rule, {"axes": Attr("ints")}, onnx="Squeeze")
-_decl("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")}, onnx="Unsqueeze")
+register("reshape", 1, S, reshape_rule, {"shape": Attr("shape")}, onnx="Reshape")
+register("transpose", 1, S, transpose_rule, {"perm": Attr("ints")}, onnx="Transpose")
+register("broadcast_to", 1, S, broadcast_to_rule, {"shape": Attr("shape")}, onnx="Expand")
+register("concatenate", (1, None), S, concatenate_rule, {"axis": Attr("int")}, onnx="Concat")
+register("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("ints"),
+                                     "stops": Attr("ints"), "steps": Attr("ints")}, onnx="Slice")
+register("pad", 1, S, pad_rule, {"pads": Attr("ints"), "value": Attr("float", 0.0)}, onnx="Pad")
+register("squeeze", 1, S, squeeze_rule, {"axes": Attr("ints")}, onnx="Squeeze")
+register("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")}, onnx="Unsqueeze")
 
 _LOSS = {"reduction": Attr("str", "mean", ("mean", "sum", "none")), "ignore_index": Attr("int", -100)}
-_decl("cross_entropy", 2, Category.LOSS, class_loss_rule, _LOSS, onnx="SoftmaxCrossEntropyLoss")
-_decl("nll_loss", 2, Category.LOSS, class_loss_rule, _LOSS, onnx="NegativeLogLikelihoodLoss")
+register("cross_entropy", 2, Category.LOSS, class_loss_rule, _LOSS, onnx="SoftmaxCrossEntropyLoss")
+register("nll_loss", 2, Category.LOSS, class_loss_rule, _LOSS, onnx="NegativeLogLikelihoodLoss")

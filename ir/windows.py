@@ -1,17 +1,14 @@
-"""Window arithmetic of convolution and pooling, defined once.
+"""Window arithmetic of convolution and pooling, defined once: read by the type rules
+(ir/ops.py), the numpy kernels, the VJP rules and the ONNX importer. Per spatial axis,
+k taps, stride s, dilation d:
 
-The type rules (ir/ops.py), the numpy kernels, the VJP rules and the ONNX importer all
-size windows; they read these functions, so a change of convention happens in one place.
-Per spatial axis, with k taps, stride s, dilation d:
-
-  extent(k, d)                  cells one window spans: (k - 1) * d + 1
-  conv_out(n, k, s, pad, d)     windows that fit in n cells padded by `pad` in all (both
-                                ends together); ceil=True counts a last partial window
+  extent(k, d)              cells one window spans
+  conv_out(n, k, s, pad, d) windows in n cells padded by `pad` in all; ceil=True counts a
+                            last partial window
   conv_transpose_out(n, k, s, p, d, output_padding)
-                                the length a transposed conv gives back from n cells, p
-                                cropped at each end: the input length of the conv it undoes
-  window_counts(size, kernel, stride, padding, dilation)
-                                per 2-D window, how many real (not padding) cells it covers
+                            the length a transposed conv makes of n cells, p cropped at each
+                            end: the input length of the conv it undoes
+  window_counts(...)        per 2-D window, how many real (not padding) cells it covers
 """
 from __future__ import annotations
 
@@ -24,8 +21,8 @@ def extent(k: int, d: int) -> int:
 
 def conv_out(n: int, k: int, s: int, pad: int, d: int, ceil: bool = False) -> int:
     """
-    >>> conv_out(7, 3, 2, 2, 1), conv_out(6, 2, 2, 0, 1, ceil=True), conv_out(5, 2, 2, 0, 1, ceil=True)
-    (4, 3, 3)
+    >>> conv_out(7, 3, 2, 2, 1), conv_out(5, 2, 2, 0, 1), conv_out(5, 2, 2, 0, 1, ceil=True)
+    (4, 2, 3)
     """
     span = n + pad - extent(k, d)
     return (-(-span // s) if ceil else span // s) + 1
@@ -33,16 +30,15 @@ def conv_out(n: int, k: int, s: int, pad: int, d: int, ceil: bool = False) -> in
 
 def conv_transpose_out(n: int, k: int, s: int, p: int, d: int, output_padding: int = 0) -> int:
     """
-    >>> conv_transpose_out(4, 3, 2, 2, 1), conv_out(conv_transpose_out(4, 3, 2, 2, 1), 3, 2, 4, 1)
+    >>> conv_transpose_out(4, 3, 2, 2, 1), conv_out(5, 3, 2, 2 * 2, 1)
     (5, 4)
     """
     return (n - 1) * s - 2 * p + extent(k, d) + output_padding
 
 
 def window_counts(size, kernel, stride, padding, dilation, end_padding=None) -> np.ndarray:
-    """[OH, OW] int64: how many cells of an H x W grid each window covers, the grid padded
-    by `padding` before and `end_padding` (default `padding`) after each axis. Axes are
-    independent, so the count is an outer product of per-axis counts.
+    """[OH, OW] int64 counts for an H x W grid padded by `padding` before and `end_padding`
+    (default `padding`) after; axes are independent, so it is an outer product.
 
     >>> window_counts((3, 3), (3, 3), (1, 1), (1, 1), (1, 1)).tolist()
     [[4, 6, 4], [6, 9, 6], [4, 6, 4]]

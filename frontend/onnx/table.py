@@ -1,18 +1,14 @@
-"""IMPORT: one rule per ONNX op type, and the other tables the driver reads.
+"""IMPORT, one rule per ONNX op type, and the other tables the driver reads.
 
-  IMPORT            first the derived rows: the ONNX twin of each IR op (`onnx=` in
-                    ir/ops.py) imports as that op, on the same inputs, with the attributes
-                    the op declares (same names; a missing one takes the op's default,
-                    which is ONNX's). Then the families' hand-written rules, which override
-                    a derived row or add an op type: elementwise.py, reduce.py, shape.py,
-                    index.py, nn.py.
-  TAPEIR_FUNCTIONS  tapeir's own local functions (domain ir.registry.ONNX_DOMAIN) come back
-                    as the IR ops they were exported from, so IR -> ONNX -> IR keeps
-                    `softplus`, not its body.
-  STATIC_OPERANDS   operand positions whose values must be known at import time (static
-                    shapes and axes): a Constant, an initializer, or shape arithmetic on
-                    them. ONNX's own node tests feed these as graph inputs;
-                    tests/backends/test_onnx_conformance.py bakes them in as initializers.
+  IMPORT            derived rows first: each IR op's ONNX twin (`onnx=` in ir/ops.py)
+                    imports as that op, same inputs, the attributes the op declares (a
+                    missing one takes the op's default, which is ONNX's); then the rules of
+                    elementwise.py, reduce.py, shape.py, index.py and nn.py, which override
+                    a derived row or add an op type.
+  TAPEIR_FUNCTIONS  tapeir's local functions (domain ir.registry.ONNX_DOMAIN) come back as
+                    the IR ops they were exported from (`softplus`, not its body).
+  STATIC_OPERANDS   operands that must be known at import time (shapes, axes, pads);
+                    tests/backends/test_onnx_conformance.py bakes them into node tests.
 """
 from __future__ import annotations
 

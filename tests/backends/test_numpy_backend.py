@@ -300,10 +300,10 @@ def test_unknown_backend():
     ((5, 6), (3, 3), (1, 1), (1, 1), (1, 1)), ((7, 5), (3, 2), (2, 1), (1, 0), (1, 2)),
     ((4, 4), (2, 2), (2, 2), (1, 1), (1, 1)), ((6, 6), (3, 3), (1, 2), (2, 1), (2, 1))])
 def test_window_counts(size, kernel, stride, padding, dilation):
-    """numpy_kernels.window_counts against a loop over window taps, and against the copy the
-    avg_pool2d VJP rule keeps (passes/ cannot import backends/): they must not drift apart."""
+    """numpy_kernels.window_counts against a loop over window taps, and against
+    ir.windows.window_counts (the avg_pool2d VJP rule's and the importer's): they must agree."""
     from tapeir.backends.numpy_kernels import window_counts
-    from tapeir.passes.vjp_rules import _window_counts
+    from tapeir.ir.windows import window_counts as shared
 
     got = window_counts(size, kernel, stride, padding, dilation, F64)
     oh, ow = got.shape[2:]
@@ -316,8 +316,7 @@ def test_window_counts(size, kernel, stride, padding, dilation):
                     c = j * stride[1] + b * dilation[1] - padding[1]
                     want[i, j] += 0 <= r < size[0] and 0 <= c < size[1]
     np.testing.assert_array_equal(got[0, 0], want)
-    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
-    np.testing.assert_array_equal(_window_counts(np.ones((1, 1) + size, F64), attrs), got)
+    np.testing.assert_array_equal(shared(size, kernel, stride, padding, dilation), want)
 
 
 def test_logsumexp_and_softmax_over_an_empty_axis():
