@@ -1,4 +1,5 @@
-"""ONNX import rules for contractions, convolution, pooling, normalization and losses.
+"""ONNX import rules for Gemm, convolution, pooling, normalization and losses (MatMul is
+derived from matmul's twin).
 
 Rules that tapeir's 2-D ops cannot take as they are get rewritten into them:
   1. 1-D Conv/ConvTranspose/pooling: unsqueeze a unit height, run the 2-D op, squeeze.
@@ -301,7 +302,7 @@ def _sce(n, scores, labels, weight=None):
 
 
 NN = {
-    "MatMul": lambda n, a, b: F.matmul(a, b), "Gemm": _gemm,
+    "Gemm": _gemm,
     "Conv": _conv, "ConvTranspose": _conv_transpose,
     "MaxPool": _max_pool, "AveragePool": _avg_pool,
     "GlobalAveragePool": _global_pool(F.mean), "GlobalMaxPool": _global_pool(F.max),
