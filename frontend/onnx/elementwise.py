@@ -21,7 +21,7 @@ import numpy as np
 from .. import functions as F
 from ..tensor import Tensor
 from ...ir.dtypes import INTS
-from .node import dtype
+from .node import value_dtype
 
 def _variadic(fn):
     return lambda n, *xs: functools.reduce(fn, xs)
@@ -42,9 +42,9 @@ def _via_f64(fn):
     """Integer Div/Pow: compute in f64, cast back (the cast truncates toward zero, as ONNX
     integer Div does). Exact while operands and results stay below 2**53."""
     def rule(n, a, b):
-        dt = dtype(a)
+        dt = value_dtype(a)
         if dt not in INTS:
-            if dtype(b) != dt:  # Pow's exponent may have its own type
+            if value_dtype(b) != dt:  # Pow's exponent may have its own type
                 b = F.astype(b, dt) if isinstance(b, Tensor) else b.astype(a.dtype)
             return fn(a, b)
         return F.astype(fn(F.astype(a, "f64"), F.astype(b, "f64")), dt)
@@ -89,8 +89,8 @@ ELEMENTWISE = {
     "Max": _max, "Min": _variadic(F.minimum), "Sum": _variadic(F.add),
     "Mean": lambda n, *xs: functools.reduce(F.add, xs) / float(len(xs)) if len(xs) > 1 else xs[0],
     "Clip": _clip,
-    "Cast": lambda n, x: F.astype(x, n.dtype(n.attr("to"), "the target")),
-    "CastLike": lambda n, x, like: F.astype(x, dtype(like)),
+    "Cast": lambda n, x: F.astype(x, n.ir_dtype(n.attr("to"), "the target")),
+    "CastLike": lambda n, x, like: F.astype(x, value_dtype(like)),
     "Not": lambda n, x: F.equal(x, False),
     "And": lambda n, a, b: F.where(a, b, False),
     "Or": lambda n, a, b: F.where(a, True, b),

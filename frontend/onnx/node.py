@@ -74,7 +74,7 @@ def attr_value(a):
     return v
 
 
-def dtype(x) -> str:
+def value_dtype(x) -> str:
     """The IR dtype of an imported value (a traced Tensor or a numpy array)."""
     return x.type.dtype if isinstance(x, Tensor) else dtype_of(x.dtype)
 
@@ -131,7 +131,7 @@ class OnnxNode:
     def axes(self, axes, rank: int) -> tuple[int, ...]:
         return tuple(sorted(self.axis(a, rank) for a in axes))
 
-    def dtype(self, elem: int, what: str) -> str:
+    def ir_dtype(self, elem: int, what: str) -> str:
         """The IR dtype of an ONNX element type (Cast's `to`)."""
         if elem not in ONNX_DTYPES:
             from onnx import TensorProto

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import functions as F
 from ...ir.registry import OPS, onnx_axes_are_input
-from .node import dtype, prod, rank_of, shape_of
+from .node import prod, rank_of, shape_of, value_dtype
 
 
 def _reduce(fn, empty=None):
@@ -36,7 +36,7 @@ def _reduce(fn, empty=None):
         if empty is not None and any(shape[a] == 0 for a in reduced) and all(isinstance(d, int) for d in shape):
             out = [1 if i in reduced else d for i, d in enumerate(shape) if keep or i not in reduced]
             return np.full(out, empty(np.dtype(x.dtype)), dtype=x.dtype)
-        if dtype(x) == "bool":
+        if value_dtype(x) == "bool":
             return F.astype(fn(F.astype(x, "i32"), axes, keep), "bool")
         return fn(x, axes, keep)
     return rule
