@@ -18,8 +18,8 @@ import numpy as np
 from ..frontend import functions as F
 from ..ir.dtypes import FLOATS
 from ..ir.errors import TraceError
-from ..ir.reference_kernels import window_counts
 from ..ir.types import dim_product
+from ..ir.windows import conv_transpose_out, window_counts
 
 VJP: dict = {}
 
@@ -113,7 +113,8 @@ def conv_weight_grad(x, gy, w_shape, stride, padding, dilation, groups):
 
 
 def _out_padding(in_hw, g_hw, k_hw, stride, padding, dilation):
-    return tuple(in_hw[i] + 2 * padding[i] - ((g_hw[i] - 1) * stride[i] + dilation[i] * (k_hw[i] - 1) + 1)
+    """The output_padding that makes conv_transpose2d of g give back in_hw."""
+    return tuple(in_hw[i] - conv_transpose_out(g_hw[i], k_hw[i], stride[i], padding[i], dilation[i])
                  for i in range(2))
 
 
@@ -402,7 +403,8 @@ def _avg_pool2d(g, x, y, a):
     if a["count_include_pad"] or a["padding"] == (0, 0):
         share = g * (1.0 / (kh * kw))
     else:  # divide by how many real (unpadded) elements each window saw: static, so a constant
-        share = g / window_counts(xs.shape[2:], a["kernel"], a["stride"], a["padding"], a["dilation"], xs.dtype)
+        counts = window_counts(xs.shape[2:], a["kernel"], a["stride"], a["padding"], a["dilation"])
+        share = g / counts[None, None].astype(xs.dtype)
     return [_scatter_taps([share] * (kh * kw), xs, a)]
 
 
