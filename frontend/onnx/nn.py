@@ -174,9 +174,9 @@ def _avg_pool(n, x):
     x2 = win.to2d(x)
     attrs = {"kernel": win.kernel, "stride": win.stride, "dilation": win.dilation}
     if real_end == win.end and _direct(win):
-        return win.from2d(F._apply("avg_pool2d", [x2], {**attrs, "padding": win.begin, "count_include_pad": include}))
+        return win.from2d(F.apply_op("avg_pool2d", [x2], {**attrs, "padding": win.begin, "count_include_pad": include}))
     # rule 4: windowed means of the zero-padded input, rescaled by the cells each window counts
-    y = F._apply("avg_pool2d", [win.explicit_pad(x2, 0.0)], {**attrs, "padding": (0, 0)})
+    y = F.apply_op("avg_pool2d", [win.explicit_pad(x2, 0.0)], {**attrs, "padding": (0, 0)})
     if include:  # the padding counts, but not the end padding ceil_mode added
         grid = [s + b + e for s, b, e in zip(win.size, win.begin, real_end)]
         counts = window_counts(grid, win.kernel, win.stride, (0, 0), win.dilation,

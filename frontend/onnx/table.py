@@ -25,7 +25,7 @@ def _twin(op: str):
     declared = OPS[op].attrs
 
     def rule(n, *xs):
-        return F._apply(op, list(xs), {k: v for k, v in n.attrs.items() if k in declared})
+        return F.apply_op(op, list(xs), {k: v for k, v in n.attrs.items() if k in declared})
     return rule
 
 
