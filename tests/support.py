@@ -16,8 +16,8 @@ element
   |expected| in the tensor, and at least 1 (tests draw O(1) inputs). An element made by
   cancellation (a sum of terms ~25 that comes out ~0.01) carries the rounding error of
   its terms, not of itself; a per-element rtol alone fails there. A caller that knows
-  larger terms (intermediate values of a program) passes `scale=`; an explicit scale
-  replaces the floor of 1.
+  the terms' magnitude (intermediate values of a program) passes `scale=`, which replaces
+  the default; `scale=0` is a pure per-element relative check (accurate tails).
 * Wider tolerances are named: `ulps=` (or `rtol=`, for a tolerance fixed by an outside
   contract such as ONNX's node tests) needs `why=`, a phrase saying what makes the
   computation less accurate. Reasons used in several files are constants below
@@ -109,7 +109,7 @@ def assert_close(actual, expected, *, dtype=None, ulps=None, rtol=None, scale=No
                                  f"{a64[i].item()!r} vs {e64[i].item()!r}")
     finite = np.isfinite(e64) & np.isfinite(a64)
     mag = float(np.max(np.abs(e64[finite]), initial=0.0))
-    s = max(1.0, mag) if scale is None else max(float(scale), mag)
+    s = max(1.0, mag) if scale is None else float(scale)
     err = np.abs(np.subtract(a64, e64, out=np.zeros_like(a64), where=finite))
     tol = tol_r * (np.abs(np.where(finite, e64, 0.0)) + s)
     bad = ~(err <= tol)
@@ -221,3 +221,15 @@ def marked_line(file: str, marker: str) -> str:
         hits = [i for i, text in enumerate(f, 1) if text.rstrip().endswith(f"# @{marker}")]
     assert len(hits) == 1, f"{marker}: {len(hits)} lines carry the marker"
     return f"{traced_path(file)}:{hits[0]}"
+
+
+# ---- subprocesses ---------------------------------------------------------------------------
+
+def checkout_env(**extra) -> dict:
+    """os.environ for a subprocess that must import this checkout's tapeir (the one the tests
+    import), not whatever `pip install -e` points at: its root first on PYTHONPATH."""
+    import tapeir
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tapeir.__file__)))
+    path = os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return dict(os.environ, PYTHONPATH=path, **extra)

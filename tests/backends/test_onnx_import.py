@@ -55,7 +55,7 @@ def check(m, *args, params="constants", rtol=1e-5, atol=1e-6):
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, a.shape, b.dtype, b.shape)
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+        assert_close(a, b)
     return g
 
 
@@ -254,7 +254,7 @@ def test_embedding_gradient_is_a_scatter_add():
     gl = tp.trace(lambda i, w: tp.call(g, i, w).sum(), ids, w, arg_names=["ids", "w"])
     counts = np.zeros_like(w)
     np.add.at(counts, ids.reshape(-1) % 5, 1.0)
-    np.testing.assert_allclose(tp.run(tp.grad(gl, wrt=1), ids, w), counts)
+    assert_close(tp.run(tp.grad(gl, wrt=1), ids, w), counts)
 
 
 @pytest.mark.parametrize("idx", [np.array(2, I64), np.array([3, 0, 3], I64), np.array([[0, 1], [2, 3]], I64),
@@ -421,11 +421,10 @@ def test_params_inputs_appends_float_initializers_in_model_order():
     assert g.name == "tiny_mlp"
     x = rand(5, 3)
     want = run_ort(m, x)[0]
-    np.testing.assert_allclose(tp.run(g, x, *[numpy_helper.to_array(m.graph.initializer[i]) for i in (0, 2)]), want,
-                               rtol=1e-6)
+    assert_close(tp.run(g, x, *[numpy_helper.to_array(m.graph.initializer[i]) for i in (0, 2)]), want)
     gc = tp.from_onnx(m)
     assert gc.arg_names == ["x"] and len(gc.constants) >= 2
-    np.testing.assert_allclose(tp.run(gc, x), want, rtol=1e-6)
+    assert_close(tp.run(gc, x), want)
 
 
 def test_sources_name_the_onnx_node_and_the_file(tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
+from support import assert_close
 
 F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64
 FLOATS = (F32, F64)
@@ -66,7 +67,7 @@ def check(got, want, dtype, tol):
         return
     finite = np.isfinite(want)
     assert np.isfinite(got[finite]).all(), f"non-finite output where the reference is finite:\n{got}"
-    np.testing.assert_allclose(got.astype(F64), want, rtol=tol[0], atol=tol[1])
+    assert_close(got.astype(F64), want)
 
 
 def run_case(case: Case):

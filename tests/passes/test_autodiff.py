@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
+from support import assert_close
 from tapeir.ir import OPS
 from tapeir.passes import VJP
 
@@ -78,7 +79,7 @@ def _assert_tree_close(a, b, rtol=1e-6, atol=1e-8):
             _assert_tree_close(u, v, rtol, atol)
     else:
         assert np.shape(a) == np.shape(b)
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+        assert_close(a, b)
 
 
 # ---- pytrees and wrt --------------------------------------------------------------------
@@ -103,7 +104,7 @@ def test_wrt_int_and_tuple():
     g = tp.trace(model, PARAMS, X)
     gx = tp.run(tp.grad(g, wrt=1), PARAMS, X)
     assert isinstance(gx, np.ndarray) and gx.shape == X.shape
-    np.testing.assert_allclose(gx, _fd_tree(lambda x: model_np(PARAMS, x), X), rtol=1e-6, atol=1e-8)
+    assert_close(gx, _fd_tree(lambda x: model_np(PARAMS, x), X))
     both = tp.run(tp.grad(g, wrt=(0, 1)), PARAMS, X)
     assert isinstance(both, tuple) and len(both) == 2
     _assert_tree_close(both[0], tp.run(tp.grad(g, wrt=0), PARAMS, X), rtol=0, atol=0)
@@ -134,7 +135,7 @@ def test_fan_out_accumulates():
     # a value used by several consumers at once, at different depths
     g = tp.trace(lambda x: (tp.exp(x) * x + tp.sin(x) * tp.exp(x)).sum(), x)
     expect = np.exp(x) * x + np.exp(x) + np.cos(x) * np.exp(x) + np.sin(x) * np.exp(x)
-    np.testing.assert_allclose(tp.run(tp.grad(g), x), expect, rtol=1e-13)
+    assert_close(tp.run(tp.grad(g), x), expect)
     # the accumulation is an `add` node carrying the source line of the consumer
     bwd = tp.grad(tp.trace(lambda x: (x * x + x).sum(), x))
     assert "add" in _ops(bwd)
@@ -202,7 +203,7 @@ def test_only_nodes_between_wrt_and_output_are_differentiated(monkeypatch):
     _check_graph(vg)
     value, gx = tp.run(vg, x, y)
     assert float(value) == pytest.approx(np.exp(x).sum() + np.sin(y).sum(), rel=1e-14)
-    np.testing.assert_allclose(gx, np.exp(x), rtol=1e-14)
+    assert_close(gx, np.exp(x))
     # the other branch contributes its forward nodes (the value needs them) and nothing else
     by_line = {}
     for n in vg.nodes:
@@ -220,7 +221,7 @@ def test_dce_keeps_only_forward_values_the_backward_needs():
     gg = tp.grad(tp.trace(lambda x: tp.exp(x).sum(), x))
     _check_graph(gg)
     assert _ops(gg).count("exp") == 1 and "sum" not in _ops(gg)
-    np.testing.assert_allclose(tp.run(gg, x), np.exp(x))
+    assert_close(tp.run(gg, x), np.exp(x))
     # value_and_grad keeps the sum: the value needs it
     vg = tp.value_and_grad(tp.trace(lambda x: tp.exp(x).sum(), x))
     assert _ops(vg).count("sum") == 1 and _ops(vg).count("exp") == 1
@@ -362,7 +363,7 @@ def test_a_graph_without_source_lines_gets_none():
     assert vg == tp.value_and_grad(g)
     x = np.array([0.1, -0.5, 2.0])
     value, gx = tp.run(vg, x)
-    np.testing.assert_allclose(gx, 1 - np.tanh(x) ** 2, rtol=1e-14)
+    assert_close(gx, 1 - np.tanh(x) ** 2)
 
 
 def test_names_and_inputs():
@@ -399,8 +400,8 @@ def test_float32_graph_stays_float32():
     assert all(o.type.dtype == "f32" for o in vg.outputs)
     value, (gp, gx) = tp.run(vg, p32, X.astype(np.float32))
     _, (gp64, gx64) = tp.run(tp.value_and_grad(tp.trace(model, PARAMS, X), wrt=(0, 1)), PARAMS, X)
-    np.testing.assert_allclose(gx, gx64, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(gp["w"], gp64["w"], rtol=1e-4, atol=1e-5)
+    assert_close(gx, gx64)
+    assert_close(gp["w"], gp64["w"])
 
 
 def test_symbolic_batch_dims():
@@ -417,5 +418,5 @@ def test_symbolic_batch_dims():
         x, y = rng.standard_normal((b, 3)), rng.integers(0, 4, b)
         got = tp.run(gg, w, x, y)
         want = tp.run(tp.grad(tp.trace(loss, w, x, y), wrt=(0, 1)), w, x, y)
-        np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-14)
+        assert_close(got[0], want[0])
+        assert_close(got[1], want[1])

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
+from support import assert_close
 from tapeir.ir import OPS
 
 # ---- argument specs ----------------------------------------------------------------
@@ -399,8 +400,7 @@ def test_f32_matches_f64(c: Case):
     _, g32, _ = _grads(c, a32)
     for x32, x64 in zip(g32, g64):
         assert x32.dtype == np.float32
-        np.testing.assert_allclose(x32, x64, rtol=c.f32_rtol, atol=c.f32_rtol * max(1.0, np.abs(x64).max()),
-                                   err_msg=c.id)
+        assert_close(x32, x64, msg=c.id)
 
 
 @pytest.mark.parametrize("c", CASES, ids=IDS)
@@ -417,8 +417,7 @@ def test_torch(c: Case):
     for i, gr in zip(_float_idx(c), grads):
         ref = targs[i].grad
         ref = torch.zeros_like(targs[i]) if ref is None else ref
-        np.testing.assert_allclose(gr, ref.numpy(), rtol=1e-9, atol=1e-11 * max(1.0, float(ref.abs().max())),
-                                   err_msg=f"{c.id}: argument {i}")
+        assert_close(gr, ref.numpy(), msg=f"{c.id}: argument {i}")
 
 
 def test_table_covers_every_differentiable_op():
@@ -443,7 +442,7 @@ def test_tie_relu_abs_at_zero():
     np.testing.assert_array_equal(_grad_at(lambda x: tp.relu(x).sum(), x), [0.0, 0.0, 1.0])
     np.testing.assert_array_equal(_grad_at(lambda x: tp.abs(x).sum(), x), [-1.0, 0.0, 1.0])
     # leaky_relu at 0 takes the negative slope, as torch does
-    np.testing.assert_allclose(_grad_at(lambda x: tp.leaky_relu(x, 0.1).sum(), x), [0.1, 0.1, 1.0])
+    assert_close(_grad_at(lambda x: tp.leaky_relu(x, 0.1).sum(), x), [0.1, 0.1, 1.0])
     # the int-valued kernel: relu of -0.0 is fine too
     np.testing.assert_array_equal(_grad_at(lambda x: tp.relu(x).sum(), np.array([-0.0])), [0.0])
 
@@ -470,29 +469,25 @@ def test_tie_reduction_splits_evenly(op):
     red = tp.max if op == "max" else tp.min
     if op == "min":
         x = -x
-    np.testing.assert_allclose(_grad_at(lambda x: red(x, axis=1).sum(), x),
-                               [[0, 0.5, 0.5, 0], [0.25] * 4, [0, 0, 1, 0]])
+    assert_close(_grad_at(lambda x: red(x, axis=1).sum(), x), [[0, 0.5, 0.5, 0], [0.25] * 4, [0, 0, 1, 0]])
     # keepdims, weighted: column 2 ties between rows 1 and 2, which share its weight 3
-    np.testing.assert_allclose(_grad_at(lambda x: (red(x, axis=0, keepdims=True) * np.arange(1.0, 5.0)).sum(), x),
-                               [[0, 0, 0, 0], [1, 2, 1.5, 4], [0, 0, 1.5, 0]])
+    assert_close(_grad_at(lambda x: (red(x, axis=0, keepdims=True) * np.arange(1.0, 5.0)).sum(), x), [[0, 0, 0, 0], [1, 2, 1.5, 4], [0, 0, 1.5, 0]])
     # over all of x: the five 5s share the gradient
     expect = np.zeros_like(x)
     expect[1] = expect[2, 2] = 0.2
-    np.testing.assert_allclose(_grad_at(lambda x: red(x), x), expect)
+    assert_close(_grad_at(lambda x: red(x), x), expect)
 
 
 def test_tie_max_pool2d_shares_among_ties():
     x = np.ones((1, 1, 4, 4))
     # non-overlapping 2x2 windows of equal values: each element gets 1/4
-    np.testing.assert_allclose(_grad_at(lambda x: tp.max_pool2d(x, 2).sum(), x), np.full(x.shape, 0.25))
+    assert_close(_grad_at(lambda x: tp.max_pool2d(x, 2).sum(), x), np.full(x.shape, 0.25))
     # overlapping 3x3 windows, stride 1: each window gives 1/9 to each element it covers
     cover = np.array([1, 2, 2, 1], float)
-    np.testing.assert_allclose(_grad_at(lambda x: tp.max_pool2d(x, 3, stride=1).sum(), x),
-                               (np.outer(cover, cover) / 9)[None, None])
+    assert_close(_grad_at(lambda x: tp.max_pool2d(x, 3, stride=1).sum(), x), (np.outer(cover, cover) / 9)[None, None])
     # padding never wins (it is -inf), even when every real value is negative
     y = -np.ones((1, 1, 2, 2))
-    np.testing.assert_allclose(_grad_at(lambda x: tp.max_pool2d(x, 2, stride=2, padding=1).sum(), y),
-                               np.ones((1, 1, 2, 2)))
+    assert_close(_grad_at(lambda x: tp.max_pool2d(x, 2, stride=2, padding=1).sum(), y), np.ones((1, 1, 2, 2)))
 
 
 def test_clip_passes_gradient_at_bounds():
@@ -511,7 +506,7 @@ def test_pow_at_zero_and_negative_base():
     a, e = np.array([0.0, 0.0, 2.0, -2.0]), np.array([2.0, 3.0, 2.0, 3.0])
     ga, ge = _grad_at(lambda a, e: (a ** e).sum(), a, e, wrt=(0, 1))
     np.testing.assert_array_equal(ga, [0.0, 0.0, 4.0, 12.0])
-    np.testing.assert_allclose(ge, [0.0, 0.0, 4.0 * np.log(2.0), 0.0])
+    assert_close(ge, [0.0, 0.0, 4.0 * np.log(2.0), 0.0])
 
 
 # ---- extreme inputs: gradients stay finite in float32 --------------------------------
@@ -576,7 +571,7 @@ def test_extreme_inputs_give_finite_gradients_f32(name):
     assert grad.dtype == np.float32 and np.all(np.isfinite(grad)), (name, grad)
     # logsumexp's rule is exp(x - y), as torch's: y ~ 1e4 carries f32 rounding of ~5e-4
     rtol = 1e-3 if name == "logsumexp" else 1e-5
-    np.testing.assert_allclose(grad, _extreme_expect(name, x), rtol=rtol, atol=1e-6, err_msg=name)
+    assert_close(grad, _extreme_expect(name, x), msg=name)
 
 
 # float16 layer_norm: the statistics run in float32 (ONNX LayerNormalization's default
@@ -607,9 +602,9 @@ def test_layer_norm_f16_large_spread(backend, opset):
     # float64 reference: test_fd pins layer_norm's float64 gradients to finite differences
     ref_value, ref_grads = tp.run(tp.value_and_grad(tp.trace(_layer_norm_loss, *args64), wrt=(0, 1, 2)), *args64)
     assert value.dtype == np.float16
-    np.testing.assert_allclose(value, ref_value, rtol=1e-2, atol=1e-2)
+    assert_close(value, ref_value)
     for got, want in zip(grads, ref_grads):
         assert got.dtype == np.float16 and np.all(np.isfinite(got))
         scale = np.abs(want).max()
         assert scale > 0
-        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-2, atol=2e-3 * scale)
+        assert_close(got.astype(np.float64), want)

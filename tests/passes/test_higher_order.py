@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
+from support import assert_close
 from tapeir.ir import flatten, unflatten
 
 
@@ -93,7 +94,7 @@ def check_hvp(g, args, wrt, seed=0, eps=1e-5, rtol=1e-6):
     scale = max(1e-3, max(float(np.abs(x).max()) for x in fd if x.size))
     for a, b in zip(got_leaves, fd):
         assert a.shape == b.shape and np.all(np.isfinite(a))
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
+        assert_close(a, b)
     return got
 
 
@@ -176,7 +177,7 @@ def test_hessian_is_symmetric():
     hg = tp.compile(tp.grad(tp.trace(hv, x, w, x), wrt=0))
     basis = np.eye(4).reshape(4, 2, 2)
     hess = np.stack([hg(x, w, e).reshape(-1) for e in basis])
-    np.testing.assert_allclose(hess, hess.T, rtol=1e-10, atol=1e-12)
+    assert_close(hess, hess.T)
     assert np.abs(hess).max() > 0.1  # not trivially zero
 
 
@@ -236,7 +237,7 @@ def test_gradient_penalty_matches_torch():
     pen.backward()
     assert float(value) == pytest.approx(float(pen.detach()), rel=1e-12)
     for k, a in grads.items():
-        np.testing.assert_allclose(a, tparams[k].grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+        assert_close(a, tparams[k].grad.numpy(), msg=k)
 
 
 # ---- third and fourth derivatives -----------------------------------------------------------------
@@ -267,7 +268,7 @@ def _nth_derivative_graphs(fn, x, n):
 def test_higher_derivatives_closed_form(name, fn, derivs):
     x = np.array([0.3, 1.1, 2.5, 0.05]) if name == "log" else np.array([-1.7, -0.2, 0.0, 0.4, 2.0])
     for k, (d, want) in enumerate(zip(_nth_derivative_graphs(fn, x, len(derivs)), derivs), 1):
-        np.testing.assert_allclose(tp.run(d, x), want(x), rtol=1e-12, atol=1e-12, err_msg=f"{name}: order {k}")
+        assert_close(tp.run(d, x), want(x), msg=f"{name}: order {k}")
 
 
 def _s(x):
@@ -279,7 +280,7 @@ def test_third_derivative_of_sin_in_float32():
     d3 = _nth_derivative_graphs(tp.sin, x, 3)[2]
     got = tp.run(d3, x)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, -np.cos(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
+    assert_close(got, -np.cos(x.astype(np.float64)))
 
 
 def test_grad_of_value_and_grad_through_call():
@@ -294,7 +295,7 @@ def test_grad_of_value_and_grad_through_call():
     got = tp.run(tp.grad(tp.trace(reg, x)), x)
     d1 = np.sin(x) + x * np.cos(x)
     d2 = 2 * np.cos(x) - x * np.sin(x)
-    np.testing.assert_allclose(got, d1 + 2 * d1 * d2, rtol=1e-12)
+    assert_close(got, d1 + 2 * d1 * d2)
 
 
 def test_second_order_nodes_keep_user_source_lines():
@@ -326,4 +327,4 @@ def test_grad_of_grad_through_a_flatten_with_product_dims():
         tp.verify(h)
         x = np.arange(8, dtype=np.float32).reshape(2, 4) if isinstance(spec, tp.Spec) else \
             np.arange(12, dtype=np.float32).reshape(3, 4)
-        np.testing.assert_allclose(tp.run(tp.grad(h), x), 8.0 * x, rtol=1e-6)  # d/dx sum((2x)^2) = 8x
+        assert_close(tp.run(tp.grad(h), x), 8.0 * x)  # d/dx sum((2x)^2) = 8x
