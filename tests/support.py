@@ -55,8 +55,10 @@ ONNXRUNTIME = 1024      # onnxruntime's kernels: vectorized exp/tanh/erf approxi
 CONDITIONED = 2 ** 13   # an ill-conditioned op amplifies input rounding: layer_norm of a nearly
                         # constant row divides by sqrt(var + eps); log/reciprocal near their poles
 TORCH = 2 ** 12         # torch's own algorithms (its conv/pool/logsumexp kernels), float64
-FINITE_DIFFERENCES_F64 = 2 ** 36  # central differences in float64 (h = 1e-6): truncation h^2 and
-                                  # rounding eps/h, ~1e-6 relative
+CHAIN = 2 ** 10         # a whole forward + backward pass (dozens of ops) in the lower precision,
+                        # against the same math in float64: rounding compounds op by op
+FINITE_DIFFERENCES = 2 ** 32  # float64 central differences (h ~ 1e-5): truncation ~h^2 and rounding
+                              # ~eps/h: 2^32 ulps is ~1e-6 of (|expected| + scale)
 
 
 def eps(dtype) -> float:

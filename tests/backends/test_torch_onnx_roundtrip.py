@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 import onnx  # noqa: E402  (a runtime dependency: never skipped)
 
 import tapeir as tp  # noqa: E402
+from support import assert_close  # noqa: E402
 
 nn = torch.nn
 

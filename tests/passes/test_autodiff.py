@@ -9,20 +9,17 @@ import numpy as np
 import pytest
 
 import tapeir as tp
-from support import assert_close
+from support import FINITE_DIFFERENCES, assert_close, assert_tree_close, marked_line, traced_path
+
+FD_WHY = "central differences (h = 1e-6) as the reference"
 from tapeir.ir import OPS
 from tapeir.passes import VJP
 
-_REL = os.path.relpath(__file__)
-HERE = (__file__ if _REL.startswith("..") else _REL).replace(os.sep, "/")  # how the tracer names this file
+HERE = traced_path(__file__)  # how the tracer names this file
 
 
 def _line(marker: str) -> str:
-    """`file:line` of the line of this file ending in `# @marker`."""
-    with open(__file__, encoding="utf-8") as f:
-        hits = [i for i, text in enumerate(f, 1) if text.rstrip().endswith(f"# @{marker}")]
-    assert len(hits) == 1, marker
-    return f"{HERE}:{hits[0]}"
+    return marked_line(__file__, marker)
 
 
 def _ops(g) -> list[str]:
@@ -67,21 +64,6 @@ def _fd_tree(f, tree, eps=1e-6):
     return g
 
 
-def _assert_tree_close(a, b, rtol=1e-6, atol=1e-8):
-    assert type(a) is type(b), (type(a), type(b))
-    if isinstance(a, dict):
-        assert set(a) == set(b)
-        for k in a:
-            _assert_tree_close(a[k], b[k], rtol, atol)
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for u, v in zip(a, b):
-            _assert_tree_close(u, v, rtol, atol)
-    else:
-        assert np.shape(a) == np.shape(b)
-        assert_close(a, b)
-
-
 # ---- pytrees and wrt --------------------------------------------------------------------
 
 
@@ -95,19 +77,19 @@ def test_grads_mirror_the_argument_pytree():
     assert isinstance(grads, dict) and set(grads) == {"w", "b", "scale"}
     assert isinstance(grads["b"], list) and len(grads["b"]) == 2
     assert isinstance(grads["scale"], tuple) and len(grads["scale"]) == 1
-    _assert_tree_close(grads, _fd_tree(lambda p: model_np(p, X), PARAMS))
+    assert_tree_close(grads, _fd_tree(lambda p: model_np(p, X), PARAMS), ulps=FINITE_DIFFERENCES, why=FD_WHY)
     # tp.grad returns the same tree without the value
-    _assert_tree_close(tp.run(tp.grad(g), PARAMS, X), grads, rtol=0, atol=0)
+    assert_tree_close(tp.run(tp.grad(g), PARAMS, X), grads, exact=True)
 
 
 def test_wrt_int_and_tuple():
     g = tp.trace(model, PARAMS, X)
     gx = tp.run(tp.grad(g, wrt=1), PARAMS, X)
     assert isinstance(gx, np.ndarray) and gx.shape == X.shape
-    assert_close(gx, _fd_tree(lambda x: model_np(PARAMS, x), X))
+    assert_close(gx, _fd_tree(lambda x: model_np(PARAMS, x), X), ulps=FINITE_DIFFERENCES, why=FD_WHY)
     both = tp.run(tp.grad(g, wrt=(0, 1)), PARAMS, X)
     assert isinstance(both, tuple) and len(both) == 2
-    _assert_tree_close(both[0], tp.run(tp.grad(g, wrt=0), PARAMS, X), rtol=0, atol=0)
+    assert_tree_close(both[0], tp.run(tp.grad(g, wrt=0), PARAMS, X), exact=True)
     np.testing.assert_array_equal(both[1], gx)
     # the order of the tuple follows wrt
     rev = tp.run(tp.grad(g, wrt=(1, 0)), PARAMS, X)
@@ -332,7 +314,7 @@ def test_result_verifies_and_round_trips():
         assert tp.parse(str(built)) == built
     # and run the same after the round trip
     vg = tp.value_and_grad(g)
-    _assert_tree_close(tp.run(tp.parse(str(vg)), PARAMS, X), tp.run(vg, PARAMS, X), rtol=0, atol=0)
+    assert_tree_close(tp.run(tp.parse(str(vg)), PARAMS, X), tp.run(vg, PARAMS, X), exact=True)
 
 
 def test_the_pass_does_not_depend_on_where_it_is_called():
@@ -400,8 +382,8 @@ def test_float32_graph_stays_float32():
     assert all(o.type.dtype == "f32" for o in vg.outputs)
     value, (gp, gx) = tp.run(vg, p32, X.astype(np.float32))
     _, (gp64, gx64) = tp.run(tp.value_and_grad(tp.trace(model, PARAMS, X), wrt=(0, 1)), PARAMS, X)
-    assert_close(gx, gx64)
-    assert_close(gp["w"], gp64["w"])
+    assert_close(gx, gx64, dtype="float32")
+    assert_close(gp["w"], gp64["w"], dtype="float32")
 
 
 def test_symbolic_batch_dims():
