@@ -25,7 +25,7 @@ import onnx
 import pytest
 
 import tapeir as tp
-from support import CONDITIONED, ONNXRUNTIME, assert_close, checkout_env, draw, labels, rng
+from support import CONDITIONED, ONNXRUNTIME, assert_close, checkout_env, draw, labels, leaves, rng
 from tapeir.backends.onnx_export import DEFAULT_OPSET, MIN_OPSET, max_opset
 from tapeir.backends.onnx_lowering import EXPORT
 from tapeir.ir import OPS
@@ -600,12 +600,6 @@ def test_backends_package_exports():
 
 # ---- IR -> ONNX -> IR round trips (both run in the numpy backend) --------------------
 
-def _flat_leaves(out):
-    from tapeir.ir.pytree import flatten
-
-    return flatten(out, lambda x: isinstance(x, np.ndarray))[0]
-
-
 def _roundtrip(c: Case, g, arg_fn, what):
     h = tp.from_onnx(_export_and_check(g))
     tp.verify(h)
@@ -613,8 +607,8 @@ def _roundtrip(c: Case, g, arg_fn, what):
     f, fh = tp.compile(g), tp.compile(h)
     for batch in _batches(c):
         args = arg_fn(batch)
-        want = _flat_leaves(f(*args))
-        got = fh(*_flat_leaves(tuple(args)))
+        want = leaves(f(*args))
+        got = fh(*leaves(tuple(args)))
         got = list(got) if isinstance(got, tuple) else [got]
         assert len(got) == len(want), (what, len(got), len(want))
         for i, (a, b) in enumerate(zip(got, want)):

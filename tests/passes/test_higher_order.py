@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
-from support import FINITE_DIFFERENCES, assert_close, seed
+from support import FINITE_DIFFERENCES, assert_close, marked_line, seed
 from tapeir.ir import flatten, unflatten
 
 
@@ -310,11 +310,7 @@ def test_second_order_nodes_keep_user_source_lines():
         return tp.call(d1, x).sum()  # @g-line
 
     d2 = tp.grad(tp.trace(g, x))
-    rel = os.path.relpath(__file__)
-    here = (__file__ if rel.startswith("..") else rel).replace(os.sep, "/")
-    with open(__file__, encoding="utf-8") as fh:
-        lines = {m: f"{here}:{i}" for i, t in enumerate(fh, 1) for m in ("f-line", "g-line")
-                 if t.rstrip().endswith(f"# @{m}")}
+    lines = {m: marked_line(__file__, m) for m in ("f-line", "g-line")}
     sources = {n.source for n in d2.nodes}
     # the inlined first derivative keeps f's line; the final sum's backward is on g's line
     assert lines["f-line"] in sources and sources <= {lines["f-line"], lines["g-line"]}
