@@ -17,7 +17,8 @@ element
   cancellation (a sum of terms ~25 that comes out ~0.01) carries the rounding error of
   its terms, not of itself; a per-element rtol alone fails there. A caller that knows
   the terms' magnitude (intermediate values of a program) passes `scale=`, which replaces
-  the default; `scale=0` is a pure per-element relative check (accurate tails).
+  the default; `scale=0` is a pure per-element relative check (accurate tails). A scale
+  may be an array (per element), e.g. plus an element's known error in a reference.
 * Wider tolerances are named: `ulps=` (or `rtol=`, for a tolerance fixed by an outside
   contract such as ONNX's node tests) needs `why=`, a phrase saying what makes the
   computation less accurate. Reasons used in several files are constants below
@@ -111,15 +112,16 @@ def assert_close(actual, expected, *, dtype=None, ulps=None, rtol=None, scale=No
                                  f"{a64[i].item()!r} vs {e64[i].item()!r}")
     finite = np.isfinite(e64) & np.isfinite(a64)
     mag = float(np.max(np.abs(e64[finite]), initial=0.0))
-    s = max(1.0, mag) if scale is None else float(scale)
+    s = max(1.0, mag) if scale is None else np.asarray(scale, np.float64)
     err = np.abs(np.subtract(a64, e64, out=np.zeros_like(a64), where=finite))
     tol = tol_r * (np.abs(np.where(finite, e64, 0.0)) + s)
+    tol = np.broadcast_to(tol, err.shape)
     bad = ~(err <= tol)
     if bad.any():
         flat = int(np.argmax(np.where(bad, err - tol, -np.inf)))
         i = np.unravel_index(flat, a.shape) if a.ndim else ()
         raise AssertionError(
-            f"{where}{int(bad.sum())} of {bad.size} elements differ beyond {tol_r:.3g} * (|expected| + {s:.3g})"
+            f"{where}{int(bad.sum())} of {bad.size} elements differ beyond {tol_r:.3g} * (|expected| + scale)"
             f" [{np.dtype(dtype).name}{', ' + why if why else ''}]; worst at {tuple(int(k) for k in i)}: "
             f"got {a64[i].item()!r}, expected {e64[i].item()!r} (|err| {err[i]:.3g}, tol {tol[i]:.3g})")
 
