@@ -8,21 +8,15 @@ tensors, symbolic dims "B", "T" and "2*B" traced with tp.Spec and run at two bin
 ending in a scalar: a weighted sum of every value nothing else uses. Per program:
 
   a. the numpy backend against an independent evaluation written directly in numpy
-     (`eval_np`: numpy calls, never tapeir's kernels), every intermediate value, in
-     float64 (rtol 1e-9) and float32 (1e-3); results are the caller's own arrays (no
-     input memory, writable, inputs untouched); with every ufunc result in the memory
-     plan's reused buffers (numpy_memory.MIN_BYTES = 0) the values are the same and a
-     later call does not overwrite them (forward and value_and_grad graphs);
-     simplify(g) runs like g;
-  b. the onnxruntime backend against the numpy backend, every value and value_and_grad:
-     float32 at rtol 1e-4, atol 1e-5 x the largest magnitude so far (1e-4 with
-     layer_norm: a nearly constant row divides rounding by sqrt(eps)), plus 10 times the
-     numpy backend's own float32 error against float64 (`_close(truth=...)`: where
-     numpy's float32 rounding is large, an ill-conditioned computation, onnxruntime's may
-     be too); float64 at 1e-9, or 1e-6 for programs with layer_norm or gelu
-     (onnxruntime: a float32 epsilon attribute, its own tanh-gelu rounding), skipping the
-     float64 kernels onnxruntime lacks (README); programs where float32 rounding may flip
-     a truncation or comparison (within 1e-5 of its edge) skip the float32 comparisons;
+     (each row's `np` form: numpy calls, never tapeir's kernels), every intermediate
+     value, in float64 and float32; results are the caller's own arrays (no input memory,
+     writable, inputs untouched); with every ufunc result in the memory plan's reused
+     buffers (numpy_memory.MIN_BYTES = 0) the values are the same and a later call does
+     not overwrite them (forward and value_and_grad graphs); simplify(g) runs like g;
+  b. the onnxruntime backend against the numpy backend, every value and value_and_grad,
+     skipping the float64 kernels onnxruntime lacks (README); programs where float32
+     rounding may flip a truncation or comparison (within 1e-5 of its edge) skip the
+     float32 comparisons;
   c. tp.value_and_grad in float64 (w.r.t. all, one or some arguments) against central
      differences along a random direction (skipped within 1e-3 of a kink: relu, abs,
      max/min ties, clip bounds, where conditions, integer truncation) and against torch
@@ -37,6 +31,14 @@ ending in a scalar: a weighted sum of every value nothing else uses. Per program
   callgrad ops (tanh of tp.call(tp.grad(sub-program))) make every first-order check a
   second-order one; their reference gradient is torch's.
 
+The ops are a table (tests/fuzz_ops.py): one row per op kind with its generator and its
+tapeir, numpy and torch forms; an exemption (a check that does not hold for programs
+using the op) is a named `Exempt` on its row, with its reason. Comparisons follow
+support.assert_close in the program's dtype, scaled by the largest magnitude so far, with
+the named widenings below (PROGRAM, REWRITE, FD, onnxruntime's); onnxruntime may also
+be off by 10 times the numpy backend's own error against float64 (`_ort_close`: where
+numpy's rounding is large, an ill-conditioned computation, onnxruntime's may be too).
+
 Each program exports at an opset drawn from 15..the highest (the lowerings differ).
 
 Input ranges keep every op in its domain: generation tracks an interval for each value
@@ -46,7 +48,7 @@ leave [-1e3, 1e3].
 
 Choices come from one seed per program (hypothesis draws the seed and the dtype; its
 own draws lean on their smallest values, which made most programs alike). The default
-run is deterministic (derandomize=True, no example database): 250 programs, ~20 s.
+run is deterministic (derandomize=True, no example database): 250 programs, ~20-35 s.
 TAPEIR_FUZZ_EXAMPLES=2000 runs more; TAPEIR_FUZZ_MAX_OPS=25 makes them longer.
 """
 from __future__ import annotations
