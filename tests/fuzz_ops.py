@@ -78,9 +78,23 @@ class Row:
 ROWS: dict[str, Row] = {}
 
 
-def row(name, gen, tp_, np_, torch_, **kw):
+def row(name, gen, tp_, np_, torch_=None, **kw):
+    """One row; `tp_` may be a `twin` (tp and torch forms at once), then torch_ is None."""
+    if isinstance(tp_, tuple):
+        tp_, torch_ = tp_
     assert name not in ROWS, name
     ROWS[name] = Row(name, gen, tp_, np_, torch_, **kw)
+
+
+def twin(name, args):
+    """The tp and torch forms of an op that is `tp.<name>` and `torch.nn.functional.<name>`
+    with the same arguments: `args(op, ns, a)` gives them as (positional, keywords)."""
+    def form(lib):
+        def call(op, ns, a, cache=None):
+            pos, kw = args(op, ns, a)
+            return getattr(lib(), name)(*pos, **kw)
+        return call
+    return form(lambda: tp), form(lambda: F)
 
 
 # ---- interval arithmetic and shapes ---------------------------------------------------------
@@ -240,12 +254,14 @@ def _elu_np(op, ns, a):
     return np.where(x > 0, x, ns.dtype.type(op.p["alpha"]) * (np.exp(np.minimum(x, 0)) - 1))
 
 
+def _alpha(op, ns, a):
+    return (a[0], op.p["alpha"]), {}
+
+
 row("leaky_relu", _alpha_gen("leaky_relu", [0.01, 0.2], lambda lo, hi, a: (min(lo, lo * a), max(hi, hi * a))),
-    lambda op, ns, a, cache: tp.leaky_relu(a[0], op.p["alpha"]), _leaky_np,
-    lambda op, ns, a: F.leaky_relu(a[0], op.p["alpha"]), exempt=(ORT_F64_FLOAT32_ATTR,))
+    twin("leaky_relu", _alpha), _leaky_np, exempt=(ORT_F64_FLOAT32_ATTR,))
 row("elu", _alpha_gen("elu", [1.0, 0.5], lambda lo, hi, a: (max(-a, min(lo, 0)), max(hi, 0))),
-    lambda op, ns, a, cache: tp.elu(a[0], op.p["alpha"]), _elu_np,
-    lambda op, ns, a: F.elu(a[0], op.p["alpha"]), exempt=(ORT_F64_FLOAT32_ATTR,))
+    twin("elu", _alpha), _elu_np, exempt=(ORT_F64_FLOAT32_ATTR,))
 
 
 def _gelu_np(op, ns, a):
@@ -257,8 +273,8 @@ def _gelu_np(op, ns, a):
 
 row("gelu", lambda g, vi, v: g.add("gelu", [vi], v.shape, max(-0.18, min(v.lo, 0)), max(v.hi, 0),
                                    approximate=g.choice(["none", "tanh"])),
-    lambda op, ns, a, cache: tp.gelu(a[0], op.p["approximate"]), _gelu_np,
-    lambda op, ns, a: F.gelu(a[0], approximate=op.p["approximate"]), exempt=(ORT_F64_FLOAT32_ATTR,))
+    twin("gelu", lambda op, ns, a: ((a[0],), {"approximate": op.p["approximate"]})), _gelu_np,
+    exempt=(ORT_F64_FLOAT32_ATTR,))
 
 
 def _clip_gen(g, vi, v):
@@ -665,12 +681,10 @@ def _layer_norm_np(op, ns, a):
 
 
 row("layer_norm", _layer_norm_gen,
-    lambda op, ns, a, cache: tp.layer_norm(a[0], tuple(a[0].shape[a[0].ndim - op.p["k"]:]), _opt(ns, op.p, "weight"),
-                                           _opt(ns, op.p, "bias"), eps=op.p["eps"]),
-    _layer_norm_np,
-    lambda op, ns, a: F.layer_norm(a[0], tuple(a[0].shape[a[0].ndim - op.p["k"]:]), _opt(ns, op.p, "weight"),
-                                   _opt(ns, op.p, "bias"), eps=op.p["eps"]),
-    weight=2, exempt=(ORT_F64_FLOAT32_ATTR, ORT_F32_CONDITIONED))
+    twin("layer_norm", lambda op, ns, a: (
+        (a[0], tuple(a[0].shape[a[0].ndim - op.p["k"]:]), _opt(ns, op.p, "weight"), _opt(ns, op.p, "bias")),
+        {"eps": op.p["eps"]})),
+    _layer_norm_np, weight=2, exempt=(ORT_F64_FLOAT32_ATTR, ORT_F32_CONDITIONED))
 
 
 # ---- contractions and shapes ----------------------------------------------------------------
@@ -997,15 +1011,12 @@ def _pointwise_loss_np(kind):
     return ev
 
 
-for _kind, _tp_fn, _t_fn, _iv in (
-        ("mse", "mse_loss", "mse_loss", lambda lo, hi: (0.0, (max(abs(lo), abs(hi)) + 1) ** 2)),
-        ("l1", "l1_loss", "l1_loss", lambda lo, hi: (0.0, max(abs(lo), abs(hi)) + 1)),
-        ("bce", "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits",
-         lambda lo, hi: (-1e-6, max(abs(lo), abs(hi)) * 2 + 1))):
-    row(_kind, _loss_gen(_kind, _iv),
-        lambda op, ns, a, cache, f=_tp_fn: getattr(tp, f)(a[0], ns.c(op.p["target"]), reduction=op.p["reduction"]),
-        _pointwise_loss_np(_kind),
-        lambda op, ns, a, f=_t_fn: getattr(F, f)(a[0], ns.c(op.p["target"]), reduction=op.p["reduction"]))
+for _kind, _fn, _iv in (
+        ("mse", "mse_loss", lambda lo, hi: (0.0, (max(abs(lo), abs(hi)) + 1) ** 2)),
+        ("l1", "l1_loss", lambda lo, hi: (0.0, max(abs(lo), abs(hi)) + 1)),
+        ("bce", "binary_cross_entropy_with_logits", lambda lo, hi: (-1e-6, max(abs(lo), abs(hi)) * 2 + 1))):
+    row(_kind, _loss_gen(_kind, _iv), twin(_fn, lambda op, ns, a: (
+        (a[0], ns.c(op.p["target"])), {"reduction": op.p["reduction"]})), _pointwise_loss_np(_kind))
 
 
 def _class_loss_gen(kind):
@@ -1097,14 +1108,10 @@ def _conv2d_np(op, ns, a):
     return out + ns.c(p["bias"]).reshape(1, o, 1, 1) if "bias" in p else out
 
 
-def _conv_kw(op):
-    return {k: op.p[k] for k in ("stride", "padding", "dilation", "groups")}
-
-
-row("conv2d", _conv2d_gen,
-    lambda op, ns, a, cache: tp.conv2d(a[0], ns.c(op.p["weight"]), _opt(ns, op.p, "bias"), **_conv_kw(op)),
-    _conv2d_np, lambda op, ns, a: F.conv2d(a[0], ns.c(op.p["weight"]), _opt(ns, op.p, "bias"), **_conv_kw(op)),
-    weight=2, nchw=True)
+row("conv2d", _conv2d_gen, twin("conv2d", lambda op, ns, a: (
+    (a[0], ns.c(op.p["weight"]), _opt(ns, op.p, "bias")), {k: op.p[k] for k in ("stride", "padding", "dilation",
+                                                                               "groups")})),
+    _conv2d_np, weight=2, nchw=True)
 
 
 def _conv_transpose2d_gen(g, vi, v):
@@ -1145,13 +1152,9 @@ def _conv_transpose2d_np(op, ns, a):
     return full[:, :, ph:ph + oh, pw:pw + ow]
 
 
-def _convt_kw(op):
-    return {k: op.p[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
-
-
-row("conv_transpose2d", _conv_transpose2d_gen,
-    lambda op, ns, a, cache: tp.conv_transpose2d(a[0], ns.c(op.p["weight"]), **_convt_kw(op)),
-    _conv_transpose2d_np, lambda op, ns, a: F.conv_transpose2d(a[0], ns.c(op.p["weight"]), **_convt_kw(op)))
+row("conv_transpose2d", _conv_transpose2d_gen, twin("conv_transpose2d", lambda op, ns, a: (
+    (a[0], ns.c(op.p["weight"])), {k: op.p[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")})),
+    _conv_transpose2d_np)
 
 
 def _pool_gen(kind):
@@ -1202,18 +1205,12 @@ def _avg_pool_np(op, ns, a):
     return tot / _windows(np.ones((1, 1) + x.shape[2:], ns.dtype), kk, s, pad, (1, 1), 0).sum(axis=(4, 5))
 
 
-row("max_pool2d", _pool_gen("max_pool2d"),
-    lambda op, ns, a, cache: tp.max_pool2d(a[0], op.p["k"], op.p["stride"], op.p["padding"], op.p.get("dilation", 1)),
-    _max_pool_np,
-    lambda op, ns, a: F.max_pool2d(a[0], op.p["k"], op.p["stride"], op.p["padding"], op.p.get("dilation", 1)),
-    weight=2, nchw=True, exempt=(TORCH_TIE_RULE,))
-row("avg_pool2d", _pool_gen("avg_pool2d"),
-    lambda op, ns, a, cache: tp.avg_pool2d(a[0], op.p["k"], op.p["stride"], op.p["padding"],
-                                           count_include_pad=op.p["count_include_pad"]),
-    _avg_pool_np,
-    lambda op, ns, a: F.avg_pool2d(a[0], op.p["k"], op.p["stride"], op.p["padding"],
-                                   count_include_pad=op.p["count_include_pad"]),
-    weight=2, nchw=True)
+row("max_pool2d", _pool_gen("max_pool2d"), twin("max_pool2d", lambda op, ns, a: (
+    (a[0], op.p["k"], op.p["stride"], op.p["padding"], op.p.get("dilation", 1)), {})),
+    _max_pool_np, weight=2, nchw=True, exempt=(TORCH_TIE_RULE,))
+row("avg_pool2d", _pool_gen("avg_pool2d"), twin("avg_pool2d", lambda op, ns, a: (
+    (a[0], op.p["k"], op.p["stride"], op.p["padding"]), {"count_include_pad": op.p["count_include_pad"]})),
+    _avg_pool_np, weight=2, nchw=True)
 
 
 # ---- sub-programs: tp.call and tp.call(tp.grad(...)) ------------------------------------------
