@@ -527,7 +527,8 @@ def binary(name, iv, need_a=None, need_b=None, forms=("op", "tp", "np")):
     def torch_(op, ns, a):
         u, w = _bin_operands(ns, op, a)
         if name in ("maximum", "minimum"):
-            return getattr(torch, name)(torch.as_tensor(u, dtype=torch.float64), torch.as_tensor(w, dtype=torch.float64))
+            u, w = (torch.as_tensor(t, dtype=torch.float64) for t in (u, w))
+            return getattr(torch, name)(u, w)
         return BIN_OP[name](u, w)
 
     tp_fn = BIN_OP.get(name), tp.power if name == "pow" else getattr(tp, name)

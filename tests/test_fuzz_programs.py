@@ -66,7 +66,7 @@ import fuzz_ops
 import tapeir as tp
 from fuzz_ops import (KINDS, ORT_F32_CONDITIONED, ORT_F64_FLOAT32_ATTR, ORT_SPLIT_TIES, ROWS, TORCH_THIRD_DERIVATIVE,
                       TORCH_TIE_RULE, torch, torch_np)
-from support import CONDITIONED, ONNXRUNTIME, assert_close, leaves
+from support import ONNXRUNTIME, assert_close, leaves
 from tapeir.backends import numpy_memory
 from tapeir.passes import simplify
 

@@ -425,7 +425,8 @@ def test_export_is_byte_identical():
     assert tp.to_onnx(g).SerializeToString() == tp.to_onnx(g).SerializeToString()
     import os
     testdir = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", _DETERMINISM_SCRIPT.format(testdir=testdir, supportdir=os.path.dirname(testdir))],
+    script = _DETERMINISM_SCRIPT.format(testdir=testdir, supportdir=os.path.dirname(testdir))
+    out = subprocess.run([sys.executable, "-c", script],
                          capture_output=True, text=True, check=True, cwd=os.getcwd(),
                          env=checkout_env())
     assert out.stdout.strip() == hashlib.sha256(first).hexdigest()

@@ -189,7 +189,8 @@ def extreme_cases():
     yield Case("extreme-safe_log-float32", tp.safe_log, [x], vmath(lambda v: math.log(v + 1e-6)),
                tol=(128, 0.01, "x + eps rounds in float32: ~1e-7 absolute near x = 1"))
     yield Case("extreme-exp-float32", tp.exp, [np.array([-1e4, -100.0, -80.0, 0.0, 80.0], F32)],
-               vmath(lambda v: math.exp(v) if v > -700 else 0.0), tol=(128, 1e-40, "relative per element; a subnormal result to a step (1.4e-45)"))
+               vmath(lambda v: math.exp(v) if v > -700 else 0.0),
+               tol=(128, 1e-40, "relative per element; a subnormal result to a step (1.4e-45)"))
 
 
 # ---- binary elementwise ----------------------------------------------------------------

@@ -3,7 +3,6 @@ differentiates and keeps, its errors, the VJP table's coverage, and the graphs i
 (verifiable, printable, parseable, pointing at the user's source lines)."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

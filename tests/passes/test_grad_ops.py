@@ -445,7 +445,8 @@ def test_tie_reduction_splits_evenly(op):
         x = -x
     assert_close(_grad_at(lambda x: red(x, axis=1).sum(), x), [[0, 0.5, 0.5, 0], [0.25] * 4, [0, 0, 1, 0]])
     # keepdims, weighted: column 2 ties between rows 1 and 2, which share its weight 3
-    assert_close(_grad_at(lambda x: (red(x, axis=0, keepdims=True) * np.arange(1.0, 5.0)).sum(), x), [[0, 0, 0, 0], [1, 2, 1.5, 4], [0, 0, 1.5, 0]])
+    assert_close(_grad_at(lambda x: (red(x, axis=0, keepdims=True) * np.arange(1.0, 5.0)).sum(), x),
+                 [[0, 0, 0, 0], [1, 2, 1.5, 4], [0, 0, 1.5, 0]])
     # over all of x: the five 5s share the gradient
     expect = np.zeros_like(x)
     expect[1] = expect[2, 2] = 0.2
