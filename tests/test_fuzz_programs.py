@@ -879,3 +879,12 @@ def _check_hvp(prog, g64, xs, wrt, widx, b, smooth, eps=1e-4):
 def test_fuzz_programs(prog, k):
     note(repr(prog))
     check_program(prog, hessian=(k == 0))
+
+
+def test_op_table_is_complete():
+    """Every row has all four forms and is drawn; every named exemption is some row's."""
+    for r in ROWS.values():
+        assert all(callable(f) for f in (r.gen, r.tp, r.np, r.torch)), r.name
+    assert set(KINDS) == {n for n, r in ROWS.items() if torch is not None or not r.needs_torch}
+    declared = {v for v in vars(fuzz_ops).values() if isinstance(v, fuzz_ops.Exempt)}
+    assert declared == {e for r in ROWS.values() for e in r.exempt}
