@@ -8,6 +8,8 @@ A Builder collects the nodes and constants of one graph under construction:
      (by value) or the same large array object (by identity);
   3. `inline(graph, inputs)` re-emits another graph's nodes on new operands (types are
      re-inferred, so a graph traced with a symbolic dim inlines at a concrete size);
+     `adopt(graph)` starts from a graph's own nodes and Values as they are (graphs are
+     values, so sharing them is safe): what a pass that extends a graph needs;
   4. every node records a source line: the one set by `with b.at(source):` (None means no
      source), else `default_source()`, which subclasses override (the tracer returns the
      user's `file:line`; a plain Builder has none);
@@ -87,6 +89,7 @@ class Builder:
         self._const_cache: dict = {}
         self._types: dict = {}           # interned types: fewer objects for the GC to rescan
         self._at = _UNSET
+        self._own_from = 0               # nodes before this index were adopted, not emitted
 
     # ---- source lines ----
     def at(self, source: str | None) -> _At:
@@ -188,6 +191,15 @@ class Builder:
             self._at = saved
         return [env[id(v)] for v in graph.outputs]
 
+    def adopt(self, graph: Graph) -> None:
+        """Start from graph's nodes and constants, shared (not copied): emit after them."""
+        self.nodes.extend(graph.nodes)
+        self._own_from = len(self.nodes)
+        for c in graph.constants:
+            self.constants.append(c)
+            if c.data.size <= 64:
+                self._const_cache.setdefault((c.data.dtype.str, c.data.shape, c.data.tobytes()), (c, None))
+
     # ---- the result ----
     def build(self, name: str, inputs: list[Value], outputs: list[Value], *, arg_names: list[str] | None = None,
               in_tree: TreeDef | None = None, out_tree: TreeDef = LEAF,
@@ -201,7 +213,8 @@ class Builder:
             in_tree = TreeDef("tuple", tuple(LEAF for _ in inputs))
             arg_names = [v.name for v in inputs] if arg_names is None else arg_names
         g = Graph(name, arg_names, in_tree, inputs, self.nodes, out_tree, outputs, self.constants, output_names)
-        produced = {id(o) for n in self.nodes for o in n.outputs} if any(v.name is None for v in outputs) else ()
+        produced = {id(o) for n in self.nodes[self._own_from:] for o in n.outputs} \
+            if any(v.name is None for v in outputs) else ()
         for v, n in zip(outputs, g.output_names):
             if v.name is None and id(v) in produced:
                 v.name = n

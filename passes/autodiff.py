@@ -1,6 +1,7 @@
 """Reverse-mode autodiff as a pass: Graph -> Graph whose outputs include the gradients.
 
-The driver copies the forward nodes into a new IR builder, then walks them in reverse,
+The driver starts a new IR builder from the forward nodes (shared: graphs are values),
+then walks them in reverse,
 calling each op's VJP rule (passes/vjp_rules.py) on the output cotangent. Rules record
 IR, so the backward pass is an ordinary graph: printable, verifiable, differentiable
 again. Rules:
@@ -66,8 +67,8 @@ def _check_scalar_output(g: Graph, what: str):
                           hint="reduce the output to a scalar first, e.g. .sum() or .mean()")
 
 
-def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[Tensor]:
-    """Append the backward nodes of g (already copied into b via env) and return the grads."""
+def _backward(b: Builder, g: Graph, wrt_values: list[Value]) -> list[Tensor]:
+    """Append the backward nodes of g (already adopted by b) and return the grads."""
     active = {id(v) for v in wrt_values}
     for n in g.nodes:
         if not active.isdisjoint(map(id, n.inputs)) and OPS[n.op].differentiable:
@@ -84,8 +85,8 @@ def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[
             raise TapeirError(f"no VJP rule for op {n.op!r}: cannot differentiate through it",
                               where=n.source, hint="add a rule to passes/vjp_rules.py, or stop the "
                               "gradient before this op")
-        xs = [Tensor(env[id(v)], b) for v in n.inputs]
-        y = Tensor(env[id(n.outputs[0])], b)
+        xs = [Tensor(v, b) for v in n.inputs]
+        y = Tensor(n.outputs[0], b)
         g_out = ct[id(n.outputs[0])]
         with b.at(n.source):  # rule 4
             if rule.selective:
@@ -97,7 +98,7 @@ def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[
             for v, c in zip(n.inputs, cts):
                 if c is None or id(v) not in active:
                     continue
-                if c.value.type != v.type:
+                if c.value.type is not v.type and c.value.type != v.type:
                     raise AssertionError(f"VJP rule for {n.op} ({n.source}) gave a {c.value.type} cotangent "
                                          f"for a {v.type} input")
                 prev = ct.get(id(v))
@@ -117,21 +118,19 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     _check_scalar_output(g, what)
     idx, single = _wrt_list(g, wrt)
     b = Builder()
-    inputs = [b.input(v.type, v.name) for v in g.inputs]
+    b.adopt(g)  # the forward nodes, shared with g: the backward pass is appended after them
     with paused_gc(), recording(b), b.at(None):  # a pass never records where it was called from
-        env: dict = {}
-        outs = b.inline(g, inputs, env)
         wrt_values = [g.inputs[k] for i in idx for k in g.input_range(i)]
-        grads = _backward(b, g, env, wrt_values)
+        grads = _backward(b, g, wrt_values)
     it = iter(grads)
     trees = [unflatten(g.input_tree(i), [next(it).value for _ in g.input_range(i)]) for i in idx]
     grad_tree = trees[0] if single else tuple(trees)
-    result = (outs[0], grad_tree) if keep_value else grad_tree
+    result = (g.outputs[0], grad_tree) if keep_value else grad_tree
     leaves, out_tree = flatten(result, lambda x: isinstance(x, Value), what="gradient tree")
     suffix = "value_and_grad" if keep_value else "grad"
     # outputs are named for what they are: `value`, and `grad.<input name>` per gradient
     names = (["value"] if keep_value else []) + ["grad." + v.name for v in wrt_values]
-    raw = b.build(f"{g.name}_{suffix}", inputs, leaves, arg_names=g.arg_names, in_tree=g.in_tree,
+    raw = b.build(f"{g.name}_{suffix}", g.inputs, leaves, arg_names=g.arg_names, in_tree=g.in_tree,
                   out_tree=out_tree, output_names=names)
     with paused_gc():
         return CLEANUP(raw)  # rule 5
