@@ -89,7 +89,7 @@ class Builder:
         self._const_cache: dict = {}
         self._types: dict = {}           # interned types: fewer objects for the GC to rescan
         self._at = _UNSET
-        self._own_from = 0               # nodes before this index were adopted, not emitted
+        self._own: set[int] = set()      # ids of the Values emit() made (build names only those)
 
     # ---- source lines ----
     def at(self, source: str | None) -> _At:
@@ -144,6 +144,7 @@ class Builder:
         types = self._types
         outs = [Value(types.setdefault(t, t)) for t in out_types]
         self.nodes.append(Node(op, inputs, attrs, outs, source))
+        self._own.update(map(id, outs))
         return outs
 
     def _check_symbols(self, op, shape_attrs, out_types, attrs, source):
@@ -191,14 +192,30 @@ class Builder:
             self._at = saved
         return [env[id(v)] for v in graph.outputs]
 
-    def adopt(self, graph: Graph) -> None:
-        """Start from graph's nodes and constants, shared (not copied): emit after them."""
-        self.nodes.extend(graph.nodes)
-        self._own_from = len(self.nodes)
+    def adopt(self, graph: Graph) -> dict:
+        """Continue from graph: its nodes and constants are shared, not copied (graphs are
+        values), except nodes producing one of its outputs and nodes downstream of them,
+        which are re-emitted so the new graph can name its outputs without renaming Values
+        that `graph` holds. Returns id(old value) -> new value for the re-emitted ones.
+        """
         for c in graph.constants:
             self.constants.append(c)
             if c.data.size <= 64:
                 self._const_cache.setdefault((c.data.dtype.str, c.data.shape, c.data.tobytes()), (c, None))
+        env: dict = {}
+        outputs = {id(v) for v in graph.outputs}
+        saved = self._at
+        try:
+            for n in graph.nodes:
+                if env and not env.keys().isdisjoint(map(id, n.inputs)) or not outputs.isdisjoint(map(id, n.outputs)):
+                    self._at = n.source
+                    outs = self.emit(n.op, [env.get(id(v), v) for v in n.inputs], n.attrs)
+                    env.update((id(o), p) for o, p in zip(n.outputs, outs))
+                else:
+                    self.nodes.append(n)
+        finally:
+            self._at = saved
+        return env
 
     # ---- the result ----
     def build(self, name: str, inputs: list[Value], outputs: list[Value], *, arg_names: list[str] | None = None,
@@ -213,9 +230,7 @@ class Builder:
             in_tree = TreeDef("tuple", tuple(LEAF for _ in inputs))
             arg_names = [v.name for v in inputs] if arg_names is None else arg_names
         g = Graph(name, arg_names, in_tree, inputs, self.nodes, out_tree, outputs, self.constants, output_names)
-        produced = {id(o) for n in self.nodes[self._own_from:] for o in n.outputs} \
-            if any(v.name is None for v in outputs) else ()
         for v, n in zip(outputs, g.output_names):
-            if v.name is None and id(v) in produced:
+            if v.name is None and id(v) in self._own:
                 v.name = n
         return g

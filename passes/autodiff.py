@@ -67,8 +67,8 @@ def _check_scalar_output(g: Graph, what: str):
                           hint="reduce the output to a scalar first, e.g. .sum() or .mean()")
 
 
-def _backward(b: Builder, g: Graph, wrt_values: list[Value]) -> list[Tensor]:
-    """Append the backward nodes of g (already adopted by b) and return the grads."""
+def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[Tensor]:
+    """Append the backward nodes of g (adopted by b; env: its re-emitted values) and return the grads."""
     active = {id(v) for v in wrt_values}
     for n in g.nodes:
         if not active.isdisjoint(map(id, n.inputs)) and OPS[n.op].differentiable:
@@ -85,8 +85,8 @@ def _backward(b: Builder, g: Graph, wrt_values: list[Value]) -> list[Tensor]:
             raise TapeirError(f"no VJP rule for op {n.op!r}: cannot differentiate through it",
                               where=n.source, hint="add a rule to passes/vjp_rules.py, or stop the "
                               "gradient before this op")
-        xs = [Tensor(v, b) for v in n.inputs]
-        y = Tensor(n.outputs[0], b)
+        xs = [Tensor(env.get(id(v), v), b) for v in n.inputs]
+        y = Tensor(env.get(id(n.outputs[0]), n.outputs[0]), b)
         g_out = ct[id(n.outputs[0])]
         with b.at(n.source):  # rule 4
             if rule.selective:
@@ -118,14 +118,14 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     _check_scalar_output(g, what)
     idx, single = _wrt_list(g, wrt)
     b = Builder()
-    b.adopt(g)  # the forward nodes, shared with g: the backward pass is appended after them
     with paused_gc(), recording(b), b.at(None):  # a pass never records where it was called from
+        env = b.adopt(g)  # the forward nodes, shared with g: the backward pass comes after them
         wrt_values = [g.inputs[k] for i in idx for k in g.input_range(i)]
-        grads = _backward(b, g, wrt_values)
+        grads = _backward(b, g, env, wrt_values)
     it = iter(grads)
     trees = [unflatten(g.input_tree(i), [next(it).value for _ in g.input_range(i)]) for i in idx]
     grad_tree = trees[0] if single else tuple(trees)
-    result = (g.outputs[0], grad_tree) if keep_value else grad_tree
+    result = (env.get(id(g.outputs[0]), g.outputs[0]), grad_tree) if keep_value else grad_tree
     leaves, out_tree = flatten(result, lambda x: isinstance(x, Value), what="gradient tree")
     suffix = "value_and_grad" if keep_value else "grad"
     # outputs are named for what they are: `value`, and `grad.<input name>` per gradient
