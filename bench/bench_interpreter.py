@@ -18,6 +18,10 @@ the same inputs, repeats interleaved:
 
 The three results are checked bitwise equal, so all three make the same numpy calls.
 Target: tapeir / loop <= 1.5 (best of repeats; the median ratio is shown too).
+
+All three run in one process, interleaved: on f32[4] tensors numpy never enters BLAS,
+so no contender leaves a spinning thread pool behind to slow the next (unlike
+bench_train_step.py and bench_onnx.py, which time each contender in its own process).
 """
 from __future__ import annotations
 
