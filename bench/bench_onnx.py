@@ -2,6 +2,7 @@
 
     python bench/bench_onnx.py            # 3 rounds x 10 repeats (x 1 for torch's export)
     python bench/bench_onnx.py --quick    # 2 rounds x 3 repeats
+    python bench/bench_onnx.py --interference  # also: the same contenders back to back in one process
 
 Three comparisons; every contender is timed in its own child process, the rounds
 rotating through them (bench/harness.py says why: onnxruntime's and PyTorch's thread
@@ -223,13 +224,14 @@ def main():
         return harness.run_child(CONTENDERS, child[0])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
+    ap.add_argument("--interference", action="store_true",
+                    help="also time the contenders back to back in one process (the artifact isolation avoids)")
     args = ap.parse_args()
-    import onnxruntime
-
     try:
+        import onnxruntime
         import torch
-    except ImportError:
-        print("torch not installed: every row here compares with PyTorch, nothing to do (pip install torch)")
+    except ImportError as e:
+        print(f"{e.name or e} not installed: every row here needs onnxruntime and PyTorch; all 3 targets skipped")
         return 0
     rounds, repeats = (2, 3) if args.quick else (3, 10)
     threads = torch.get_num_threads()
@@ -255,6 +257,11 @@ def main():
         print(text)
     targets = rows[:3]  # the trace + export row is for information
     print(f"\n{sum(m for _, m in targets)}/{len(targets)} targets met")
+    if args.interference:
+        print()
+        harness.interference({k: CONTENDERS[k]() for k in ("infer-tapeir", "infer-torch", "train-tapeir", "train-torch")},
+                             [("train-torch", "train-tapeir"), ("train-tapeir", "train-torch"),
+                              ("infer-tapeir", "train-torch"), ("infer-torch", "infer-tapeir")], 5)
     return 0
 
 

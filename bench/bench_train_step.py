@@ -9,7 +9,8 @@ table with ratios and the peak memory of one step.
     python bench/bench_train_step.py [--quick] [--interference]
 
 `--interference` also times the steps back to back in one process, alone, right after a
-block of another implementation, and after that block plus harness.IDLE_GAP_S.
+block of another implementation, and after that block plus harness.IDLE_GAP_S: the
+artifact that running each implementation in its own process avoids.
 
 Targets: tapeir / hand numpy <= 1.10; tapeir / PyTorch eager <= 0.9.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import tracemalloc
 
 import numpy as np
@@ -139,35 +139,6 @@ def check(with_torch: bool):
         assert err < 1e-4 and abs(float(loss_t) - loss_p) < 1e-4, f"tapeir and PyTorch disagree ({err})"
 
 
-def interference(inner: int):
-    """Diagnostic: each step timed alone, right after a block of the other, and after the block plus a gap."""
-    fns = {k: CONTENDERS[k]() for k in ("tapeir", "hand", "torch")}
-    for fn in fns.values():
-        fn()
-
-    def timed_after(prev, fn, gap):
-        ts = []
-        for _ in range(5):
-            if prev is not None:
-                for _ in range(inner):
-                    prev()
-            if gap:
-                time.sleep(gap)
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            ts.append((time.perf_counter() - t0) / inner)
-        return min(ts) * 1e3
-
-    print(f"### Same-process interference (ms / step, best of 5 blocks of {inner}; gap = {harness.IDLE_GAP_S} s)\n")
-    print("| step | alone | right after a block of | time | after that block + gap |")
-    print("|---|---:|---|---:|---:|")
-    for fn, prev in (("torch", "hand"), ("torch", "tapeir"), ("tapeir", "torch"), ("hand", "torch")):
-        alone = timed_after(None, fns[fn], harness.IDLE_GAP_S)
-        print(f"| {LABELS[fn]} | {alone:.2f} | {LABELS[prev]} | {timed_after(fns[prev], fns[fn], 0):.2f} "
-              f"| {timed_after(fns[prev], fns[fn], harness.IDLE_GAP_S):.2f} |")
-
-
 def main(argv=None):
     child = harness.child_args(argv)
     if child:
@@ -203,9 +174,13 @@ def main(argv=None):
     for k in names[1:]:
         ratio = base / min(times[k])
         print(f"- tapeir / {LABELS[k]} = {ratio:.2f} (target ≤ {TARGETS[k]}) -> {harness.verdict(ratio, TARGETS[k])}")
+    if not with_torch:
+        print(f"- tapeir / PyTorch eager (target ≤ {TARGETS['torch']}): skipped, torch not installed")
     if args.interference and with_torch:
         print()
-        interference(inner)
+        harness.interference({LABELS[k]: CONTENDERS[k]() for k in names},
+                             [(LABELS[a], LABELS[b]) for a, b in
+                              (("torch", "hand"), ("torch", "tapeir"), ("tapeir", "torch"), ("hand", "torch"))], inner)
     return 0
 
 

@@ -20,7 +20,8 @@ Correctness checks run in the parent (or one child), never inside a timed loop.
 Scripts whose contenders share no thread pool (pure-Python tracing, numpy on f32[4]
 tensors, which never enters BLAS) keep timing in one process, interleaved; `IDLE_GAP_S`
 is the pause to leave after a switch where a script must mix pool-using contenders in one
-process (the `--interference` diagnostic of bench_train_step.py measures why).
+process (`--interference` in bench_train_step.py and bench_onnx.py measures why, with
+`interference()` below).
 """
 from __future__ import annotations
 
@@ -92,3 +93,31 @@ def isolated(script: str, plan: dict, rounds: int, extra=(), quiet=False) -> dic
 
 def verdict(value: float, target: float) -> str:
     return "PASS" if value <= target else "MISS"
+
+
+def interference(fns: dict, pairs, inner: int, blocks: int = 5):
+    """Diagnostic, all in this process: fn timed alone, right after a block of `inner` calls of prev, and after
+    that block plus IDLE_GAP_S. pairs: [(fn name, prev name)]. Prints a table of ms per call (best of blocks)."""
+    for fn in fns.values():
+        fn()
+
+    def after(prev, fn, gap):
+        ts = []
+        for _ in range(blocks):
+            if prev is not None:
+                for _ in range(inner):
+                    prev()
+            if gap:
+                time.sleep(gap)
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            ts.append((time.perf_counter() - t0) / inner)
+        return min(ts) * 1e3
+
+    print(f"### Same-process interference (ms per call, best of {blocks} blocks of {inner}; gap = {IDLE_GAP_S} s)\n")
+    print("| timed | alone (after a gap) | right after a block of | ms | after that block + gap |")
+    print("|---|---:|---|---:|---:|")
+    for name, prev in pairs:
+        print(f"| {name} | {after(None, fns[name], IDLE_GAP_S):.2f} | {prev} | {after(fns[prev], fns[name], 0):.2f} "
+              f"| {after(fns[prev], fns[name], IDLE_GAP_S):.2f} |")
