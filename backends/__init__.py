@@ -1,4 +1,4 @@
-"""Backends: run a Graph, or convert it to and from ONNX.
+"""Backends: run a Graph, or write it as ONNX.
 
 - numpy (numpy_backend.py, buffers in numpy_memory.py): an interpreter of the reference
   semantics, one kernel factory per op in `IMPL` (ir/reference.py); `compile_numpy(g)`.
@@ -7,7 +7,7 @@
   opset=)`. Its "Known differences" from the numpy backend are listed there.
 - ONNX export (onnx_export.py; one lowering rule per op in `EXPORT`, onnx_lowering.py;
   local functions in onnx_functions.py): `to_onnx(g, opset)`, `save_onnx(g, path)`.
-- ONNX import (onnx_import*.py; one rule per ONNX op type in `IMPORT`): `from_onnx`.
+ONNX import turns something else into IR, so it is a frontend (frontend/onnx/).
 
 Both backends take their arguments through backends/signature.py. Only the numpy backend
 loads with `import tapeir`; the other names import onnx/onnxruntime on first use.
@@ -26,7 +26,6 @@ from .numpy_backend import IMPL, NumpyFunction, compile_numpy
 _LAZY = {  # name -> the submodule defining it, imported on first access (PEP 562)
     "compile_onnxruntime": "onnxruntime_backend", "OnnxRuntimeFunction": "onnxruntime_backend",
     "to_onnx": "onnx_export", "save_onnx": "onnx_export", "EXPORT": "onnx_lowering",
-    "from_onnx": "onnx_import", "IMPORT": "onnx_import",
 }
 
 __all__ = ["IMPL", "NumpyFunction", "compile_numpy", *_LAZY]

@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..ir import __version__
 from ..ir.dtypes import to_numpy
 from ..ir.errors import TapeirError
 from ..ir.types import factors, from_factors
@@ -325,8 +326,6 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
     functions = [onnx_functions.make_function(f, opset) for f in sorted(low.functions)]
     if functions:
         opsets.append(helper.make_opsetid(onnx_functions.DOMAIN, onnx_functions.DOMAIN_VERSION))
-    from .. import __version__
-
     model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, functions=functions,
                               producer_name="tapeir", producer_version=__version__, doc_string=str(g))
     return model

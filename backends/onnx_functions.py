@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from onnx import AttributeProto, helper
 
-DOMAIN = "tapeir"
+from ..ir.registry import ONNX_DOMAIN as DOMAIN, onnx_axes_are_input
+
 DOMAIN_VERSION = 1
 
 
@@ -58,8 +59,8 @@ def _softplus(opset):
 
 
 def _reduce(op, x, axes, out, keepdims, opset):
-    """A reduction over the function's @axes (an input from opset 18, an attribute before)."""
-    if op == "ReduceSum" or opset >= 18:
+    """A reduction over the function's @axes (an input or an attribute, as the opset wants)."""
+    if onnx_axes_are_input(op, opset):
         node = helper.make_node(op, [x, axes], [out])
     else:
         node = _ref(helper.make_node(op, [x], [out]), "axes", AttributeProto.INTS, "axes")

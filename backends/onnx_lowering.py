@@ -2,7 +2,9 @@
 
 A rule is `rule(low, node, ins, outs)`: `low` is the export state (backends/onnx_export.py
 `Lowering`), `ins` the ONNX names of the node's operands, `outs` the names its results
-must get. Most ops are one ONNX operator of the same meaning; the others, in order:
+must get. Most ops are their ONNX twin, declared with the op in the registry (`onnx=`):
+their row is derived, the twin on the same inputs with the same attributes. The
+hand-written rules below override it, in order:
 
   1. relu of integers is Max(x, 0) (onnxruntime has no integer Relu kernel), and so is
      relu of float64 (onnxruntime's Relu -> Clip fusion fails on float64); where of
@@ -13,8 +15,8 @@ must get. Most ops are one ONNX operator of the same meaning; the others, in ord
      value, which clamps infinities).
   2. Reductions and squeeze/unsqueeze over no axes are Identity (ONNX reads empty axes as
      "all axes"), and so is the transpose of a 0-d tensor (onnx cannot write an empty
-     `perm` attribute: it cannot tell its type). ReduceMean/Max/Min take axes as an input from opset 18, an attribute
-     before.
+     `perm` attribute: it cannot tell its type). Reductions take axes as an input or an
+     attribute as the opset wants (ir.registry.onnx_axes_are_input).
   3. softplus and logsumexp call local functions (backends/onnx_functions.py); gelu is
      Gelu from opset 20 and a local function below.
   4. layer_norm is LayerNormalization from opset 17, where a missing weight is ones of the
@@ -43,6 +45,7 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 from ..ir.dtypes import INTS, to_numpy
+from ..ir.registry import OPS, onnx_axes_are_input
 
 INT64_MIN = -(2 ** 63)
 
@@ -52,16 +55,10 @@ def elem_type(dtype: str) -> int:
     return helper.np_dtype_to_tensor_dtype(to_numpy(dtype))
 
 
-def _same(op_type):
+def _twin(op_type):
+    """The derived row: the op's twin on the same inputs, attributes under the same names."""
     def rule(low, n, ins, outs):
-        low.op(op_type, *ins, out=outs[0])
-    return rule
-
-
-def _with_attrs(op_type, **names):
-    """An op whose IR attributes map to ONNX attributes (ONNX name = IR name)."""
-    def rule(low, n, ins, outs):
-        low.op(op_type, *ins, out=outs[0], **{onnx_name: n.attrs[ir] for onnx_name, ir in names.items()})
+        low.op(op_type, *ins, out=outs[0], **n.attrs)
     return rule
 
 
@@ -138,18 +135,16 @@ def _gelu(low, n, ins, outs):
 def reduce(low, op_type, x, out, axes, keepdims):
     """`op_type` over `axes` (non-empty) with axes as input or attribute, as the opset wants."""
     keep = int(bool(keepdims))
-    if op_type == "ReduceSum" or low.opset >= 18:
+    if onnx_axes_are_input(op_type, low.opset):
         return low.op(op_type, x, low.ints(axes), out=out, keepdims=keep)
     return low.op(op_type, x, out=out, axes=list(axes), keepdims=keep)
 
 
-def _reduce(op_type):
-    def rule(low, n, ins, outs):
-        if not n.attrs["axes"]:
-            low.op("Identity", ins[0], out=outs[0])
-        else:
-            reduce(low, op_type, ins[0], outs[0], n.attrs["axes"], n.attrs["keepdims"])
-    return rule
+def _reduce(low, n, ins, outs):
+    if not n.attrs["axes"]:
+        low.op("Identity", ins[0], out=outs[0])
+    else:
+        reduce(low, OPS[n.op].onnx, ins[0], outs[0], n.attrs["axes"], n.attrs["keepdims"])
 
 
 def _logsumexp(low, n, ins, outs):
@@ -198,11 +193,14 @@ def _pairs(p):
     return [p[0], p[1], p[0], p[1]]
 
 
+def _window(a, kernel, dilations=True):
+    """The ONNX attributes of a conv/pool window (pads symmetric)."""
+    out = dict(kernel_shape=list(kernel), strides=list(a["stride"]), pads=_pairs(a["padding"]))
+    return {**out, "dilations": list(a["dilation"])} if dilations else out
+
+
 def _conv(low, n, ins, outs):
-    a = n.attrs
-    w = n.inputs[1].type.shape
-    low.op("Conv", *ins, out=outs[0], kernel_shape=list(w[2:]), strides=list(a["stride"]),
-           pads=_pairs(a["padding"]), dilations=list(a["dilation"]), group=a["groups"])
+    low.op("Conv", *ins, out=outs[0], group=n.attrs["groups"], **_window(n.attrs, n.inputs[1].type.shape[2:]))
 
 
 def _conv_transpose(low, n, ins, outs):
@@ -224,19 +222,15 @@ def _conv_transpose(low, n, ins, outs):
 
 
 def _max_pool(low, n, ins, outs):
-    a = n.attrs
-    low.op("MaxPool", ins[0], out=outs[0], kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-           pads=_pairs(a["padding"]), dilations=list(a["dilation"]))
+    low.op("MaxPool", ins[0], out=outs[0], **_window(n.attrs, n.attrs["kernel"]))
 
 
 def _avg_pool(low, n, ins, outs):
     a = n.attrs
-    extra = {}
     if a["dilation"] != (1, 1):
         low.require(19, "avg_pool2d with dilation (AveragePool dilations)")
-        extra["dilations"] = list(a["dilation"])
-    low.op("AveragePool", ins[0], out=outs[0], kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-           pads=_pairs(a["padding"]), count_include_pad=int(a["count_include_pad"]), **extra)
+    low.op("AveragePool", ins[0], out=outs[0], count_include_pad=int(a["count_include_pad"]),
+           **_window(a, a["kernel"], dilations=a["dilation"] != (1, 1)))
 
 
 def _reshape(low, n, ins, outs):
@@ -273,65 +267,35 @@ def _pad(low, n, ins, outs):
     low.op("Pad", ins[0], low.ints(pads), value, out=outs[0], mode="constant")
 
 
-def _axes_op(op_type):
-    def rule(low, n, ins, outs):
-        if not n.attrs["axes"]:
-            low.op("Identity", ins[0], out=outs[0])
-        else:
-            low.op(op_type, ins[0], low.ints(n.attrs["axes"]), out=outs[0])
-    return rule
+def _squeeze_axes(low, n, ins, outs):  # squeeze, unsqueeze: axes as an input
+    if not n.attrs["axes"]:
+        low.op("Identity", ins[0], out=outs[0])
+    else:
+        low.op(OPS[n.op].onnx, ins[0], low.ints(n.attrs["axes"]), out=outs[0])
 
 
-def _class_loss(op_type):
-    def rule(low, n, ins, outs):
-        a = n.attrs
-        attrs = dict(reduction=a["reduction"], ignore_index=a["ignore_index"])
-        if n.inputs[0].type.rank > 1:
-            low.op(op_type, *ins, out=outs[0], **attrs)
-            return
-        zero = low.ints([0])  # [C] and a scalar label: a batch of one
-        x, y = low.op("Unsqueeze", ins[0], zero), low.op("Unsqueeze", ins[1], zero)
-        if a["reduction"] != "none":
-            low.op(op_type, x, y, out=outs[0], **attrs)
-        else:
-            low.op("Squeeze", low.op(op_type, x, y, **attrs), zero, out=outs[0])
-    return rule
+def _class_loss(low, n, ins, outs):
+    a, op_type = n.attrs, OPS[n.op].onnx
+    if n.inputs[0].type.rank > 1:
+        low.op(op_type, *ins, out=outs[0], **a)
+        return
+    zero = low.ints([0])  # [C] and a scalar label: a batch of one
+    x, y = low.op("Unsqueeze", ins[0], zero), low.op("Unsqueeze", ins[1], zero)
+    if a["reduction"] != "none":
+        low.op(op_type, x, y, out=outs[0], **a)
+    else:
+        low.op("Squeeze", low.op(op_type, x, y, **a), zero, out=outs[0])
 
 
 EXPORT = {
-    "neg": _same("Neg"), "exp": _same("Exp"), "log": _same("Log"), "reciprocal": _same("Reciprocal"),
-    "sqrt": _same("Sqrt"), "abs": _same("Abs"), "tanh": _same("Tanh"), "sin": _same("Sin"),
-    "cos": _same("Cos"), "sigmoid": _same("Sigmoid"), "erf": _same("Erf"), "relu": _relu,
+    **{op: _twin(d.onnx) for op, d in OPS.items() if d.onnx},  # derived rows; the rest override them
+    "relu": _relu,
     "softplus": lambda low, n, ins, outs: low.call("softplus", ins[0], out=outs[0]),
-    "leaky_relu": _with_attrs("LeakyRelu", alpha="alpha"),
-    "elu": _with_attrs("Elu", alpha="alpha"),
-    "gelu": _gelu,
-    "clip": _clip,
-    "cast": _cast,
-    "add": _same("Add"), "sub": _same("Sub"), "mul": _same("Mul"), "div": _same("Div"), "pow": _same("Pow"),
-    "maximum": _same("Max"), "minimum": _same("Min"),
-    "equal": _same("Equal"), "not_equal": _not_equal, "less": _same("Less"), "less_equal": _same("LessOrEqual"),
-    "greater": _same("Greater"), "greater_equal": _same("GreaterOrEqual"),
-    "where": _where,
-    "sum": _reduce("ReduceSum"), "mean": _reduce("ReduceMean"), "max": _reduce("ReduceMax"),
-    "min": _reduce("ReduceMin"),
-    "logsumexp": _logsumexp,
-    "softmax": _with_attrs("Softmax", axis="axis"),
-    "log_softmax": _with_attrs("LogSoftmax", axis="axis"),
-    "layer_norm": _layer_norm,
-    "matmul": _matmul,
-    "conv2d": _conv,
-    "conv_transpose2d": _conv_transpose,
-    "max_pool2d": _max_pool,
-    "avg_pool2d": _avg_pool,
-    "reshape": _reshape,
-    "transpose": _transpose,
-    "broadcast_to": _broadcast_to,
-    "concatenate": _with_attrs("Concat", axis="axis"),
-    "slice": _slice,
-    "pad": _pad,
-    "squeeze": _axes_op("Squeeze"),
-    "unsqueeze": _axes_op("Unsqueeze"),
-    "cross_entropy": _class_loss("SoftmaxCrossEntropyLoss"),
-    "nll_loss": _class_loss("NegativeLogLikelihoodLoss"),
+    "gelu": _gelu, "clip": _clip, "cast": _cast, "not_equal": _not_equal, "where": _where,
+    "sum": _reduce, "mean": _reduce, "max": _reduce, "min": _reduce, "logsumexp": _logsumexp,
+    "layer_norm": _layer_norm, "matmul": _matmul, "conv2d": _conv, "conv_transpose2d": _conv_transpose,
+    "max_pool2d": _max_pool, "avg_pool2d": _avg_pool,
+    "reshape": _reshape, "transpose": _transpose, "broadcast_to": _broadcast_to, "slice": _slice, "pad": _pad,
+    "squeeze": _squeeze_axes, "unsqueeze": _squeeze_axes,
+    "cross_entropy": _class_loss, "nll_loss": _class_loss,
 }

@@ -1,5 +1,6 @@
-"""The frontend: everything that turns something else into IR. The Python tracer (Tensor,
-trace(), the tp.* functions) builds through ir/builder.py; so does the ONNX importer."""
+"""The frontend: everything that turns something else into IR, through ir/builder.py: the
+Python tracer (Tensor, trace(), the tp.* functions) and the ONNX importer (frontend/onnx/,
+imported on first use: it needs onnx)."""
 from . import functions
 from .tensor import Tensor
 from .tracer import Spec

@@ -97,7 +97,7 @@ def lift(tr: Builder, x, like: str | None, op: str):
                      hint="operands are traced Tensors, numpy arrays or Python/numpy scalars")
 
 
-def _apply(op: str, operands, attrs=None, typed=None) -> Tensor:
+def apply_op(op: str, operands, attrs=None, typed=None) -> Tensor:
     """Emit `op` on operands; scalars take the dtype of the first tensor among `typed`."""
     tr = builder_of(operands)
     typed = operands if typed is None else typed
@@ -123,7 +123,7 @@ def _unary(name: str, summary: str, x: str, result: str, op: str | None = None):
     op = op or name
 
     def f(x):
-        return _apply(op, [x])
+        return apply_op(op, [x])
     f.__name__ = op
     f.__doc__ = f"""{summary}
 
@@ -166,7 +166,7 @@ def leaky_relu(x, negative_slope: float = 0.01):
     >>> tp.run(tp.trace(lambda x: tp.leaky_relu(x, 0.1), x), x).astype(float).round(4).tolist()
     [-0.2, 0.0, 3.0]
     """
-    return _apply("leaky_relu", [x], {"alpha": negative_slope})
+    return apply_op("leaky_relu", [x], {"alpha": negative_slope})
 
 
 def elu(x, alpha: float = 1.0):
@@ -177,7 +177,7 @@ def elu(x, alpha: float = 1.0):
     >>> tp.run(tp.trace(tp.elu, x), x).astype(float).round(4).tolist()
     [-0.6321, 0.0, 2.0]
     """
-    return _apply("elu", [x], {"alpha": alpha})
+    return apply_op("elu", [x], {"alpha": alpha})
 
 
 def gelu(x, approximate: str = "none"):
@@ -192,7 +192,7 @@ def gelu(x, approximate: str = "none"):
     >>> exact.astype(float).round(4).tolist(), approx.astype(float).round(4).tolist()
     ([-0.1587, 0.0, 0.8413], [-0.1588, 0.0, 0.8412])
     """
-    return _apply("gelu", [x], {"approximate": approximate})
+    return apply_op("gelu", [x], {"approximate": approximate})
 
 
 def silu(x):
@@ -226,7 +226,7 @@ def _binary(name: str, summary: str, result: str, op: str | None = None):
     op = op or name
 
     def f(a, b):
-        return _apply(op, [a, b])
+        return apply_op(op, [a, b])
     f.__name__ = op
     f.__doc__ = f"""{summary}
 
@@ -270,7 +270,7 @@ def where(condition, x, y):
     >>> tp.run(tp.trace(lambda x: tp.where(x > 0, x, 0.0), x), x).tolist()
     [0.0, 2.0, 0.0]
     """
-    return _apply("where", [condition, x, y], typed=[x, y])
+    return apply_op("where", [condition, x, y], typed=[x, y])
 
 
 def clip(a, a_min=None, a_max=None):
@@ -281,7 +281,7 @@ def clip(a, a_min=None, a_max=None):
     >>> tp.run(tp.trace(lambda x: tp.clip(x, 0.0, 1.0), x), x).tolist()
     [0.0, 0.5, 1.0]
     """
-    return _apply("clip", [a], {"min": a_min, "max": a_max})
+    return apply_op("clip", [a], {"min": a_min, "max": a_max})
 
 
 def astype(x, dtype):
@@ -297,7 +297,7 @@ def astype(x, dtype):
     """
     x = _t(x, "astype")
     dt = dtype_of(dtype)
-    return x if dt == x.value.type.dtype else _apply("cast", [x], {"to": dt})
+    return x if dt == x.value.type.dtype else apply_op("cast", [x], {"to": dt})
 
 
 # ---- reductions --------------------------------------------------------------------
@@ -331,7 +331,7 @@ def _reduce(op: str, summary: str, result: str):
     """tp.<op>(x, axis=None, keepdims=False); its docstring reduces a 2x2 example over axis 1."""
     def f(x, axis=None, keepdims=False):
         x = _t(x, op)
-        return _apply(op, [x], {"axes": _axes(x, axis, op), "keepdims": keepdims})
+        return apply_op(op, [x], {"axes": _axes(x, axis, op), "keepdims": keepdims})
     f.__name__ = op
     f.__doc__ = f"""{summary}
 
@@ -372,7 +372,7 @@ def softmax(x, axis: int = -1):
     [[0.09, 0.2447, 0.6652]]
     """
     x = _t(x, "softmax")
-    return _apply("softmax", [x], {"axis": _axis(x, axis, "softmax")})
+    return apply_op("softmax", [x], {"axis": _axis(x, axis, "softmax")})
 
 
 def log_softmax(x, axis: int = -1):
@@ -385,7 +385,7 @@ def log_softmax(x, axis: int = -1):
     [[-2.4076, -1.4076, -0.4076]]
     """
     x = _t(x, "log_softmax")
-    return _apply("log_softmax", [x], {"axis": _axis(x, axis, "log_softmax")})
+    return apply_op("log_softmax", [x], {"axis": _axis(x, axis, "log_softmax")})
 
 
 # ---- contractions and shapes -------------------------------------------------------
@@ -398,7 +398,7 @@ def matmul(a, b):
     >>> tp.run(tp.trace(tp.matmul, a, b), a, b).tolist()
     [3.0, 7.0]
     """
-    return _apply("matmul", [a, b])
+    return apply_op("matmul", [a, b])
 
 
 def reshape(x, shape):
@@ -415,7 +415,7 @@ def reshape(x, shape):
     """
     x = _t(x, "reshape")
     shape = (shape,) if isinstance(shape, (int, str, np.integer)) else tuple(shape)
-    return _apply("reshape", [x], {"shape": shape})
+    return apply_op("reshape", [x], {"shape": shape})
 
 
 def transpose(x, axes=None):
@@ -436,7 +436,7 @@ def transpose(x, axes=None):
         if len(perm) != x.ndim:
             raise TraceError(f"transpose: axes {tuple(axes)} must name each of the {x.ndim} axes of {x.type} once",
                              where=user_source(), hint="pass a permutation such as (1, 0)")
-    return _apply("transpose", [x], {"perm": perm})
+    return apply_op("transpose", [x], {"perm": perm})
 
 
 def broadcast_to(x, shape):
@@ -448,7 +448,7 @@ def broadcast_to(x, shape):
     [[1.0, 2.0], [1.0, 2.0]]
     """
     x = _t(x, "broadcast_to")
-    return _apply("broadcast_to", [x], {"shape": tuple(shape)})
+    return apply_op("broadcast_to", [x], {"shape": tuple(shape)})
 
 
 def concatenate(xs, axis: int = 0):
@@ -463,7 +463,7 @@ def concatenate(xs, axis: int = 0):
     if not xs:
         raise TraceError("concatenate: needs at least one tensor", where=user_source())
     first = _t(xs[0], "concatenate")
-    return _apply("concatenate", xs, {"axis": _axis(first, axis, "concatenate")})
+    return apply_op("concatenate", xs, {"axis": _axis(first, axis, "concatenate")})
 
 
 def squeeze(x, axis=None):
@@ -476,7 +476,7 @@ def squeeze(x, axis=None):
     """
     x = _t(x, "squeeze")
     axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else _axes(x, axis, "squeeze")
-    return _apply("squeeze", [x], {"axes": axes})
+    return apply_op("squeeze", [x], {"axes": axes})
 
 
 def expand_dims(x, axis):
@@ -490,7 +490,7 @@ def expand_dims(x, axis):
     """
     x = _t(x, "expand_dims")
     n_new = 1 if isinstance(axis, (int, np.integer)) else len(tuple(axis))
-    return _apply("unsqueeze", [x], {"axes": _axes(x, axis, "expand_dims", rank=x.ndim + n_new)})
+    return apply_op("unsqueeze", [x], {"axes": _axes(x, axis, "expand_dims", rank=x.ndim + n_new)})
 
 
 def getitem(x: Tensor, index) -> Tensor:
@@ -559,11 +559,11 @@ def getitem(x: Tensor, index) -> Tensor:
         axis += 1
     y = x
     if axes:
-        y = _apply("slice", [y], {"axes": axes, "starts": starts, "stops": stops, "steps": steps})
+        y = apply_op("slice", [y], {"axes": axes, "starts": starts, "stops": stops, "steps": steps})
     if drop:
-        y = _apply("squeeze", [y], {"axes": drop})
+        y = apply_op("squeeze", [y], {"axes": drop})
     if new_axes:
-        y = _apply("unsqueeze", [y], {"axes": new_axes})
+        y = apply_op("unsqueeze", [y], {"axes": new_axes})
     return y
 
 
@@ -588,7 +588,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
         raise TraceError("layer_norm: bias without weight is not supported", where=user_source(),
                          hint="pass weight=np.ones(normalized_shape, dtype)")
     operands = [x] + [t for t in (weight, bias) if t is not None]
-    return _apply("layer_norm", operands, {"axis": x.ndim - len(ns), "epsilon": eps})
+    return apply_op("layer_norm", operands, {"axis": x.ndim - len(ns), "epsilon": eps})
 
 
 def _pair(v, name, op):
@@ -629,7 +629,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
         else:
             raise TraceError(f"conv2d: padding={padding!r}", where=user_source(), hint="use an int, a pair, 'valid' or 'same'")
     operands = [input, w] + ([bias] if bias is not None else [])
-    return _apply("conv2d", operands, {"stride": _pair(stride, "stride", "conv2d"),
+    return apply_op("conv2d", operands, {"stride": _pair(stride, "stride", "conv2d"),
                                        "padding": _pair(padding, "padding", "conv2d"),
                                        "dilation": dil, "groups": groups})
 
@@ -647,7 +647,7 @@ def conv_transpose2d(input, weight, stride=1, padding=0, output_padding=0, group
     >>> g.outputs[0].type
     f32[N,3,32,32]
     """
-    return _apply("conv_transpose2d", [input, weight], {
+    return apply_op("conv_transpose2d", [input, weight], {
         "stride": _pair(stride, "stride", "conv_transpose2d"), "padding": _pair(padding, "padding", "conv_transpose2d"),
         "output_padding": _pair(output_padding, "output_padding", "conv_transpose2d"),
         "groups": groups, "dilation": _pair(dilation, "dilation", "conv_transpose2d")})
@@ -665,7 +665,7 @@ def pad(x, pad_width, constant_values: float = 0.0):
     """
     x = _t(x, "pad")
     pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
-    return _apply("pad", [x], {"pads": tuple(pw[:, 0]) + tuple(pw[:, 1]), "value": constant_values})
+    return apply_op("pad", [x], {"pads": tuple(pw[:, 0]) + tuple(pw[:, 1]), "value": constant_values})
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
@@ -685,7 +685,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         raise TraceError("max_pool2d: ceil_mode=True is not supported", where=user_source(),
                          hint="pad the input instead")
     k = _pair(kernel_size, "kernel_size", "max_pool2d")
-    return _apply("max_pool2d", [input], {"kernel": k, "stride": k if stride is None else _pair(stride, "stride", "max_pool2d"),
+    return apply_op("max_pool2d", [input], {"kernel": k, "stride": k if stride is None else _pair(stride, "stride", "max_pool2d"),
                                           "padding": _pair(padding, "padding", "max_pool2d"),
                                           "dilation": _pair(dilation, "dilation", "max_pool2d")})
 
@@ -707,7 +707,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = Fal
         raise TraceError("avg_pool2d: ceil_mode=True is not supported", where=user_source(),
                          hint="pad the input instead")
     k = _pair(kernel_size, "kernel_size", "avg_pool2d")
-    return _apply("avg_pool2d", [input], {"kernel": k, "stride": k if stride is None else _pair(stride, "stride", "avg_pool2d"),
+    return apply_op("avg_pool2d", [input], {"kernel": k, "stride": k if stride is None else _pair(stride, "stride", "avg_pool2d"),
                                           "padding": _pair(padding, "padding", "avg_pool2d"),
                                           "count_include_pad": count_include_pad})
 
@@ -788,7 +788,7 @@ def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -1
     >>> round(float(tp.run(tp.trace(tp.cross_entropy, x, y), x, y)), 4)
     0.7531
     """
-    return _apply("cross_entropy", [input, target], {"reduction": reduction, "ignore_index": ignore_index})
+    return apply_op("cross_entropy", [input, target], {"reduction": reduction, "ignore_index": ignore_index})
 
 
 def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
@@ -801,7 +801,7 @@ def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
     >>> round(float(tp.run(tp.trace(lambda x, y: tp.nll_loss(tp.log_softmax(x), y), x, y), x, y)), 4)
     0.7531
     """
-    return _apply("nll_loss", [input, target], {"reduction": reduction, "ignore_index": ignore_index})
+    return apply_op("nll_loss", [input, target], {"reduction": reduction, "ignore_index": ignore_index})
 
 
 # Tensor's operators and methods (x + y, x.sum(), np.exp(x)) call the functions above; this

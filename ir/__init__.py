@@ -11,6 +11,10 @@ from .serialize import load, save
 from .types import TensorType
 from .verifier import verify
 
+# tapeir's version lives here, the lowest layer, so backends can stamp it (ONNX
+# producer_version) without importing the package root; tapeir.__version__ re-exports it.
+__version__ = "0.1.0"
+
 __all__ = [
     "DTYPES", "dtype_of", "ParseError", "RunError", "TapeirError", "TraceError", "TypeRuleError",
     "VerifyError", "Graph", "Node", "Value", "constant", "parse", "print_graph", "TreeDef",

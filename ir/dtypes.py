@@ -53,10 +53,3 @@ def dtype_of(x) -> str:
 def to_numpy(dtype: str) -> np.dtype:
     return _NUMPY[dtype]
 
-
-def is_float(dtype: str) -> bool:
-    return dtype in FLOATS
-
-
-def is_int(dtype: str) -> bool:
-    return dtype in INTS

@@ -1,6 +1,7 @@
 """The op set. Each op is declared once: arity, attributes, category, type rule.
 
-Ops follow ONNX operators of the same meaning (snake_case names) so export is 1:1.
+Ops follow ONNX operators of the same meaning (snake_case names) so export is 1:1; an
+op's twin is declared with it (`onnx=`).
 Attributes are stored canonical: axes non-negative and sorted, defaults filled in, so
 two graphs that mean the same thing print the same.
 """
@@ -10,6 +11,7 @@ from .dtypes import FLOATS, INTS
 from .errors import TypeRuleError
 from .registry import Attr, Category, register
 from .types import TensorType, dim_divide, dim_product
+from .windows import conv_out, conv_transpose_out
 
 E, R, S = Category.ELEMENTWISE, Category.REDUCE, Category.SHAPE
 NUMERIC = FLOATS | INTS
@@ -249,7 +251,7 @@ def _spatial_out(op, t, k, stride, padding, dilation):
         if not isinstance(n, int):
             raise TypeRuleError(f"{op}: spatial dims must be static, got {t}",
                                 hint="convolution and pooling need fixed spatial sizes; only the batch dim may be symbolic")
-        size = (n + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1
+        size = conv_out(n, k[i], stride[i], 2 * padding[i], dilation[i])
         if size <= 0:
             raise TypeRuleError(f"{op}: window {k} (dilation {dilation}) larger than padded input {t}",
                                 hint="use a smaller kernel or dilation, or pad the input")
@@ -305,8 +307,8 @@ def conv_transpose2d_rule(op, ts, attrs):
         if not 0 <= op_ < max(attrs["stride"][i], attrs["dilation"][i]):
             raise TypeRuleError(f"{op}: output_padding {list(attrs['output_padding'])} must be below stride or dilation",
                                 hint="output_padding adds at most stride-1 (or dilation-1) rows/columns")
-        out.append((n - 1) * attrs["stride"][i] - 2 * attrs["padding"][i]
-                   + attrs["dilation"][i] * (w.shape[2 + i] - 1) + op_ + 1)
+        out.append(conv_transpose_out(n, w.shape[2 + i], attrs["stride"][i], attrs["padding"][i],
+                                      attrs["dilation"][i], op_))
     if min(out) <= 0:
         raise TypeRuleError(f"{op}: output would be empty ({out})",
                             hint="check stride, padding and kernel size")
@@ -372,83 +374,65 @@ def class_loss_rule(op, ts, attrs):
 
 
 # ---- declarations -----------------------------------------------------------------
+# onnx=: the ai.onnx twin (see ir/registry.py); ops without one export as composites or
+# ONNX local functions.
 
-def _decl(name, arity, cat, rule, attrs=None, **kw):
-    register(name, arity, cat, rule, attrs, **kw)
+for _n, _t in [("exp", "Exp"), ("log", "Log"), ("reciprocal", "Reciprocal"), ("sqrt", "Sqrt"), ("tanh", "Tanh"),
+               ("sigmoid", "Sigmoid"), ("softplus", "Softplus"), ("sin", "Sin"), ("cos", "Cos"), ("erf", "Erf")]:
+    register(_n, 1, E, unary(FLOATS), onnx=_t)
+for _n, _t in [("neg", "Neg"), ("abs", "Abs"), ("relu", "Relu")]:
+    register(_n, 1, E, unary(NUMERIC), onnx=_t)
+register("leaky_relu", 1, E, unary(FLOATS), {"alpha": Attr("float", 0.01)}, onnx="LeakyRelu")
+register("elu", 1, E, unary(FLOATS), {"alpha": Attr("float", 1.0)}, onnx="Elu")
+register("gelu", 1, E, unary(FLOATS), {"approximate": Attr("str", "none", ("none", "tanh"))}, onnx="Gelu")
+register("clip", 1, E, clip_rule, {"min": Attr("float?", None), "max": Attr("float?", None)}, onnx="Clip")
+register("cast", 1, E, cast_rule, {"to": Attr("dtype")}, onnx="Cast")
 
-
-_UNARY_FLOAT = ["exp", "log", "reciprocal", "sqrt", "tanh", "sigmoid", "softplus", "sin", "cos", "erf"]
-for _n in _UNARY_FLOAT:
-    _decl(_n, 1, E, unary(FLOATS))
-for _n in ["neg", "abs", "relu"]:
-    _decl(_n, 1, E, unary(NUMERIC))
-_decl("leaky_relu", 1, E, unary(FLOATS), {"alpha": Attr("float", 0.01)})
-_decl("elu", 1, E, unary(FLOATS), {"alpha": Attr("float", 1.0)})
-_decl("gelu", 1, E, unary(FLOATS), {"approximate": Attr("str", "none", ("none", "tanh"))})
-_decl("clip", 1, E, clip_rule, {"min": Attr("float?", None), "max": Attr("float?", None)})
-_decl("cast", 1, E, cast_rule, {"to": Attr("dtype")})
-
-for _n in ["add", "sub", "mul", "maximum", "minimum"]:
-    _decl(_n, 2, E, binary(NUMERIC))
-for _n in ["div", "pow"]:
-    _decl(_n, 2, E, binary(FLOATS))
-for _n in ["equal", "not_equal"]:
-    _decl(_n, 2, E, binary(NUMERIC | {"bool"}, "bool"), differentiable=False)
-for _n in ["less", "less_equal", "greater", "greater_equal"]:
-    _decl(_n, 2, E, binary(NUMERIC, "bool"), differentiable=False)
-_decl("where", 3, E, where_rule)
+for _n, _t in [("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("maximum", "Max"), ("minimum", "Min")]:
+    register(_n, 2, E, binary(NUMERIC), onnx=_t)
+for _n, _t in [("div", "Div"), ("pow", "Pow")]:
+    register(_n, 2, E, binary(FLOATS), onnx=_t)
+register("equal", 2, E, binary(NUMERIC | {"bool"}, "bool"), differentiable=False, onnx="Equal")
+register("not_equal", 2, E, binary(NUMERIC | {"bool"}, "bool"), differentiable=False)
+for _n, _t in [("less", "Less"), ("less_equal", "LessOrEqual"), ("greater", "Greater"),
+               ("greater_equal", "GreaterOrEqual")]:
+    register(_n, 2, E, binary(NUMERIC, "bool"), differentiable=False, onnx=_t)
+register("where", 3, E, where_rule, onnx="Where")
 
 _REDUCE_ATTRS = {"axes": Attr("ints"), "keepdims": Attr("bool", False)}
-for _n, _allowed in [("sum", NUMERIC), ("mean", FLOATS), ("max", NUMERIC), ("min", NUMERIC)]:
-    _decl(_n, 1, R, reduce_rule(_allowed), _REDUCE_ATTRS)
-_decl("logsumexp", 1, R, reduce_rule(FLOATS), _REDUCE_ATTRS)
+for _n, _allowed, _t in [("sum", NUMERIC, "ReduceSum"), ("mean", FLOATS, "ReduceMean"), ("max", NUMERIC, "ReduceMax"),
+                         ("min", NUMERIC, "ReduceMin"), ("logsumexp", FLOATS, "ReduceLogSumExp")]:
+    register(_n, 1, R, reduce_rule(_allowed), _REDUCE_ATTRS, onnx=_t)
 
-_decl("softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")})
-_decl("log_softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")})
-_decl("layer_norm", (1, 3), Category.NORMALIZE, layer_norm_rule,
-      {"axis": Attr("int"), "epsilon": Attr("float", 1e-5)})
+register("softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")}, onnx="Softmax")
+register("log_softmax", 1, Category.NORMALIZE, axis_rule, {"axis": Attr("int")}, onnx="LogSoftmax")
+register("layer_norm", (1, 3), Category.NORMALIZE, layer_norm_rule,
+         {"axis": Attr("int"), "epsilon": Attr("float", 1e-5)}, onnx="LayerNormalization")
 
-_decl("matmul", 2, Category.CONTRACT, matmul_rule)
-_decl("conv2d", (2, 3), Category.CONTRACT, conv2d_rule,
-      {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)),
-       "dilation": Attr("ints", (1, 1)), "groups": Attr("int", 1)})
-_decl("conv_transpose2d", 2, Category.CONTRACT, conv_transpose2d_rule,
-      {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)), "dilation": Attr("ints", (1, 1)),
-       "groups": Attr("int", 1), "output_padding": Attr("ints", (0, 0))},
-      doc="the adjoint of conv2d with respect to its input (ONNX ConvTranspose)")
+register("matmul", 2, Category.CONTRACT, matmul_rule, onnx="MatMul")
+register("conv2d", (2, 3), Category.CONTRACT, conv2d_rule,
+         {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)),
+          "dilation": Attr("ints", (1, 1)), "groups": Attr("int", 1)}, onnx="Conv")
+register("conv_transpose2d", 2, Category.CONTRACT, conv_transpose2d_rule,
+         {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)), "dilation": Attr("ints", (1, 1)),
+          "groups": Attr("int", 1), "output_padding": Attr("ints", (0, 0))},
+         doc="the adjoint of conv2d with respect to its input (ONNX ConvTranspose)", onnx="ConvTranspose")
 _POOL = {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", (0, 0)),
          "dilation": Attr("ints", (1, 1))}
-_decl("max_pool2d", 1, Category.WINDOW, pool_rule, _POOL)
-_decl("avg_pool2d", 1, Category.WINDOW, pool_rule,
-      {**_POOL, "count_include_pad": Attr("bool", True)})
+register("max_pool2d", 1, Category.WINDOW, pool_rule, _POOL, onnx="MaxPool")
+register("avg_pool2d", 1, Category.WINDOW, pool_rule,
+         {**_POOL, "count_include_pad": Attr("bool", True)}, onnx="AveragePool")
 
-_decl("reshape", 1, S, reshape_rule, {"shape": Attr("shape")})
-_decl("transpose", 1, S, transpose_rule, {"perm": Attr("ints")})
-_decl("broadcast_to", 1, S, broadcast_to_rule, {"shape": Attr("shape")})
-_decl("concatenate", (1, None), S, concatenate_rule, {"axis": Attr("int")})
-_decl("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("ints"),
-                                  "stops": Attr("ints"), "steps": Attr("ints")})
-_decl("pad", 1, S, pad_rule, {"pads": Attr("ints"), "value": Attr("float", 0.0)})
-_decl("squeeze", 1, S, squeeze_rule, {"axes": Attr("ints")})
-_decl("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")})
+register("reshape", 1, S, reshape_rule, {"shape": Attr("shape")}, onnx="Reshape")
+register("transpose", 1, S, transpose_rule, {"perm": Attr("ints")}, onnx="Transpose")
+register("broadcast_to", 1, S, broadcast_to_rule, {"shape": Attr("shape")}, onnx="Expand")
+register("concatenate", (1, None), S, concatenate_rule, {"axis": Attr("int")}, onnx="Concat")
+register("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("ints"),
+                                     "stops": Attr("ints"), "steps": Attr("ints")}, onnx="Slice")
+register("pad", 1, S, pad_rule, {"pads": Attr("ints"), "value": Attr("float", 0.0)}, onnx="Pad")
+register("squeeze", 1, S, squeeze_rule, {"axes": Attr("ints")}, onnx="Squeeze")
+register("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")}, onnx="Unsqueeze")
 
 _LOSS = {"reduction": Attr("str", "mean", ("mean", "sum", "none")), "ignore_index": Attr("int", -100)}
-_decl("cross_entropy", 2, Category.LOSS, class_loss_rule, _LOSS)
-_decl("nll_loss", 2, Category.LOSS, class_loss_rule, _LOSS)
-
-# The ONNX operator each IR op mirrors (None: no twin of the same meaning; such ops export
-# as composites or ONNX local functions). Documentation and the `tapeir ops` table use it.
-ONNX_TWIN = {
-    "exp": "Exp", "log": "Log", "reciprocal": "Reciprocal", "sqrt": "Sqrt", "tanh": "Tanh",
-    "sigmoid": "Sigmoid", "softplus": "Softplus", "sin": "Sin", "cos": "Cos", "erf": "Erf", "neg": "Neg",
-    "abs": "Abs", "relu": "Relu", "leaky_relu": "LeakyRelu", "elu": "Elu", "gelu": "Gelu", "clip": "Clip",
-    "cast": "Cast", "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow", "maximum": "Max",
-    "minimum": "Min", "equal": "Equal", "not_equal": None, "less": "Less", "less_equal": "LessOrEqual",
-    "greater": "Greater", "greater_equal": "GreaterOrEqual", "where": "Where", "sum": "ReduceSum",
-    "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin", "logsumexp": "ReduceLogSumExp",
-    "softmax": "Softmax", "log_softmax": "LogSoftmax", "layer_norm": "LayerNormalization", "matmul": "MatMul",
-    "conv2d": "Conv", "conv_transpose2d": "ConvTranspose", "max_pool2d": "MaxPool", "avg_pool2d": "AveragePool",
-    "reshape": "Reshape", "transpose": "Transpose", "broadcast_to": "Expand", "concatenate": "Concat",
-    "slice": "Slice", "pad": "Pad", "squeeze": "Squeeze", "unsqueeze": "Unsqueeze",
-    "cross_entropy": "SoftmaxCrossEntropyLoss", "nll_loss": "NegativeLogLikelihoodLoss",
-}
+register("cross_entropy", 2, Category.LOSS, class_loss_rule, _LOSS, onnx="SoftmaxCrossEntropyLoss")
+register("nll_loss", 2, Category.LOSS, class_loss_rule, _LOSS, onnx="NegativeLogLikelihoodLoss")

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .erf import erf, gelu_exact  # noqa: F401  (erf: the REFERENCE kernel of op erf)
+from .windows import conv_transpose_out, extent, window_counts
 
 
 def sigmoid(x):
@@ -87,7 +88,7 @@ def windows(x, kernel, stride, padding, dilation, fill):
         x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
     kh, kw = kernel
     dh, dw = dilation
-    v = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    v = sliding_window_view(x, (extent(kh, dh), extent(kw, dw)), axis=(2, 3))
     return v[:, :, ::stride[0], ::stride[1], ::dh, ::dw]  # N, C, OH, OW, kh, kw
 
 
@@ -113,8 +114,8 @@ def conv_transpose2d(g, w, *, stride, padding, dilation, groups, output_padding)
     """The adjoint of conv2d in its input: scatter each kernel tap back (kh*kw matmuls)."""
     n, o, oh, ow = g.shape
     _, cg, kh, kw = w.shape
-    h = (oh - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
-    wd = (ow - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    h = conv_transpose_out(oh, kh, stride[0], padding[0], dilation[0], output_padding[0])
+    wd = conv_transpose_out(ow, kw, stride[1], padding[1], dilation[1], output_padding[1])
     hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
     out = np.zeros((n, groups, cg, hp, wp), dtype=g.dtype)
     gg = g.reshape(n, groups, o // groups, oh, ow)
@@ -138,18 +139,12 @@ def max_pool2d(x, *, kernel, stride, padding, dilation):
     return np.ascontiguousarray(win.max(axis=(4, 5)))
 
 
-def window_counts(size, kernel, stride, padding, dilation, dtype):
-    """How many cells of an [H, W] grid (not its padding) each window covers: [1, 1, OH, OW]."""
-    ones = np.ones((1, 1) + tuple(size), dtype)
-    return windows(ones, kernel, stride, padding, dilation, 0).sum(axis=(4, 5))
-
-
 def avg_pool2d(x, *, kernel, stride, padding, dilation, count_include_pad):
     win = windows(x, kernel, stride, padding, dilation, 0)
     total = win.sum(axis=(4, 5))
     if count_include_pad or padding == (0, 0):
         return (total / np.asarray(kernel[0] * kernel[1], x.dtype)).astype(x.dtype, copy=False)
-    count = window_counts(x.shape[2:], kernel, stride, padding, dilation, x.dtype)
+    count = window_counts(x.shape[2:], kernel, stride, padding, dilation).astype(x.dtype)
     return (total / count).astype(x.dtype, copy=False)
 
 

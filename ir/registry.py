@@ -1,6 +1,12 @@
 """The op registry: every IR op is declared once here, with its arity, attribute
-schema, category and type rule. Every other concern (VJP, IMPL, EXPORT, IMPORT) is a
-table keyed by the op name, kept in the module that uses it.
+schema, category, type rule and ONNX twin. Every other concern (VJP, IMPL, EXPORT,
+IMPORT) is a table keyed by the op name, kept in the module that uses it.
+
+The ONNX twin (`onnx=`) is the ai.onnx operator of the same meaning. Export and import
+both derive their trivial rows from it (backends/onnx_lowering.py, frontend/onnx/): the
+twin with the op's inputs and its attributes under the same names and defaults. Where a
+twin needs more (other attribute names, opset cases, dtypes onnxruntime lacks), a
+hand-written rule overrides the trivial row on that side.
 
 `ir/ops.py` fills the registry; this module holds the machinery. `OPS` (also `tp.OPS`)
 maps each op name to its OpDef.
@@ -106,8 +112,8 @@ class OpDef:
 
     >>> import tapeir as tp
     >>> mm = tp.OPS["matmul"]
-    >>> mm.category, mm.arity, mm.differentiable
-    (<Category.CONTRACT: 'contract'>, (2, 2), True)
+    >>> mm.category, mm.arity, mm.differentiable, mm.onnx
+    (<Category.CONTRACT: 'contract'>, (2, 2), True, 'MatMul')
     >>> mm.infer([tp.TensorType("f32", ("B", 3)), tp.TensorType("f32", (3, 2))], {})
     [f32[B,2]]
     >>> tp.OPS["softmax"].normalize_attrs({"axis": 1}), sorted(tp.OPS["conv2d"].attrs)
@@ -121,6 +127,7 @@ class OpDef:
     attrs: dict[str, Attr] = field(default_factory=dict)
     differentiable: bool = True            # False: outputs carry no gradient (comparisons)
     doc: str = ""
+    onnx: str | None = None                # the ai.onnx twin (op type), if there is one
 
     @functools.cached_property
     def shape_attrs(self) -> tuple[str, ...]:
@@ -160,13 +167,28 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 
 
-def register(name, arity, category, type_rule, attrs=None, differentiable=True, doc=""):
+def register(name, arity, category, type_rule, attrs=None, differentiable=True, doc="", onnx=None):
     if name in OPS:
         raise AssertionError(f"op {name} registered twice")
+    if onnx is not None and any(d.onnx == onnx for d in OPS.values()):
+        raise AssertionError(f"ONNX op {onnx} is the twin of two ops")  # import maps it back to one
     if isinstance(arity, int):
         arity = (arity, arity)
-    OPS[name] = OpDef(name, arity, category, type_rule, dict(attrs or {}), differentiable, doc)
+    OPS[name] = OpDef(name, arity, category, type_rule, dict(attrs or {}), differentiable, doc, onnx)
     return OPS[name]
+
+
+ONNX_DOMAIN = "tapeir"  # the ONNX domain of tapeir's local functions: export writes it, import reads it
+
+
+# ONNX's Reduce* ops take their axes as an input from opset 18 (ReduceSum from 13), as an
+# attribute before. Export (lowering, local functions) and import both ask this.
+def onnx_axes_are_input(op_type: str, opset: int) -> bool:
+    """
+    >>> onnx_axes_are_input("ReduceMean", 17), onnx_axes_are_input("ReduceMean", 18), onnx_axes_are_input("ReduceSum", 13)
+    (False, True, True)
+    """
+    return opset >= (13 if op_type == "ReduceSum" else 18)
 
 
 def get_op(name: str) -> OpDef:

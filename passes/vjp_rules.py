@@ -19,6 +19,7 @@ from ..frontend import functions as F
 from ..ir.dtypes import FLOATS
 from ..ir.errors import TraceError
 from ..ir.types import dim_product
+from ..ir.windows import conv_transpose_out, window_counts
 
 VJP: dict = {}
 
@@ -112,7 +113,8 @@ def conv_weight_grad(x, gy, w_shape, stride, padding, dilation, groups):
 
 
 def _out_padding(in_hw, g_hw, k_hw, stride, padding, dilation):
-    return tuple(in_hw[i] + 2 * padding[i] - ((g_hw[i] - 1) * stride[i] + dilation[i] * (k_hw[i] - 1) + 1)
+    """The output_padding that makes conv_transpose2d of g give back in_hw."""
+    return tuple(in_hw[i] - conv_transpose_out(g_hw[i], k_hw[i], stride[i], padding[i], dilation[i])
                  for i in range(2))
 
 
@@ -401,17 +403,9 @@ def _avg_pool2d(g, x, y, a):
     if a["count_include_pad"] or a["padding"] == (0, 0):
         share = g * (1.0 / (kh * kw))
     else:  # divide by how many real (unpadded) elements each window saw: static, so a constant
-        share = g / _window_counts(np.ones((1, 1) + tuple(xs.shape[2:]), xs.dtype), a)
+        counts = window_counts(xs.shape[2:], a["kernel"], a["stride"], a["padding"], a["dilation"])
+        share = g / counts[None, None].astype(xs.dtype)
     return [_scatter_taps([share] * (kh * kw), xs, a)]
-
-
-def _window_counts(ones, a):
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    (ph, pw), (kh, kw), (dh, dw), (sh, sw) = a["padding"], a["kernel"], a["dilation"], a["stride"]
-    p = np.pad(ones, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    v = sliding_window_view(p, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
-    return v.sum(axis=(4, 5)).astype(ones.dtype)
 
 
 # ---- shapes ------------------------------------------------------------------------

@@ -24,11 +24,9 @@ from .frontend.tracing import call, trace
 from .passes import grad, value_and_grad
 from .ir import (
     OPS, Graph, ParseError, RunError, TapeirError, TensorType, TraceError, TypeRuleError, VerifyError,
-    load, parse, save, verify,
+    __version__, load, parse, save, verify,
 )
 from .ir.graph import require_graph
-
-__version__ = "0.1.0"
 
 __all__ = [
     *_functions.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "OPS", "Graph",
@@ -101,14 +99,14 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
     The graph takes one array per ONNX input; with params="inputs" the floating-point
     initializers become inputs too (after the model's own, in model order, names kept),
     so they can be differentiated; integer initializers (shapes, indices) stay constants.
-    See backends/onnx_import.py.
+    See frontend/onnx/.
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.from_onnx(tp.to_onnx(tp.trace(lambda x: tp.tanh(x) * 2.0, tp.Spec(("N",)))))
     >>> [n.op for n in g.nodes], tp.run(g, np.zeros(2, np.float32)).tolist()
     (['tanh', 'mul'], [0.0, 0.0])
     """
-    from .backends.onnx_import import from_onnx as _from_onnx
+    from .frontend.onnx import from_onnx as _from_onnx
 
     return _from_onnx(model_or_path, params)
 

@@ -34,17 +34,13 @@ def op_table() -> str:
     """The supported-op table (markdown), built from the tables themselves."""
     from .backends.numpy_backend import IMPL
     from .ir import OPS
-    from .ir.ops import ONNX_TWIN
     from .passes.vjp_rules import VJP
 
     try:
         from .backends.onnx_export import EXPORT
-    except ImportError:
-        EXPORT = {}
-    try:
-        from .backends.onnx_import import IMPORT
-    except ImportError:
-        IMPORT = {}
+        from .frontend.onnx import IMPORT
+    except ImportError:  # no onnx installed
+        EXPORT = IMPORT = {}
 
     def mark(ok):
         return "yes" if ok else "-"
@@ -54,7 +50,7 @@ def op_table() -> str:
     for name in sorted(OPS):
         d = OPS[name]
         vjp = mark(name in VJP) if d.differentiable else "no gradient"
-        twin = ONNX_TWIN.get(name)
+        twin = d.onnx
         imp = f"yes (`{twin}`)" if twin and twin in IMPORT else "-"
         rows.append(f"| `{name}` | {d.category.value} | {mark(name in IMPL)} | {vjp} | {mark(name in EXPORT)} | {imp} |")
     return "\n".join(rows) + "\n"

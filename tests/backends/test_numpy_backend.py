@@ -296,30 +296,6 @@ def test_unknown_backend():
         tp.compile(tp.trace(lambda x: x, np.zeros(1, F32)), backend="jax")
 
 
-@pytest.mark.parametrize("size,kernel,stride,padding,dilation", [
-    ((5, 6), (3, 3), (1, 1), (1, 1), (1, 1)), ((7, 5), (3, 2), (2, 1), (1, 0), (1, 2)),
-    ((4, 4), (2, 2), (2, 2), (1, 1), (1, 1)), ((6, 6), (3, 3), (1, 2), (2, 1), (2, 1))])
-def test_window_counts(size, kernel, stride, padding, dilation):
-    """reference_kernels.window_counts against a loop over window taps, and against the copy the
-    avg_pool2d VJP rule keeps (passes/ cannot import backends/): they must not drift apart."""
-    from tapeir.ir.reference_kernels import window_counts
-    from tapeir.passes.vjp_rules import _window_counts
-
-    got = window_counts(size, kernel, stride, padding, dilation, F64)
-    oh, ow = got.shape[2:]
-    want = np.zeros((oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            for a in range(kernel[0]):
-                for b in range(kernel[1]):
-                    r = i * stride[0] + a * dilation[0] - padding[0]
-                    c = j * stride[1] + b * dilation[1] - padding[1]
-                    want[i, j] += 0 <= r < size[0] and 0 <= c < size[1]
-    np.testing.assert_array_equal(got[0, 0], want)
-    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
-    np.testing.assert_array_equal(_window_counts(np.ones((1, 1) + size, F64), attrs), got)
-
-
 def test_logsumexp_and_softmax_over_an_empty_axis():
     # found by running tests/test_fuzz_programs.py programs at B = 0: the max shift of
     # logsumexp/softmax/log_softmax reduced an empty axis ("zero-size array to reduction

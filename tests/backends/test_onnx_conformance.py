@@ -21,7 +21,7 @@ import pytest
 import onnx  # noqa: E402  (a runtime dependency: never skipped)
 
 import tapeir as tp  # noqa: E402
-from tapeir.backends.onnx_import import IMPORT, STATIC_OPERANDS  # noqa: E402
+from tapeir.frontend.onnx import IMPORT, STATIC_OPERANDS  # noqa: E402
 
 RTOL, ATOL = 1e-3, 1e-5
 
@@ -303,7 +303,7 @@ def write_report(path: str) -> str:
         f"(onnx {onnx.__version__}, numpy backend); do not edit by hand.",
         "",
         "Each case of `onnx.backend.test.case.node.collect_testcases()` whose ops are all in",
-        "`tapeir.backends.onnx_import.IMPORT` is imported with `tp.from_onnx` and run with `tp.run`;",
+        "`tapeir.frontend.onnx.IMPORT` is imported with `tp.from_onnx` and run with `tp.run`;",
         f"outputs must match (rtol {RTOL:g}, atol {ATOL:g}, or the case's own looser tolerance, same dtype and shape).",
         "",
         "| | cases |",
@@ -315,7 +315,7 @@ def write_report(path: str) -> str:
         f"| deviations (fail, listed with a reason) | {len(failures)} |",
         "",
         "How the sweep feeds a case: operands tapeir needs at import time (`STATIC_OPERANDS` in",
-        "`backends/onnx_import.py`: Reshape/Expand targets, axes, pads, Slice bounds, ...) and the",
+        "`frontend/onnx/table.py`: Reshape/Expand targets, axes, pads, Slice bounds, ...) and the",
         "graph inputs they are computed from are baked into the model as initializers with the data",
         "set's values, as in a model exported with constant folding; all other inputs stay inputs.",
         "Cases whose outputs depend only on such values (Shape, Size, Range, ConstantOfShape, window",

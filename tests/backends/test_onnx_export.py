@@ -597,12 +597,11 @@ def test_backends_package_exports():
     """tapeir.backends names every backend entry point; the onnx ones load on first use, so
     `import tapeir` imports neither onnx nor onnxruntime."""
     import tapeir.backends as B
-    from tapeir.backends import numpy_backend, onnx_export, onnx_import, onnx_lowering, onnxruntime_backend
+    from tapeir.backends import numpy_backend, onnx_export, onnx_lowering, onnxruntime_backend
 
     assert B.compile_numpy is numpy_backend.compile_numpy and B.IMPL is numpy_backend.IMPL
     assert B.compile_onnxruntime is onnxruntime_backend.compile_onnxruntime
     assert B.to_onnx is onnx_export.to_onnx and B.save_onnx is onnx_export.save_onnx
-    assert B.from_onnx is onnx_import.from_onnx and B.IMPORT is onnx_import.IMPORT
     assert B.EXPORT is onnx_lowering.EXPORT
     assert set(B.__all__) <= set(dir(B))
     with pytest.raises(AttributeError):

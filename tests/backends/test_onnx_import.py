@@ -14,7 +14,7 @@ import onnxruntime as ort  # noqa: E402  (a runtime dependency: never skipped)
 from onnx import TensorProto as T, helper, numpy_helper  # noqa: E402
 
 import tapeir as tp  # noqa: E402
-from tapeir.backends.onnx_import import IMPORT  # noqa: E402
+from tapeir.frontend.onnx import IMPORT  # noqa: E402
 
 F32, I64 = np.float32, np.int64
 RNG = np.random.default_rng(0)
@@ -71,10 +71,8 @@ NegativeLogLikelihoodLoss Gemm Flatten Identity Constant Dropout BatchNormalizat
 
 
 def test_import_table_covers_the_op_types_our_ir_maps_to():
-    from tapeir.ir.ops import ONNX_TWIN
-
     assert not set(REQUIRED) - set(IMPORT), sorted(set(REQUIRED) - set(IMPORT))
-    twins = {t for t in ONNX_TWIN.values() if t}
+    twins = {d.onnx for d in tp.OPS.values() if d.onnx}
     assert twins <= set(IMPORT), f"IR ops whose ONNX twin does not import: {sorted(twins - set(IMPORT))}"
 
 
@@ -511,6 +509,6 @@ def test_missing_external_data_is_a_clean_error(tmp_path):
 def test_every_tapeir_local_function_imports_back():
     """The exporter's local functions (onnx_functions.NAMES) all come back as IR ops."""
     from tapeir.backends import onnx_functions
-    from tapeir.backends.onnx_import import TAPEIR_FUNCTIONS
+    from tapeir.frontend.onnx import TAPEIR_FUNCTIONS
 
     assert set(TAPEIR_FUNCTIONS) == set(onnx_functions.NAMES)

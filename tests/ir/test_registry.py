@@ -64,3 +64,11 @@ def test_arity_is_checked_by_infer():
         get_op("add").infer([f, f, f], {})
     with pytest.raises(TypeRuleError, match="concatenate takes 1.. inputs, got 0"):
         get_op("concatenate").infer([], {"axis": 0})
+
+
+def test_onnx_twins_are_declared_once():
+    """An op's ONNX twin is a field of its declaration; import maps each twin back to one op."""
+    twins = [d.onnx for d in OPS.values() if d.onnx]
+    assert len(twins) == len(set(twins))
+    assert all(re.fullmatch(r"[A-Z][A-Za-z]*", t) for t in twins), "ONNX op types are CamelCase"
+    assert OPS["tanh"].onnx == "Tanh" and OPS["not_equal"].onnx is None

@@ -1,4 +1,5 @@
-"""ONNX import rules for contractions, convolution, pooling, normalization and losses.
+"""ONNX import rules for Gemm, convolution, pooling, normalization and losses (MatMul is
+derived from matmul's twin).
 
 Rules that tapeir's 2-D ops cannot take as they are get rewritten into them:
   1. 1-D Conv/ConvTranspose/pooling: unsqueeze a unit height, run the 2-D op, squeeze.
@@ -11,7 +12,8 @@ Rules that tapeir's 2-D ops cannot take as they are get rewritten into them:
      then crop or zero-pad the result to the requested window.
   6. BatchNormalization (inference): x * a + c with a = scale / sqrt(var + eps) and
      c = B - mean * a, folded to constants when the stats are constants.
-  7. Losses with class weights: one-hot masks (onnx_import_index.one_hot).
+  7. Losses with class weights: one-hot masks (index.one_hot).
+Window sizes and counts come from ir/windows.py, as the IR's own type rules.
 """
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ import math
 
 import numpy as np
 
-from ..frontend import functions as F
-from ..ir.reference_kernels import windows
-from .onnx_import_base import OnnxNode, is_static, rank_of, reshape, shape_of
-from .onnx_import_index import one_hot
+from .. import functions as F
+from ...ir.windows import conv_out, conv_transpose_out, extent, window_counts
+from .index import one_hot
+from .node import OnnxNode, is_static, rank_of, reshape, shape_of
 
 
 def _gemm(n, a, b, c=None):
@@ -63,7 +65,7 @@ class _Window:
         self.n = n
 
     def extent(self, i):
-        return (self.kernel[i] - 1) * self.dilation[i] + 1
+        return extent(self.kernel[i], self.dilation[i])
 
     def resolve_auto_pad(self):
         if self.auto == "VALID":
@@ -110,7 +112,8 @@ def _conv_transpose(n, x, w, b=None):
         want = [1] * (2 - win.nd) + list(out_shape[-win.nd:]) if out_shape is not None else \
             [s * st for s, st in zip(win.size, win.stride)]
         for i in range(2):
-            total = win.stride[i] * (win.size[i] - 1) + out_pad[i] + win.extent(i) - want[i]
+            total = conv_transpose_out(win.size[i], win.kernel[i], win.stride[i], 0, win.dilation[i],
+                                       out_pad[i]) - want[i]
             half = total // 2
             win.begin[i], win.end[i] = (half, total - half) if win.auto == "SAME_UPPER" else (total - half, half)
     elif win.auto == "VALID":
@@ -141,11 +144,12 @@ def _pool_window(n, x):
     real_end = list(win.end)
     if n.attr("ceil_mode", 0):  # rule 3: pad the end so ceil((...)/stride) windows fit
         for i in range(2):
-            span = win.size[i] + win.begin[i] + win.end[i] - win.extent(i)
-            out = -(-span // win.stride[i]) + 1
+            padded = win.size[i] + win.begin[i] + win.end[i]
+            out = conv_out(win.size[i], win.kernel[i], win.stride[i], win.begin[i] + win.end[i], win.dilation[i],
+                           ceil=True)
             if (out - 1) * win.stride[i] >= win.size[i] + win.begin[i]:
                 out -= 1  # the last window would start in the padding
-            win.end[i] += max((out - 1) * win.stride[i] + win.extent(i) - (span + win.extent(i)), 0)
+            win.end[i] += max((out - 1) * win.stride[i] + win.extent(i) - padded, 0)
     return win, real_end
 
 
@@ -170,15 +174,15 @@ def _avg_pool(n, x):
     x2 = win.to2d(x)
     attrs = {"kernel": win.kernel, "stride": win.stride, "dilation": win.dilation}
     if real_end == win.end and _direct(win):
-        return win.from2d(F._apply("avg_pool2d", [x2], {**attrs, "padding": win.begin, "count_include_pad": include}))
+        return win.from2d(F.apply_op("avg_pool2d", [x2], {**attrs, "padding": win.begin, "count_include_pad": include}))
     # rule 4: windowed means of the zero-padded input, rescaled by the cells each window counts
-    y = F._apply("avg_pool2d", [win.explicit_pad(x2, 0.0)], {**attrs, "padding": (0, 0)})
-    counted = np.zeros([s + b + e for s, b, e in zip(win.size, win.begin, win.end)], np.float64)
-    if include:
-        counted[:win.size[0] + win.begin[0] + real_end[0], :win.size[1] + win.begin[1] + real_end[1]] = 1
+    y = F.apply_op("avg_pool2d", [win.explicit_pad(x2, 0.0)], {**attrs, "padding": (0, 0)})
+    if include:  # the padding counts, but not the end padding ceil_mode added
+        grid = [s + b + e for s, b, e in zip(win.size, win.begin, real_end)]
+        counts = window_counts(grid, win.kernel, win.stride, (0, 0), win.dilation,
+                               [e - r for e, r in zip(win.end, real_end)])
     else:
-        counted[win.begin[0]:win.begin[0] + win.size[0], win.begin[1]:win.begin[1] + win.size[1]] = 1
-    counts = windows(counted[None, None], win.kernel, win.stride, (0, 0), win.dilation, 0).sum(axis=(4, 5))[0, 0]
+        counts = window_counts(win.size, win.kernel, win.stride, win.begin, win.dilation, win.end)
     scale = math.prod(win.kernel) / counts
     if not np.all(scale == 1):
         y = y * scale.astype(y.dtype)
@@ -298,7 +302,7 @@ def _sce(n, scores, labels, weight=None):
 
 
 NN = {
-    "MatMul": lambda n, a, b: F.matmul(a, b), "Gemm": _gemm,
+    "Gemm": _gemm,
     "Conv": _conv, "ConvTranspose": _conv_transpose,
     "MaxPool": _max_pool, "AveragePool": _avg_pool,
     "GlobalAveragePool": _global_pool(F.mean), "GlobalMaxPool": _global_pool(F.max),

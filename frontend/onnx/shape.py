@@ -1,6 +1,6 @@
 """ONNX import rules for shape ops (Reshape, Slice, Pad, ...) and known values (Constant, Shape).
 
-Rules follow onnx_import_ops: `rule(node, *inputs)`, recording IR through tp.* functions.
+Rules follow elementwise.py: `rule(node, *inputs)`, recording IR through tp.* functions.
 SYMBOLIC holds the shape arithmetic exporters emit (Shape -> Gather -> Unsqueeze ->
 Concat -> Reshape), evaluated at import time on vectors of dims, some symbolic.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frontend import functions as F
-from ..ir.types import dim_divide, dim_product
-from .onnx_import_base import INT_MAX, is_static, prod, rank_of, reshape, shape_of
+from .. import functions as F
+from ...ir.types import dim_divide, dim_product
+from .node import INT_MAX, is_static, prod, rank_of, reshape, shape_of
 
 # ---- shape ops ----------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""What every ONNX import rule shares: the node view, static values, dims.
+"""What every ONNX import rule shares: the node view, attribute and dtype decoding,
+static values, dims.
 
 While importing, an ONNX value is one of
   - a traced `Tensor` (it depends on a graph input),
@@ -14,12 +15,16 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper, numpy_helper
 
-from ..frontend import functions as F
-from ..frontend.tensor import Tensor
-from ..ir.errors import TapeirError
-from ..ir.types import dim_product
+from .. import functions as F
+from ..tensor import Tensor
+from ...ir.dtypes import dtype_of
+from ...ir.errors import TapeirError
+from ...ir.types import dim_product
 
 INT_MAX = 2**63 - 1
+
+# ONNX TensorProto element types tapeir has a dtype for
+ONNX_DTYPES = {1: "f32", 10: "f16", 11: "f64", 6: "i32", 7: "i64", 9: "bool"}
 
 
 def is_static(v) -> bool:
@@ -67,6 +72,11 @@ def attr_value(a):
     if isinstance(v, list):
         return [x.decode("utf-8") if isinstance(x, bytes) else x for x in v]
     return v
+
+
+def value_dtype(x) -> str:
+    """The IR dtype of an imported value (a traced Tensor or a numpy array)."""
+    return x.type.dtype if isinstance(x, Tensor) else dtype_of(x.dtype)
 
 
 class OnnxNode:
@@ -120,6 +130,14 @@ class OnnxNode:
 
     def axes(self, axes, rank: int) -> tuple[int, ...]:
         return tuple(sorted(self.axis(a, rank) for a in axes))
+
+    def ir_dtype(self, elem: int, what: str) -> str:
+        """The IR dtype of an ONNX element type (Cast's `to`)."""
+        if elem not in ONNX_DTYPES:
+            from onnx import TensorProto
+            raise self.error(f"{what} has ONNX type {TensorProto.DataType.Name(elem)}, which tapeir has no dtype for",
+                             hint="tapeir supports float16/32/64, int32/64 and bool")
+        return ONNX_DTYPES[elem]
 
 
 def shape_of(x) -> tuple:

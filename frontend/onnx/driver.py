@@ -1,9 +1,10 @@
-"""ONNX import: `from_onnx(model) -> Graph`, through one IMPORT table keyed by op type.
+"""ONNX import: `from_onnx(model) -> Graph`, walking the nodes through one IMPORT table
+keyed by op type (table.py).
 
-The importer *traces*: it walks the ONNX nodes in order inside `tp.trace`, and each
-node's rule calls tp.* functions, so the IR it records is what a user writing the same
-model would get (same ops, same type checks, same error messages), and every node's
-source is `model.onnx:<node name>`.
+The importer *traces*: it walks the ONNX nodes in order inside `trace`, and each node's
+rule calls tp.* functions, so the IR it records is what a user writing the same model
+would get (same ops, same type checks, same error messages), and every node's source is
+`model.onnx:<node name>`.
 
 Rules:
   1. Values known at import time (Constant, initializers kept as constants, shapes of
@@ -35,45 +36,21 @@ import onnx.inliner
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
-from ..frontend import functions as F
-from ..frontend.tensor import Tensor
-from ..frontend.tracer import Spec, current_builder
-from ..frontend.tracing import trace
-from ..ir.errors import TapeirError
-from ..ir.graph import Graph
-from .onnx_import_base import OnnxNode, is_static, is_symbolic, sparse_to_dense
-from .onnx_import_index import INDEX
-from .onnx_import_nn import NN
-from .onnx_import_ops import ELEMENTWISE, ONNX_DTYPES, REDUCE
-from .onnx_import_shape import SHAPE, SYMBOLIC
+from ..tensor import Tensor
+from ..tracer import Spec, current_builder
+from ..tracing import trace
+from ...ir.errors import TapeirError
+from ...ir.graph import Graph
+from ...ir.registry import ONNX_DOMAIN
+from .node import ONNX_DTYPES, OnnxNode, is_static, is_symbolic, sparse_to_dense
+from .shape import SYMBOLIC
+from .table import IMPORT, TAPEIR_FUNCTIONS
 
-IMPORT = {**ELEMENTWISE, **REDUCE, **SHAPE, **INDEX, **NN}
 _DOMAINS = ("", "ai.onnx")
-
-# tapeir's own local functions (backends/onnx_functions.py) come back as the IR ops they
-# were exported from, so IR -> ONNX -> IR keeps `softplus`, not its body.
-TAPEIR_DOMAIN = "tapeir"
-TAPEIR_FUNCTIONS = {
-    "softplus": lambda n, x: F.softplus(x),
-    "logsumexp": lambda n, x: F.logsumexp(x, axis=tuple(n.attr("axes")), keepdims=bool(n.attr("keepdims", 0))),
-    "gelu": lambda n, x: F.gelu(x),
-    "gelu_tanh": lambda n, x: F.gelu(x, approximate="tanh"),
-}
 
 
 def _table(domain: str) -> dict:
-    return IMPORT if domain in _DOMAINS else TAPEIR_FUNCTIONS if domain == TAPEIR_DOMAIN else {}
-
-# Operand positions whose values must be known at import time (static shapes and axes):
-# a Constant, an initializer, or shape arithmetic on them. ONNX's own node tests feed
-# these as graph inputs; tests/backends/test_onnx_conformance.py bakes them in as
-# initializers first, as a user exporting with constant folding would get.
-STATIC_OPERANDS = {
-    "Reshape": (1,), "Expand": (1,), "Pad": (1, 2, 3), "Slice": (1, 2, 3, 4), "Squeeze": (1,),
-    "Unsqueeze": (1,), "Split": (1,), "ConstantOfShape": (0,), "Dropout": (1, 2),
-    "Range": (0, 1, 2), "OneHot": (1,), "Trilu": (1,), "CumSum": (1,),
-    **{op: (1,) for op in REDUCE if op.startswith("Reduce")},
-}
+    return IMPORT if domain in _DOMAINS else TAPEIR_FUNCTIONS if domain == ONNX_DOMAIN else {}
 
 
 def from_onnx(model_or_path, params: str = "constants") -> Graph:
@@ -100,9 +77,9 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
         model, label = model_or_path, "model.onnx"
     else:
         raise TapeirError(f"from_onnx expects an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
-    foreign = [(f.domain, f.name) for f in model.functions if f.domain != TAPEIR_DOMAIN]
+    foreign = [(f.domain, f.name) for f in model.functions if f.domain != ONNX_DOMAIN]
     if foreign:  # other model-local functions: inline their bodies
-        keep = [(f.domain, f.name) for f in model.functions if f.domain == TAPEIR_DOMAIN]
+        keep = [(f.domain, f.name) for f in model.functions if f.domain == ONNX_DOMAIN]
         model = onnx.inliner.inline_selected_functions(model, keep, exclude=True)
     g = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in _DOMAINS), 1)
@@ -158,7 +135,7 @@ def _check_supported(g, label):
                  for op, ns in sorted(missing.items())]
         raise TapeirError(f"cannot import {label}: {len(missing)} unsupported ONNX op type"
                           f"{'s' * (len(missing) > 1)}: " + "; ".join(parts),
-                          hint=f"tapeir imports {len(IMPORT)} op types (tapeir.backends.onnx_import.IMPORT)")
+                          hint=f"tapeir imports {len(IMPORT)} op types (tapeir.frontend.onnx.IMPORT)")
 
 
 def _sym(name: str) -> str:
@@ -201,21 +178,21 @@ def _interpret(g, env, known, opset, label):
     builder = current_builder()
     for i, proto in enumerate(g.node):
         where = f"{label}:{proto.name or f'{proto.op_type}#{i}'}".replace("\n", " ")
-        with builder.at(where):
-            n = OnnxNode(proto, opset, where)
-            ins = []
-            for name in proto.input:
-                if name and name not in env:
-                    raise n.error(f"input {name!r} is not produced by any earlier node, input or initializer",
-                                  hint="ONNX graphs must list nodes in topological order")
-                ins.append(env[name] if name else None)
-            while ins and ins[-1] is None:
-                ins.pop()
+        n = OnnxNode(proto, opset, where)
+        ins = []
+        for name in proto.input:
+            if name and name not in env:
+                raise n.error(f"input {name!r} is not produced by any earlier node, input or initializer",
+                              hint="ONNX graphs must list nodes in topological order")
+            ins.append(env[name] if name else None)
+        while ins and ins[-1] is None:
+            ins.pop()
+        with builder.at(where):  # IR recorded for this ONNX node points at it
             outs = _run(n, ins)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            for name, v in zip(proto.output, outs):
-                if name:
-                    env[name] = np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        for name, v in zip(proto.output, outs):
+            if name:
+                env[name] = np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
     outs = []
     for o in g.output:
         v = env[o.name]
@@ -228,7 +205,7 @@ def _interpret(g, env, known, opset, label):
 
 def _run(n: OnnxNode, ins):
     try:
-        if n.proto.domain == TAPEIR_DOMAIN:
+        if n.proto.domain == ONNX_DOMAIN:
             return TAPEIR_FUNCTIONS[n.op](n, *ins)
         given = [v for v in ins if v is not None]
         # Expand of known data to a symbolic shape is a real tensor (e.g. zeros [B, 2]), not dims

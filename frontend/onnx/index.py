@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frontend import functions as F
-from ..frontend.tensor import Tensor
-from .onnx_import_base import prod, rank_of, reshape, shape_of
+from .. import functions as F
+from ..tensor import Tensor
+from .node import prod, rank_of, reshape, shape_of
 
 
 def _static_size(n, x, axis):
