@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+import harness
 import tapeir as tp
 
 PERIOD = 6
@@ -142,6 +143,7 @@ def main(argv=None):
     base_b, base_m = best["loop"]
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, tapeir {tp.__version__}; "
           f"{n:,} nodes on f32{list(x.shape)}, {reps} interleaved repeats")
+    print(harness.load_note())
     print()
     print("### Interpreter overhead")
     print()

@@ -234,12 +234,14 @@ def main():
         print(f"{e.name or e} not installed: every row here needs onnxruntime and PyTorch; all 3 targets skipped")
         return 0
     rounds, repeats = (2, 3) if args.quick else (3, 10)
+    load = harness.load_note()  # before our own children add to it
     threads = torch.get_num_threads()
     os.environ["TAPEIR_BENCH_THREADS"] = str(threads)
     global THREADS
     THREADS = threads
     print(f"tapeir {tp.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
-          f"{threads} threads; each contender in its own process, {rounds} rounds x {repeats} repeats\n")
+          f"{threads} threads; each contender in its own process, {rounds} rounds x {repeats} repeats")
+    print(load + "\n")
     check()
     plan = {"infer-tapeir": (repeats, 20), "infer-torch": (repeats, 20), "train-tapeir": (repeats, 5),
             "train-torch": (repeats, 5), "export-tapeir": (repeats, 1), "export-trace-tapeir": (max(2, repeats // 4), 1),

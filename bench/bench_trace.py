@@ -43,6 +43,7 @@ import numpy as np
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # make_jaxpr needs no accelerator; skip the probe
 
+import harness  # noqa: E402
 import tapeir as tp  # noqa: E402
 
 try:
@@ -198,6 +199,7 @@ def main(argv=None):
 
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, tapeir {tp.__version__}, "
           + (f"jax {jax.__version__} (make_jaxpr, CPU)" if jax else "jax not found (pip install jax to compare)"))
+    print(harness.load_note())
 
     # warm up both (imports, first-call caches), then keep import-time objects out of the gc's scans
     trace_tapeir(2 * PERIOD, x, y)

@@ -149,6 +149,7 @@ def main(argv=None):
                     help="also time the steps back to back in one process (the artifact isolation avoids)")
     args = ap.parse_args(argv)
     rounds, repeats, inner = (2, 3, 3) if args.quick else (3, 5, 10)
+    load = harness.load_note()  # before our own children add to it
     with_torch = has_torch()
     if not with_torch:
         print("torch not installed: PyTorch eager column skipped")
@@ -161,7 +162,8 @@ def main(argv=None):
     times = harness.isolated(__file__, {k: (repeats, inner) for k in names}, rounds)
     base = min(times["tapeir"])
     print(f"MLP {'-'.join(map(str, SIZES))}, tanh, batch {BATCH}, f32, forward + backward; each implementation "
-          f"in its own process, {rounds} rounds x {repeats} repeats x {inner} steps\n")
+          f"in its own process, {rounds} rounds x {repeats} repeats x {inner} steps")
+    print(load + "\n")
     print("| implementation | ms / step (best) | ms / step (median) | tapeir / this (best) | target "
           "| peak memory (tracemalloc) |")
     print("|---|---:|---:|---:|---|---|")
