@@ -1,6 +1,6 @@
 """ONNX export and onnxruntime: tapeir's exports vs PyTorch's, side by side.
 
-    python bench/bench_onnx.py            # 3 rounds x 10 repeats (x 1 for torch's export)
+    python bench/bench_onnx.py            # 5 rounds x 10 repeats (torch's export: 2 rounds x 1)
     python bench/bench_onnx.py --quick    # 2 rounds x 3 repeats
     python bench/bench_onnx.py --interference  # also: the same contenders back to back in one process
 
@@ -233,7 +233,7 @@ def main():
     except ImportError as e:
         print(f"{e.name or e} not installed: every row here needs onnxruntime and PyTorch; all 3 targets skipped")
         return 0
-    rounds, repeats = (2, 3) if args.quick else (3, 10)
+    rounds, repeats = (2, 3) if args.quick else (5, 10)
     load = harness.load_note()  # before our own children add to it
     threads = torch.get_num_threads()
     os.environ["TAPEIR_BENCH_THREADS"] = str(threads)
@@ -244,8 +244,8 @@ def main():
     print(load + "\n")
     check()
     plan = {"infer-tapeir": (repeats, 20), "infer-torch": (repeats, 20), "train-tapeir": (repeats, 5),
-            "train-torch": (repeats, 5), "export-tapeir": (repeats, 1), "export-trace-tapeir": (max(2, repeats // 4), 1),
-            "export-torch": (1, 1)}
+            "train-torch": (repeats, 5), "export-tapeir": (repeats, 1), "export-trace-tapeir": (max(2, repeats // 4), 1, 3),
+            "export-torch": (1, 1, 2)}  # torch's export takes ~5 s a call: 2 rounds of one call (after a warm-up)
     t = harness.isolated(__file__, plan, rounds)
     rows = [row("inference MLP 784-512-512-10, batch 256 (onnxruntime)", t["infer-tapeir"], t["infer-torch"], 1.0),
             row("train step fwd+bwd (tapeir in onnxruntime vs torch eager)", t["train-tapeir"], t["train-torch"], 0.9),

@@ -148,7 +148,7 @@ def main(argv=None):
     ap.add_argument("--interference", action="store_true",
                     help="also time the steps back to back in one process (the artifact isolation avoids)")
     args = ap.parse_args(argv)
-    rounds, repeats, inner = (2, 3, 3) if args.quick else (3, 5, 10)
+    rounds, repeats, inner = (2, 3, 3) if args.quick else (6, 5, 10)
     load = harness.load_note()  # before our own children add to it
     with_torch = has_torch()
     if not with_torch:

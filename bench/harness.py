@@ -14,7 +14,9 @@ everything and returns the zero-argument callable to time) and calls `isolated(.
 
 Children run one at a time, so no two contenders' pools are ever alive together. Rounds
 interleave the contenders in time, so a load spike from another process hits all of them
-alike; a row reports the best (min) over all repeats of all rounds, and the median.
+alike; a row reports the best (min) over all repeats of all rounds, and the median. On a
+shared 2-core machine a pool of two threads loses badly whenever another process holds a
+core, so the scripts run several short rounds: the best of them comes from a quiet moment.
 Correctness checks run in the parent (or one child), never inside a timed loop.
 
 Scripts whose contenders share no thread pool (pure-Python tracing, numpy on f32[4]
@@ -70,15 +72,18 @@ def run_child(contenders: dict, ns) -> int:
 
 
 def isolated(script: str, plan: dict, rounds: int, extra=(), quiet=False) -> dict:
-    """Run each contender of `plan` ({name: (repeats, inner)}) in its own child process, `rounds` times.
+    """Run each contender of `plan` in its own child process, `rounds` times (rotating the order).
 
+    plan: {name: (repeats, inner)} or {name: (repeats, inner, max_rounds)} for a slow contender.
     Returns {name: [seconds per call, one per repeat of every round]}.
     """
     names = list(plan)
     times = {k: [] for k in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            repeats, inner = plan[name]
+            repeats, inner, max_rounds = (*plan[name], rounds)[:3]
+            if r >= max_rounds:
+                continue
             cmd = [sys.executable, script, "--only", name, "--json", "--repeats", str(repeats),
                    "--inner", str(inner), *extra]
             out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
