@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -10,11 +9,12 @@ import numpy as np
 import pytest
 
 import tapeir as tp
+from support import assert_close, checkout_env
 from tapeir.cli import main
 
 
 def _cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="error::RuntimeWarning")
+    env = checkout_env(PYTHONWARNINGS="error::RuntimeWarning")
     return subprocess.run([sys.executable, "-m", "tapeir.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=120)
 
@@ -122,7 +122,7 @@ def test_export_then_dump_onnx(tmp_path, capsys):
     back = tp.parse(text)
     x, w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), np.ones((3, 2), np.float32)
     for a, b in zip(tp.run(back, x, w), tp.run(g, x, w)):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+        assert_close(a, b)
 
 
 def test_export_of_a_missing_file_is_a_clean_error(tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
+from support import leaves
 from tapeir.backends import numpy_backend, numpy_memory
 
 
@@ -35,21 +36,16 @@ def _graphs():
     yield "mlp-grad", mlp, lambda b: (p, rng.standard_normal((b, 6)).astype(np.float32), rng.integers(0, 3, b))
 
 
-def _leaves(out):
-    from tapeir.ir.pytree import flatten
-    return flatten(out, lambda a: isinstance(a, np.ndarray))[0]
-
-
 @pytest.mark.parametrize("name,g,make", list(_graphs()), ids=[n for n, _, _ in _graphs()])
 def test_planned_buffers_give_the_same_results(monkeypatch, name, g, make):
     inputs = [make(b) for b in (3, 7, 3)]
     monkeypatch.setattr(numpy_memory, "MIN_BYTES", 1 << 60)  # nothing pooled: the reference
-    want = [_leaves(tp.compile(g)(*a)) for a in inputs]
+    want = [leaves(tp.compile(g)(*a)) for a in inputs]
     monkeypatch.setattr(numpy_memory, "MIN_BYTES", 0)        # everything poolable is pooled
     planned, plan_buffers = [], numpy_backend.plan_buffers
     monkeypatch.setattr(numpy_backend, "plan_buffers", lambda *a: planned.append(plan_buffers(*a)) or planned[-1])
     f = tp.compile(g)
-    got = [_leaves(f(*a)) for a in inputs]                   # later calls reuse the buffers
+    got = [leaves(f(*a)) for a in inputs]                   # later calls reuse the buffers
     assert any(b is not None for bufs in planned for b in bufs), "the plan pooled nothing"
     for gs, ws in zip(got, want):                            # earlier results not overwritten
         for a, b in zip(gs, ws):
@@ -61,12 +57,12 @@ def test_threads_have_their_own_buffers(monkeypatch):
     _, g, make = next(_graphs())
     f = tp.compile(g)
     inputs = [make(5) for _ in range(4)]
-    want = [_leaves(f(*a)) for a in inputs]
+    want = [leaves(f(*a)) for a in inputs]
     got = [None] * 4
 
     def work(k):
         for _ in range(50):
-            got[k] = _leaves(f(*inputs[k]))
+            got[k] = leaves(f(*inputs[k]))
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for t in threads:

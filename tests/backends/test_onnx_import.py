@@ -14,6 +14,7 @@ import onnxruntime as ort  # noqa: E402  (a runtime dependency: never skipped)
 from onnx import TensorProto as T, helper, numpy_helper  # noqa: E402
 
 import tapeir as tp  # noqa: E402
+from support import assert_close  # noqa: E402
 from tapeir.frontend.onnx import IMPORT  # noqa: E402
 
 F32, I64 = np.float32, np.int64
@@ -42,7 +43,7 @@ def run_ort(m, *args):
     return s.run(None, {i.name: a for i, a in zip(s.get_inputs(), args)})
 
 
-def check(m, *args, params="constants", rtol=1e-5, atol=1e-6):
+def check(m, *args, params="constants", ulps=None, why=None):
     """Import m, verify and round-trip its IR, and compare its outputs with onnxruntime's."""
     g = tp.from_onnx(m, params=params)
     tp.verify(g)
@@ -55,7 +56,7 @@ def check(m, *args, params="constants", rtol=1e-5, atol=1e-6):
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, a.shape, b.dtype, b.shape)
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+        assert_close(a, b, ulps=ulps, why=why)
     return g
 
 
@@ -163,7 +164,7 @@ def test_batch_norm_inference(params):
     x = rand(2, 3, 4, 4)
     inits = {"s": rand(3), "b": rand(3), "m": rand(3), "v": np.abs(rand(3)) + 0.5}
     m = model([node("BatchNormalization", ["x", "s", "b", "m", "v"], epsilon=1e-3)], {"x": x}, ["y"], inits, opset=15)
-    g = check(m, x, params=params, rtol=1e-5, atol=1e-5)
+    g = check(m, x, params=params)
     assert {n.op for n in g.nodes} == ({"mul", "add"} if params == "constants" else {"add", "sqrt", "div", "reshape", "sub", "mul"})
 
 
@@ -176,13 +177,12 @@ CONV_CASES = [
 @pytest.mark.parametrize("attrs", CONV_CASES)
 def test_conv_padding_forms(attrs):
     x, w, b = rand(2, 4, 7, 6), rand(6, 4 // attrs.get("group", 1), 3, 2), rand(6)
-    check(model([node("Conv", ["x", "w", "b"], **attrs)], {"x": x}, ["y"], {"w": w, "b": b}), x, rtol=1e-4, atol=1e-5)
+    check(model([node("Conv", ["x", "w", "b"], **attrs)], {"x": x}, ["y"], {"w": w, "b": b}), x)
 
 
 def test_conv_1d():
     x, w = rand(2, 3, 9), rand(4, 3, 3)
-    check(model([node("Conv", ["x", "w"], pads=[2, 1], strides=[2])], {"x": x}, ["y"], {"w": w}), x,
-          rtol=1e-4, atol=1e-5)
+    check(model([node("Conv", ["x", "w"], pads=[2, 1], strides=[2])], {"x": x}, ["y"], {"w": w}), x)
 
 
 @pytest.mark.parametrize("attrs", [
@@ -193,8 +193,7 @@ def test_conv_transpose_forms(attrs):
     x, w, b = rand(1, 4, 4, 5), rand(4, 3, 3, 3), rand(3 * attrs.get("group", 1))
     if attrs.get("group"):
         w = rand(4, 3, 3, 3)
-    check(model([node("ConvTranspose", ["x", "w", "b"], **attrs)], {"x": x}, ["y"], {"w": w, "b": b}), x,
-          rtol=1e-4, atol=1e-5)
+    check(model([node("ConvTranspose", ["x", "w", "b"], **attrs)], {"x": x}, ["y"], {"w": w, "b": b}), x)
 
 
 @pytest.mark.parametrize("group", [1, 2, 4])
@@ -205,7 +204,7 @@ def test_conv_transpose_of_constants_with_groups(group):
     c, w, x = rand(1, 4, 3, 3), rand(4, 6 // group if group != 4 else 1, 2, 2), rand(1, 1, 1, 1)
     m = model([node("ConvTranspose", ["c", "w"], ["t"], group=group), node("Add", ["t", "x"])], {"x": x}, ["y"],
               {"c": c, "w": w})
-    check(m, x, rtol=1e-5, atol=1e-5)
+    check(m, x)
 
 
 POOL_CASES = [
@@ -221,7 +220,7 @@ def test_pool_forms(op, attrs):
     if op == "AveragePool+include":
         op, attrs = "AveragePool", {**attrs, "count_include_pad": 1}
     x = rand(2, 3, 7, 8)
-    check(model([node(op, ["x"], **attrs)], {"x": x}, ["y"], opset=19), x, rtol=1e-5, atol=1e-6)
+    check(model([node(op, ["x"], **attrs)], {"x": x}, ["y"], opset=19), x)
 
 
 def test_pool_1d_and_global_pools():
@@ -252,7 +251,7 @@ def test_embedding_gradient_is_a_scatter_add():
     gl = tp.trace(lambda i, w: tp.call(g, i, w).sum(), ids, w, arg_names=["ids", "w"])
     counts = np.zeros_like(w)
     np.add.at(counts, ids.reshape(-1) % 5, 1.0)
-    np.testing.assert_allclose(tp.run(tp.grad(gl, wrt=1), ids, w), counts)
+    assert_close(tp.run(tp.grad(gl, wrt=1), ids, w), counts)
 
 
 @pytest.mark.parametrize("idx", [np.array(2, I64), np.array([3, 0, 3], I64), np.array([[0, 1], [2, 3]], I64),
@@ -346,7 +345,7 @@ def test_classification_losses(weights, ignore, reduction):
     ins = ["x", "t"] + (["w"] if weights else [])
     inits = {"w": w} if weights else None
     check(model([node("SoftmaxCrossEntropyLoss", ins, ["y", "logp"], **attrs)], {"x": x, "t": labels}, ["y", "logp"],
-                inits), x, labels, rtol=1e-5, atol=1e-5)
+                inits), x, labels)
     check(model([node("NegativeLogLikelihoodLoss", ins, **attrs)], {"x": x, "t": labels}, ["y"], inits), x, labels)
 
 
@@ -354,7 +353,7 @@ def test_layer_norm_extra_outputs_and_broadcast_scale():
     x = rand(2, 3, 4)
     m = model([node("LayerNormalization", ["x", "s", "b"], ["y", "mu", "inv"], axis=1, epsilon=1e-3)],
               {"x": x}, ["y", "mu", "inv"], {"s": rand(1, 4), "b": rand(3, 4)}, opset=17)
-    check(m, x, rtol=1e-5, atol=1e-5)
+    check(m, x)
 
 
 def test_index_rules():
@@ -419,11 +418,10 @@ def test_params_inputs_appends_float_initializers_in_model_order():
     assert g.name == "tiny_mlp"
     x = rand(5, 3)
     want = run_ort(m, x)[0]
-    np.testing.assert_allclose(tp.run(g, x, *[numpy_helper.to_array(m.graph.initializer[i]) for i in (0, 2)]), want,
-                               rtol=1e-6)
+    assert_close(tp.run(g, x, *[numpy_helper.to_array(m.graph.initializer[i]) for i in (0, 2)]), want)
     gc = tp.from_onnx(m)
     assert gc.arg_names == ["x"] and len(gc.constants) >= 2
-    np.testing.assert_allclose(tp.run(gc, x), want, rtol=1e-6)
+    assert_close(tp.run(gc, x), want)
 
 
 def test_sources_name_the_onnx_node_and_the_file(tmp_path):

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 import onnx  # noqa: E402  (a runtime dependency: never skipped)
 
 import tapeir as tp  # noqa: E402
+from support import assert_close  # noqa: E402
 
 nn = torch.nn
 
@@ -127,7 +128,7 @@ def test_forward_matches_torch(exported):
     for batch in (x, x[:2]):  # the batch dim is symbolic: any size runs
         want = model(torch.from_numpy(batch)).detach().numpy()
         got = tp.run(g, batch, *[inits[n] for n in g.arg_names[1:]])
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert_close(got, want)
 
 
 def test_gradients_match_torch_autograd(exported):
@@ -147,14 +148,14 @@ def test_gradients_match_torch_autograd(exported):
     model.zero_grad()
     want = nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(labels))
     want.backward()
-    np.testing.assert_allclose(value, want.item(), rtol=1e-5)
+    assert_close(value, want.item())
     params = _params(model, g)
     checked = 0
     for name, grad in zip(names, grads):
         p = params[name]
         if p is None or not p.requires_grad:  # folded constants (onnx::...) and running stats
             continue
-        np.testing.assert_allclose(grad, p.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+        assert_close(grad, p.grad.numpy(), msg=name)
         checked += 1
     assert checked >= 4
 
@@ -172,6 +173,6 @@ def test_imported_training_graph_runs_in_onnxruntime(exported):
     vg = tp.value_and_grad(gl, wrt=tuple(range(1, len(names) + 1)))
     args = (x, *[inits[n] for n in names], labels)
     (v1, g1), (v2, g2) = tp.run(vg, *args), tp.run(vg, *args, backend="onnxruntime")
-    np.testing.assert_allclose(v2, v1, rtol=1e-5)
+    assert_close(v2, v1)
     for a, b, name in zip(g2, g1, names):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+        assert_close(a, b, msg=name)

@@ -6,27 +6,23 @@ goldens survive edits above them while still pinning every character of the form
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
 import tapeir as tp
+from support import marked_line, traced_path
 from tapeir.ir import Graph, Node, TensorType, TreeDef, Value, constant
 from tapeir.ir.pytree import LEAF
 
 
 def _src_file() -> str:
-    rel = os.path.relpath(__file__)
-    return (__file__ if rel.startswith("..") else rel).replace(os.sep, "/")
+    return traced_path(__file__)
 
 
 def _line(marker: str) -> str:
     """`file:line` of the line of this file that carries `# @marker`."""
-    with open(__file__, encoding="utf-8") as f:
-        hits = [i for i, text in enumerate(f, 1) if text.rstrip().endswith(f"# @{marker}")]
-    assert len(hits) == 1, marker
-    return f"{_src_file()}:{hits[0]}"
+    return marked_line(__file__, marker)
 
 
 def _golden(template: str, **markers) -> str:

@@ -3,25 +3,22 @@ differentiates and keeps, its errors, the VJP table's coverage, and the graphs i
 (verifiable, printable, parseable, pointing at the user's source lines)."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
 import tapeir as tp
+from support import FINITE_DIFFERENCES, assert_close, assert_tree_close, marked_line, traced_path
+
+FD_WHY = "central differences (h = 1e-6) as the reference"
 from tapeir.ir import OPS
 from tapeir.passes import VJP
 
-_REL = os.path.relpath(__file__)
-HERE = (__file__ if _REL.startswith("..") else _REL).replace(os.sep, "/")  # how the tracer names this file
+HERE = traced_path(__file__)  # how the tracer names this file
 
 
 def _line(marker: str) -> str:
-    """`file:line` of the line of this file ending in `# @marker`."""
-    with open(__file__, encoding="utf-8") as f:
-        hits = [i for i, text in enumerate(f, 1) if text.rstrip().endswith(f"# @{marker}")]
-    assert len(hits) == 1, marker
-    return f"{HERE}:{hits[0]}"
+    return marked_line(__file__, marker)
 
 
 def _ops(g) -> list[str]:
@@ -66,21 +63,6 @@ def _fd_tree(f, tree, eps=1e-6):
     return g
 
 
-def _assert_tree_close(a, b, rtol=1e-6, atol=1e-8):
-    assert type(a) is type(b), (type(a), type(b))
-    if isinstance(a, dict):
-        assert set(a) == set(b)
-        for k in a:
-            _assert_tree_close(a[k], b[k], rtol, atol)
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for u, v in zip(a, b):
-            _assert_tree_close(u, v, rtol, atol)
-    else:
-        assert np.shape(a) == np.shape(b)
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
-
-
 # ---- pytrees and wrt --------------------------------------------------------------------
 
 
@@ -89,24 +71,24 @@ def test_grads_mirror_the_argument_pytree():
     vg = tp.value_and_grad(g)
     _check_graph(vg)
     value, grads = tp.run(vg, PARAMS, X)
-    assert float(value) == pytest.approx(model_np(PARAMS, X), rel=1e-12)
+    assert_close(float(value), model_np(PARAMS, X))
     # same nesting: a dict (keys b, scale, w) of a list, a tuple and an array
     assert isinstance(grads, dict) and set(grads) == {"w", "b", "scale"}
     assert isinstance(grads["b"], list) and len(grads["b"]) == 2
     assert isinstance(grads["scale"], tuple) and len(grads["scale"]) == 1
-    _assert_tree_close(grads, _fd_tree(lambda p: model_np(p, X), PARAMS))
+    assert_tree_close(grads, _fd_tree(lambda p: model_np(p, X), PARAMS), ulps=FINITE_DIFFERENCES, why=FD_WHY)
     # tp.grad returns the same tree without the value
-    _assert_tree_close(tp.run(tp.grad(g), PARAMS, X), grads, rtol=0, atol=0)
+    assert_tree_close(tp.run(tp.grad(g), PARAMS, X), grads, exact=True)
 
 
 def test_wrt_int_and_tuple():
     g = tp.trace(model, PARAMS, X)
     gx = tp.run(tp.grad(g, wrt=1), PARAMS, X)
     assert isinstance(gx, np.ndarray) and gx.shape == X.shape
-    np.testing.assert_allclose(gx, _fd_tree(lambda x: model_np(PARAMS, x), X), rtol=1e-6, atol=1e-8)
+    assert_close(gx, _fd_tree(lambda x: model_np(PARAMS, x), X), ulps=FINITE_DIFFERENCES, why=FD_WHY)
     both = tp.run(tp.grad(g, wrt=(0, 1)), PARAMS, X)
     assert isinstance(both, tuple) and len(both) == 2
-    _assert_tree_close(both[0], tp.run(tp.grad(g, wrt=0), PARAMS, X), rtol=0, atol=0)
+    assert_tree_close(both[0], tp.run(tp.grad(g, wrt=0), PARAMS, X), exact=True)
     np.testing.assert_array_equal(both[1], gx)
     # the order of the tuple follows wrt
     rev = tp.run(tp.grad(g, wrt=(1, 0)), PARAMS, X)
@@ -115,7 +97,7 @@ def test_wrt_int_and_tuple():
     one = tp.run(tp.grad(g, wrt=(1,)), PARAMS, X)
     assert isinstance(one, tuple) and len(one) == 1
     value, (g0, g1) = tp.run(tp.value_and_grad(g, wrt=(0, 1)), PARAMS, X)
-    assert float(value) == pytest.approx(model_np(PARAMS, X), rel=1e-12)
+    assert_close(float(value), model_np(PARAMS, X))
     np.testing.assert_array_equal(g1, gx)
     # numpy integers are ints too
     np.testing.assert_array_equal(tp.run(tp.grad(g, wrt=np.int64(1)), PARAMS, X), gx)
@@ -134,7 +116,7 @@ def test_fan_out_accumulates():
     # a value used by several consumers at once, at different depths
     g = tp.trace(lambda x: (tp.exp(x) * x + tp.sin(x) * tp.exp(x)).sum(), x)
     expect = np.exp(x) * x + np.exp(x) + np.cos(x) * np.exp(x) + np.sin(x) * np.exp(x)
-    np.testing.assert_allclose(tp.run(tp.grad(g), x), expect, rtol=1e-13)
+    assert_close(tp.run(tp.grad(g), x), expect)
     # the accumulation is an `add` node carrying the source line of the consumer
     bwd = tp.grad(tp.trace(lambda x: (x * x + x).sum(), x))
     assert "add" in _ops(bwd)
@@ -201,8 +183,8 @@ def test_only_nodes_between_wrt_and_output_are_differentiated(monkeypatch):
     vg = tp.value_and_grad(g, wrt=0)
     _check_graph(vg)
     value, gx = tp.run(vg, x, y)
-    assert float(value) == pytest.approx(np.exp(x).sum() + np.sin(y).sum(), rel=1e-14)
-    np.testing.assert_allclose(gx, np.exp(x), rtol=1e-14)
+    assert_close(float(value), np.exp(x).sum() + np.sin(y).sum())
+    assert_close(gx, np.exp(x))
     # the other branch contributes its forward nodes (the value needs them) and nothing else
     by_line = {}
     for n in vg.nodes:
@@ -220,7 +202,7 @@ def test_dce_keeps_only_forward_values_the_backward_needs():
     gg = tp.grad(tp.trace(lambda x: tp.exp(x).sum(), x))
     _check_graph(gg)
     assert _ops(gg).count("exp") == 1 and "sum" not in _ops(gg)
-    np.testing.assert_allclose(tp.run(gg, x), np.exp(x))
+    assert_close(tp.run(gg, x), np.exp(x))
     # value_and_grad keeps the sum: the value needs it
     vg = tp.value_and_grad(tp.trace(lambda x: tp.exp(x).sum(), x))
     assert _ops(vg).count("sum") == 1 and _ops(vg).count("exp") == 1
@@ -240,7 +222,7 @@ def test_the_forward_graph_is_not_mutated():
     tp.value_and_grad(g)
     tp.grad(g, wrt=(0, 1))
     assert str(g) == before and len(g.nodes) == n_nodes
-    assert float(tp.run(g, PARAMS, X)) == pytest.approx(model_np(PARAMS, X), rel=1e-12)
+    assert_close(float(tp.run(g, PARAMS, X)), model_np(PARAMS, X))
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -331,7 +313,7 @@ def test_result_verifies_and_round_trips():
         assert tp.parse(str(built)) == built
     # and run the same after the round trip
     vg = tp.value_and_grad(g)
-    _assert_tree_close(tp.run(tp.parse(str(vg)), PARAMS, X), tp.run(vg, PARAMS, X), rtol=0, atol=0)
+    assert_tree_close(tp.run(tp.parse(str(vg)), PARAMS, X), tp.run(vg, PARAMS, X), exact=True)
 
 
 def test_the_pass_does_not_depend_on_where_it_is_called():
@@ -362,7 +344,7 @@ def test_a_graph_without_source_lines_gets_none():
     assert vg == tp.value_and_grad(g)
     x = np.array([0.1, -0.5, 2.0])
     value, gx = tp.run(vg, x)
-    np.testing.assert_allclose(gx, 1 - np.tanh(x) ** 2, rtol=1e-14)
+    assert_close(gx, 1 - np.tanh(x) ** 2)
 
 
 def test_names_and_inputs():
@@ -399,8 +381,8 @@ def test_float32_graph_stays_float32():
     assert all(o.type.dtype == "f32" for o in vg.outputs)
     value, (gp, gx) = tp.run(vg, p32, X.astype(np.float32))
     _, (gp64, gx64) = tp.run(tp.value_and_grad(tp.trace(model, PARAMS, X), wrt=(0, 1)), PARAMS, X)
-    np.testing.assert_allclose(gx, gx64, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(gp["w"], gp64["w"], rtol=1e-4, atol=1e-5)
+    assert_close(gx, gx64, dtype="float32")
+    assert_close(gp["w"], gp64["w"], dtype="float32")
 
 
 def test_symbolic_batch_dims():
@@ -417,5 +399,5 @@ def test_symbolic_batch_dims():
         x, y = rng.standard_normal((b, 3)), rng.integers(0, 4, b)
         got = tp.run(gg, w, x, y)
         want = tp.run(tp.grad(tp.trace(loss, w, x, y), wrt=(0, 1)), w, x, y)
-        np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-14)
+        assert_close(got[0], want[0])
+        assert_close(got[1], want[1])

@@ -19,13 +19,13 @@ op registry.
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import tapeir as tp
+from support import CHAIN, CONDITIONED, FINITE_DIFFERENCES, TORCH, assert_close, draw, labels, rng
 from tapeir.ir import OPS
 
 # ---- argument specs ----------------------------------------------------------------
@@ -49,31 +49,10 @@ class L:
     ignore: int | None = None
 
 
-def _draw(spec, rng, dtype):
+def _draw(spec, gen, dtype):
     if isinstance(spec, L):
-        lab = rng.integers(0, spec.classes, size=spec.shape).astype(np.int64)
-        if spec.ignore is not None:
-            flat = lab.reshape(-1)
-            flat[::3] = spec.ignore  # every third label ignored (at least one, never all when size > 1)
-        return lab
-    shape, kind = spec.shape, spec.kind
-    if kind == "n":
-        x = rng.standard_normal(shape)
-    elif kind == "pos":
-        x = rng.uniform(0.5, 2.0, shape)
-    elif kind == "away":
-        x = rng.uniform(0.3, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
-    elif kind == "distinct":
-        n = int(np.prod(shape))
-        x = (rng.permutation(n) - n / 2) * 0.25 + rng.uniform(-0.05, 0.05, n)
-        x = x.reshape(shape)
-    elif kind == "prob":
-        x = rng.uniform(0.05, 0.95, shape)
-    elif kind == "small":
-        x = rng.uniform(0.0, 0.3, shape)
-    else:
-        raise ValueError(kind)
-    return np.asarray(x, dtype=dtype)
+        return labels(spec.shape, spec.classes, gen, spec.ignore)
+    return draw(spec.kind, spec.shape, gen, dtype)
 
 
 # ---- the table ----------------------------------------------------------------------
@@ -86,8 +65,8 @@ class Case:
     args: tuple           # A / L specs
     torch: object = None  # the same function written with torch (every case has one)
     eps: float = 1e-6
-    rtol: float = 1e-6
-    f32_rtol: float = 1e-4
+    fd_ulps: int = FINITE_DIFFERENCES   # test_fd's tolerance; a case that changes eps says why
+    fd_why: str = "central differences"
 
 
 def _tf():
@@ -152,7 +131,8 @@ case("clip-max", lambda x: tp.clip(x, None, -0.25), [A(S)], lambda x: T("clamp")
 # f64 -> f32 -> f64: the f32 rounding limits FD; the function is quadratic in x, so a large
 # eps has no truncation error (central differences are exact on quadratics)
 case("astype", lambda x: (x.astype("float32") * 3.0).astype(x.dtype) * x, [A(S)],
-     lambda x: (x.float() * 3.0).double() * x, eps=1e-2, rtol=1e-4)
+     lambda x: (x.float() * 3.0).double() * x, eps=1e-2,
+     fd_ulps=100 * FINITE_DIFFERENCES, fd_why="central differences with a large step (the f32 round trip)")
 # elementwise, binary (numpy broadcasting, size-1 dims, Python scalars)
 case("add-bcast", lambda a, b: a + b, [A((3, 1, 4)), A((2, 4))], lambda a, b: a + b)
 case("add-size1", lambda a, b: a + b, [A((1, 4)), A((3, 1))], lambda a, b: a + b)
@@ -329,13 +309,9 @@ assert len(set(IDS)) == len(IDS), "duplicate case ids"
 # ---- the harness ---------------------------------------------------------------------
 
 
-def _seed(*parts) -> int:
-    return zlib.crc32("/".join(map(str, parts)).encode())
-
-
 def _args(c: Case, dtype=np.float64):
-    rng = np.random.default_rng(_seed(c.id, "args"))
-    return [_draw(s, rng, dtype) for s in c.args]
+    gen = rng(c.id, "args")
+    return [_draw(s, gen, dtype) for s in c.args]
 
 
 def _float_idx(c: Case):
@@ -346,7 +322,7 @@ def _loss_graph(c: Case, args):
     """Trace L(args) = sum(f(args) * W) for a fixed random W of f's output shape and dtype."""
     out = tp.trace(c.fn, *args).outputs[0].type
     dt = np.float32 if out.dtype == "f32" else np.float64
-    w = np.random.default_rng(_seed(c.id, "w")).standard_normal(out.shape).astype(dt)
+    w = rng(c.id, "w").standard_normal(out.shape).astype(dt)
 
     def loss(*xs):
         return (c.fn(*xs) * w).sum()
@@ -374,9 +350,9 @@ def test_fd(c: Case):
     g, grads, _ = _grads(c, args)
     f = tp.compile(g)
     wrt = _float_idx(c)
-    rng = np.random.default_rng(_seed(c.id, "v"))
+    gen = rng(c.id, "v")
     for _ in range(2):
-        vs = [rng.standard_normal(args[i].shape) for i in wrt]
+        vs = [gen.standard_normal(args[i].shape) for i in wrt]
         dd = sum(float(np.sum(gr * v)) for gr, v in zip(grads, vs))
 
         def shifted(t):
@@ -386,8 +362,7 @@ def test_fd(c: Case):
             return float(f(*xs))
 
         fd = (shifted(c.eps) - shifted(-c.eps)) / (2 * c.eps)
-        scale = max(abs(dd), abs(fd), 1e-3)
-        assert abs(dd - fd) <= c.rtol * scale, f"{c.id}: <grad, v> = {dd!r}, finite differences give {fd!r}"
+        assert_close(dd, fd, scale=max(abs(fd), 1e-3), ulps=c.fd_ulps, why=c.fd_why, msg=f"{c.id}: <grad, v>")
 
 
 @pytest.mark.parametrize("c", CASES, ids=IDS)
@@ -399,8 +374,7 @@ def test_f32_matches_f64(c: Case):
     _, g32, _ = _grads(c, a32)
     for x32, x64 in zip(g32, g64):
         assert x32.dtype == np.float32
-        np.testing.assert_allclose(x32, x64, rtol=c.f32_rtol, atol=c.f32_rtol * max(1.0, np.abs(x64).max()),
-                                   err_msg=c.id)
+        assert_close(x32, x64, dtype="float32", ulps=CHAIN, why="float32 forward + backward vs float64", msg=c.id)
 
 
 @pytest.mark.parametrize("c", CASES, ids=IDS)
@@ -417,8 +391,7 @@ def test_torch(c: Case):
     for i, gr in zip(_float_idx(c), grads):
         ref = targs[i].grad
         ref = torch.zeros_like(targs[i]) if ref is None else ref
-        np.testing.assert_allclose(gr, ref.numpy(), rtol=1e-9, atol=1e-11 * max(1.0, float(ref.abs().max())),
-                                   err_msg=f"{c.id}: argument {i}")
+        assert_close(gr, ref.numpy(), ulps=TORCH, why="torch's own float64 kernels", msg=f"{c.id}: argument {i}")
 
 
 def test_table_covers_every_differentiable_op():
@@ -443,7 +416,7 @@ def test_tie_relu_abs_at_zero():
     np.testing.assert_array_equal(_grad_at(lambda x: tp.relu(x).sum(), x), [0.0, 0.0, 1.0])
     np.testing.assert_array_equal(_grad_at(lambda x: tp.abs(x).sum(), x), [-1.0, 0.0, 1.0])
     # leaky_relu at 0 takes the negative slope, as torch does
-    np.testing.assert_allclose(_grad_at(lambda x: tp.leaky_relu(x, 0.1).sum(), x), [0.1, 0.1, 1.0])
+    assert_close(_grad_at(lambda x: tp.leaky_relu(x, 0.1).sum(), x), [0.1, 0.1, 1.0])
     # the int-valued kernel: relu of -0.0 is fine too
     np.testing.assert_array_equal(_grad_at(lambda x: tp.relu(x).sum(), np.array([-0.0])), [0.0])
 
@@ -470,29 +443,26 @@ def test_tie_reduction_splits_evenly(op):
     red = tp.max if op == "max" else tp.min
     if op == "min":
         x = -x
-    np.testing.assert_allclose(_grad_at(lambda x: red(x, axis=1).sum(), x),
-                               [[0, 0.5, 0.5, 0], [0.25] * 4, [0, 0, 1, 0]])
+    assert_close(_grad_at(lambda x: red(x, axis=1).sum(), x), [[0, 0.5, 0.5, 0], [0.25] * 4, [0, 0, 1, 0]])
     # keepdims, weighted: column 2 ties between rows 1 and 2, which share its weight 3
-    np.testing.assert_allclose(_grad_at(lambda x: (red(x, axis=0, keepdims=True) * np.arange(1.0, 5.0)).sum(), x),
-                               [[0, 0, 0, 0], [1, 2, 1.5, 4], [0, 0, 1.5, 0]])
+    assert_close(_grad_at(lambda x: (red(x, axis=0, keepdims=True) * np.arange(1.0, 5.0)).sum(), x),
+                 [[0, 0, 0, 0], [1, 2, 1.5, 4], [0, 0, 1.5, 0]])
     # over all of x: the five 5s share the gradient
     expect = np.zeros_like(x)
     expect[1] = expect[2, 2] = 0.2
-    np.testing.assert_allclose(_grad_at(lambda x: red(x), x), expect)
+    assert_close(_grad_at(lambda x: red(x), x), expect)
 
 
 def test_tie_max_pool2d_shares_among_ties():
     x = np.ones((1, 1, 4, 4))
     # non-overlapping 2x2 windows of equal values: each element gets 1/4
-    np.testing.assert_allclose(_grad_at(lambda x: tp.max_pool2d(x, 2).sum(), x), np.full(x.shape, 0.25))
+    assert_close(_grad_at(lambda x: tp.max_pool2d(x, 2).sum(), x), np.full(x.shape, 0.25))
     # overlapping 3x3 windows, stride 1: each window gives 1/9 to each element it covers
     cover = np.array([1, 2, 2, 1], float)
-    np.testing.assert_allclose(_grad_at(lambda x: tp.max_pool2d(x, 3, stride=1).sum(), x),
-                               (np.outer(cover, cover) / 9)[None, None])
+    assert_close(_grad_at(lambda x: tp.max_pool2d(x, 3, stride=1).sum(), x), (np.outer(cover, cover) / 9)[None, None])
     # padding never wins (it is -inf), even when every real value is negative
     y = -np.ones((1, 1, 2, 2))
-    np.testing.assert_allclose(_grad_at(lambda x: tp.max_pool2d(x, 2, stride=2, padding=1).sum(), y),
-                               np.ones((1, 1, 2, 2)))
+    assert_close(_grad_at(lambda x: tp.max_pool2d(x, 2, stride=2, padding=1).sum(), y), np.ones((1, 1, 2, 2)))
 
 
 def test_clip_passes_gradient_at_bounds():
@@ -511,7 +481,7 @@ def test_pow_at_zero_and_negative_base():
     a, e = np.array([0.0, 0.0, 2.0, -2.0]), np.array([2.0, 3.0, 2.0, 3.0])
     ga, ge = _grad_at(lambda a, e: (a ** e).sum(), a, e, wrt=(0, 1))
     np.testing.assert_array_equal(ga, [0.0, 0.0, 4.0, 12.0])
-    np.testing.assert_allclose(ge, [0.0, 0.0, 4.0 * np.log(2.0), 0.0])
+    assert_close(ge, [0.0, 0.0, 4.0 * np.log(2.0), 0.0])
 
 
 # ---- extreme inputs: gradients stay finite in float32 --------------------------------
@@ -575,8 +545,10 @@ def test_extreme_inputs_give_finite_gradients_f32(name):
     assert value.dtype == np.float32 and np.isfinite(value), (name, value)
     assert grad.dtype == np.float32 and np.all(np.isfinite(grad)), (name, grad)
     # logsumexp's rule is exp(x - y), as torch's: y ~ 1e4 carries f32 rounding of ~5e-4
-    rtol = 1e-3 if name == "logsumexp" else 1e-5
-    np.testing.assert_allclose(grad, _extreme_expect(name, x), rtol=rtol, atol=1e-6, err_msg=name)
+    if name == "logsumexp":
+        assert_close(grad, _extreme_expect(name, x), ulps=CONDITIONED, why="exp(x - y) with y ~ 1e4", msg=name)
+    else:
+        assert_close(grad, _extreme_expect(name, x), msg=name)
 
 
 # float16 layer_norm: the statistics run in float32 (ONNX LayerNormalization's default
@@ -607,9 +579,9 @@ def test_layer_norm_f16_large_spread(backend, opset):
     # float64 reference: test_fd pins layer_norm's float64 gradients to finite differences
     ref_value, ref_grads = tp.run(tp.value_and_grad(tp.trace(_layer_norm_loss, *args64), wrt=(0, 1, 2)), *args64)
     assert value.dtype == np.float16
-    np.testing.assert_allclose(value, ref_value, rtol=1e-2, atol=1e-2)
+    f16 = "float16 storage (float32 statistics) against float64"
+    assert_close(value, ref_value, dtype="float16", ulps=10, why=f16)
     for got, want in zip(grads, ref_grads):
         assert got.dtype == np.float16 and np.all(np.isfinite(got))
-        scale = np.abs(want).max()
-        assert scale > 0
-        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-2, atol=2e-3 * scale)
+        assert np.abs(want).max() > 0
+        assert_close(got, want, dtype="float16", ulps=10, why=f16)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
+from support import FINITE_DIFFERENCES, assert_close, marked_line, seed
 from tapeir.ir import flatten, unflatten
 
 
@@ -67,7 +68,7 @@ def hvp_graph(g, wrt):
     return gg, hv
 
 
-def check_hvp(g, args, wrt, seed=0, eps=1e-5, rtol=1e-6):
+def check_hvp(g, args, wrt, seed=0, eps=1e-5, ulps=FINITE_DIFFERENCES, why="central differences of the gradient"):
     """Hv from tp.grad(tp.call(tp.grad(g))) against central differences of tp.grad(g)."""
     gg, hv = hvp_graph(g, wrt)
     rng = np.random.default_rng(seed)
@@ -93,7 +94,7 @@ def check_hvp(g, args, wrt, seed=0, eps=1e-5, rtol=1e-6):
     scale = max(1e-3, max(float(np.abs(x).max()) for x in fd if x.size))
     for a, b in zip(got_leaves, fd):
         assert a.shape == b.shape and np.all(np.isfinite(a))
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
+        assert_close(a, b, scale=scale, ulps=ulps, why=why)
     return got
 
 
@@ -102,15 +103,16 @@ def check_hvp(g, args, wrt, seed=0, eps=1e-5, rtol=1e-6):
 # astype rounds through float32: finite differences of its gradient need a large step
 # (the gradient is linear in x, so central differences are still exact)
 _HVP_EPS = {"astype": 1e-2}
-_HVP_RTOL = {"astype": 1e-4}
+_HVP_ULPS = {"astype": 100 * FINITE_DIFFERENCES}
 
 
 @pytest.mark.parametrize("c", TABLE.CASES, ids=TABLE.IDS)
 def test_hvp_table(c):
     args = TABLE._args(c)
     g, _ = TABLE._loss_graph(c, args)
-    check_hvp(g, args, TABLE._float_idx(c), seed=TABLE._seed(c.id, "hvp"),
-              eps=_HVP_EPS.get(c.id, 1e-5), rtol=_HVP_RTOL.get(c.id, 1e-6))
+    check_hvp(g, args, TABLE._float_idx(c), seed=seed(c.id, "hvp"),
+              eps=_HVP_EPS.get(c.id, 1e-5), ulps=_HVP_ULPS.get(c.id, FINITE_DIFFERENCES),
+              why="central differences of the gradient" + (" with a large step" if c.id in _HVP_EPS else ""))
 
 
 # ---- compositions --------------------------------------------------------------------------
@@ -176,7 +178,7 @@ def test_hessian_is_symmetric():
     hg = tp.compile(tp.grad(tp.trace(hv, x, w, x), wrt=0))
     basis = np.eye(4).reshape(4, 2, 2)
     hess = np.stack([hg(x, w, e).reshape(-1) for e in basis])
-    np.testing.assert_allclose(hess, hess.T, rtol=1e-10, atol=1e-12)
+    assert_close(hess, hess.T)
     assert np.abs(hess).max() > 0.1  # not trivially zero
 
 
@@ -218,7 +220,7 @@ def test_gradient_penalty_matches_finite_differences():
         eps = 1e-6
         fd = (float(f({k: GP_P[k] + eps * v[k] for k in v}, GP_X))
               - float(f({k: GP_P[k] - eps * v[k] for k in v}, GP_X))) / (2 * eps)
-        assert dd == pytest.approx(fd, rel=1e-6, abs=1e-9)
+        assert_close(dd, fd, scale=1e-3, ulps=FINITE_DIFFERENCES, why="central differences")
     # every parameter gets a gradient (the penalty depends on all of them)
     assert all(np.abs(g).max() > 0 for g in grads.values())
 
@@ -234,9 +236,9 @@ def test_gradient_penalty_matches_torch():
     (gx,) = torch.autograd.grad(out, x, create_graph=True)
     pen = ((torch.sqrt((gx * gx).sum(1) + 1e-12) - 1.0) ** 2).mean()
     pen.backward()
-    assert float(value) == pytest.approx(float(pen.detach()), rel=1e-12)
+    assert_close(float(value), float(pen.detach()))
     for k, a in grads.items():
-        np.testing.assert_allclose(a, tparams[k].grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+        assert_close(a, tparams[k].grad.numpy(), msg=k)
 
 
 # ---- third and fourth derivatives -----------------------------------------------------------------
@@ -267,7 +269,7 @@ def _nth_derivative_graphs(fn, x, n):
 def test_higher_derivatives_closed_form(name, fn, derivs):
     x = np.array([0.3, 1.1, 2.5, 0.05]) if name == "log" else np.array([-1.7, -0.2, 0.0, 0.4, 2.0])
     for k, (d, want) in enumerate(zip(_nth_derivative_graphs(fn, x, len(derivs)), derivs), 1):
-        np.testing.assert_allclose(tp.run(d, x), want(x), rtol=1e-12, atol=1e-12, err_msg=f"{name}: order {k}")
+        assert_close(tp.run(d, x), want(x), msg=f"{name}: order {k}")
 
 
 def _s(x):
@@ -279,7 +281,7 @@ def test_third_derivative_of_sin_in_float32():
     d3 = _nth_derivative_graphs(tp.sin, x, 3)[2]
     got = tp.run(d3, x)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, -np.cos(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
+    assert_close(got, -np.cos(x.astype(np.float64)))
 
 
 def test_grad_of_value_and_grad_through_call():
@@ -294,7 +296,7 @@ def test_grad_of_value_and_grad_through_call():
     got = tp.run(tp.grad(tp.trace(reg, x)), x)
     d1 = np.sin(x) + x * np.cos(x)
     d2 = 2 * np.cos(x) - x * np.sin(x)
-    np.testing.assert_allclose(got, d1 + 2 * d1 * d2, rtol=1e-12)
+    assert_close(got, d1 + 2 * d1 * d2)
 
 
 def test_second_order_nodes_keep_user_source_lines():
@@ -308,11 +310,7 @@ def test_second_order_nodes_keep_user_source_lines():
         return tp.call(d1, x).sum()  # @g-line
 
     d2 = tp.grad(tp.trace(g, x))
-    rel = os.path.relpath(__file__)
-    here = (__file__ if rel.startswith("..") else rel).replace(os.sep, "/")
-    with open(__file__, encoding="utf-8") as fh:
-        lines = {m: f"{here}:{i}" for i, t in enumerate(fh, 1) for m in ("f-line", "g-line")
-                 if t.rstrip().endswith(f"# @{m}")}
+    lines = {m: marked_line(__file__, m) for m in ("f-line", "g-line")}
     sources = {n.source for n in d2.nodes}
     # the inlined first derivative keeps f's line; the final sum's backward is on g's line
     assert lines["f-line"] in sources and sources <= {lines["f-line"], lines["g-line"]}
@@ -326,4 +324,4 @@ def test_grad_of_grad_through_a_flatten_with_product_dims():
         tp.verify(h)
         x = np.arange(8, dtype=np.float32).reshape(2, 4) if isinstance(spec, tp.Spec) else \
             np.arange(12, dtype=np.float32).reshape(3, 4)
-        np.testing.assert_allclose(tp.run(tp.grad(h), x), 8.0 * x, rtol=1e-6)  # d/dx sum((2x)^2) = 8x
+        assert_close(tp.run(tp.grad(h), x), 8.0 * x)  # d/dx sum((2x)^2) = 8x
