@@ -243,9 +243,10 @@ def main():
           f"{threads} threads; each contender in its own process, {rounds} rounds x {repeats} repeats")
     print(load + "\n")
     check()
+    # torch's export takes ~5 s a call: 2 rounds of one call each (after a warm-up call)
     plan = {"infer-tapeir": (repeats, 20), "infer-torch": (repeats, 20), "train-tapeir": (repeats, 5),
-            "train-torch": (repeats, 5), "export-tapeir": (repeats, 1), "export-trace-tapeir": (max(2, repeats // 4), 1, 3),
-            "export-torch": (1, 1, 2)}  # torch's export takes ~5 s a call: 2 rounds of one call (after a warm-up)
+            "train-torch": (repeats, 5), "export-tapeir": (repeats, 1),
+            "export-trace-tapeir": (max(2, repeats // 4), 1, 3), "export-torch": (1, 1, 2)}
     t = harness.isolated(__file__, plan, rounds)
     rows = [row("inference MLP 784-512-512-10, batch 256 (onnxruntime)", t["infer-tapeir"], t["infer-torch"], 1.0),
             row("train step fwd+bwd (tapeir in onnxruntime vs torch eager)", t["train-tapeir"], t["train-torch"], 0.9),
@@ -261,7 +262,8 @@ def main():
     print(f"\n{sum(m for _, m in targets)}/{len(targets)} targets met")
     if args.interference:
         print()
-        harness.interference({k: CONTENDERS[k]() for k in ("infer-tapeir", "infer-torch", "train-tapeir", "train-torch")},
+        names = ("infer-tapeir", "infer-torch", "train-tapeir", "train-torch")
+        harness.interference({k: CONTENDERS[k]() for k in names},
                              [("train-torch", "train-tapeir"), ("train-tapeir", "train-torch"),
                               ("infer-tapeir", "train-torch"), ("infer-torch", "infer-tapeir")], 5)
     return 0

@@ -10,18 +10,19 @@ f32[4] input. Each repeat builds a fresh closure, so neither tool can reuse a ca
 Repeats of the two tools are interleaved, and the best (min) of the repeats is reported:
 on a noisy machine only the ratios within one run are meaningful.
 
-Tracing is pure Python on both sides (make_jaxpr compiles and runs nothing), so no thread
-pool spins and both tools stay in one process, interleaved. jax is a benchmark-only peer,
-never a tapeir dependency: without it the script still prints tapeir's numbers. Before timing, `gc.freeze()` moves the objects both imports
-created out of the collector's view, so neither tool pays for scanning the other's
-modules; the objects a trace creates are collected as usual (tapeir's "gc share" column
-is the part of its time spent in the collector during the trace, and the "gc off"
-column is a diagnostic run with the collector disabled).
+Tracing is pure Python on both sides (make_jaxpr compiles and runs nothing), so no
+thread pool spins and both tools stay in one process, interleaved. jax is a
+benchmark-only peer, never a tapeir dependency: without it the script still prints
+tapeir's numbers. Before timing, `gc.freeze()` moves the objects both imports created out of the
+collector's view, so neither tool pays for scanning the other's modules; the objects a
+trace creates are collected as usual (tapeir's "gc share" column is the part of its time
+spent in the collector during the trace, and the "gc off" column is a diagnostic run
+with the collector disabled).
 
 A second table times the passes on the same chain with a `.sum()` appended (autodiff
-needs a scalar): `tp.trace` alone and `tp.value_and_grad(g)` on the traced graph, repeats
-interleaved, and, as the peer, `jax.make_jaxpr(jax.value_and_grad(f))` (trace and
-differentiation in one call, so it compares with tapeir's trace + value_and_grad).
+needs a scalar): `tp.trace` alone and `tp.value_and_grad(g)` on the traced graph,
+repeats interleaved, and, as the peer, `jax.make_jaxpr(jax.value_and_grad(f))` (trace
+and differentiation in one call, so it compares with tapeir's trace + value_and_grad).
 
 Targets: tapeir <= 0.5 x jax's us/op; us/op at 100k within 10% of us/op at 1k and 10k;
 (trace + value_and_grad) / trace <= 4 at every N; value_and_grad's us/op at 100k within

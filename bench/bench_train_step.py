@@ -172,7 +172,8 @@ def main(argv=None):
         t = min(times[k])
         target = f"≤ {TARGETS[k]}" if k in TARGETS else ""
         m = f"{mem[k] / 2**20:.1f} MiB" if k in mem else "-"
-        print(f"| {LABELS[k]} | {t * 1e3:.2f} | {statistics.median(times[k]) * 1e3:.2f} | {base / t:.2f} | {target} | {m} |")
+        med = statistics.median(times[k])
+        print(f"| {LABELS[k]} | {t * 1e3:.2f} | {med * 1e3:.2f} | {base / t:.2f} | {target} | {m} |")
     print()
     for k in names[1:]:
         ratio = base / min(times[k])
