@@ -13,11 +13,11 @@ on a noisy machine only the ratios within one run are meaningful.
 Tracing is pure Python on both sides (make_jaxpr compiles and runs nothing), so no
 thread pool spins and both tools stay in one process, interleaved. jax is a
 benchmark-only peer, never a tapeir dependency: without it the script still prints
-tapeir's numbers. Before timing, `gc.freeze()` moves the objects both imports created out of the
-collector's view, so neither tool pays for scanning the other's modules; the objects a
-trace creates are collected as usual (tapeir's "gc share" column is the part of its time
-spent in the collector during the trace, and the "gc off" column is a diagnostic run
-with the collector disabled).
+tapeir's numbers. Before timing, `gc.freeze()` moves the objects both imports created
+out of the collector's view, so neither tool pays for scanning the other's modules; the
+objects a trace creates are collected as usual (tapeir's "gc share" column is the part
+of its time spent in the collector during the trace, and the "gc off" column is a
+diagnostic run with the collector disabled).
 
 A second table times the passes on the same chain with a `.sum()` appended (autodiff
 needs a scalar): `tp.trace` alone and `tp.value_and_grad(g)` on the traced graph,
