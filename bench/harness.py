@@ -100,7 +100,7 @@ def load_note() -> str:
     """One line for a script's header: the load other processes put on the machine while it runs."""
     one, five, _ = os.getloadavg()
     cores = os.cpu_count() or 1
-    busy = " (other processes compete for the cores: expect noise, rerun when quieter)" if one > 0.5 * cores else ""
+    busy = " (other processes compete for the cores: expect noise, rerun when quieter)" if one > 0.75 * cores else ""
     return f"load average {one:.2f} / {five:.2f} (1 / 5 min) on {cores} cores{busy}"
 
 
