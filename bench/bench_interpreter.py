@@ -18,6 +18,10 @@ the same inputs, repeats interleaved:
 
 The three results are checked bitwise equal, so all three make the same numpy calls.
 Target: tapeir / loop <= 1.5 (best of repeats; the median ratio is shown too).
+
+All three run in one process, interleaved: on f32[4] tensors numpy never enters BLAS,
+so no contender leaves a spinning thread pool behind to slow the next (unlike
+bench_train_step.py and bench_onnx.py, which time each contender in its own process).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import time
 
 import numpy as np
 
+import harness
 import tapeir as tp
 
 PERIOD = 6
@@ -138,6 +143,7 @@ def main(argv=None):
     base_b, base_m = best["loop"]
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, tapeir {tp.__version__}; "
           f"{n:,} nodes on f32{list(x.shape)}, {reps} interleaved repeats")
+    print(harness.load_note())
     print()
     print("### Interpreter overhead")
     print()

@@ -1,9 +1,12 @@
 """ONNX export and onnxruntime: tapeir's exports vs PyTorch's, side by side.
 
-    python bench/bench_onnx.py            # 31 interleaved repeats (3 for torch's export)
-    python bench/bench_onnx.py --quick    # 7 repeats (1 for torch's export)
+    python bench/bench_onnx.py            # 5 rounds x 10 repeats (torch's export: 2 rounds x 1)
+    python bench/bench_onnx.py --quick    # 2 rounds x 3 repeats
+    python bench/bench_onnx.py --interference  # also: the same contenders back to back in one process
 
-Three comparisons, each timed in one process with the repeats interleaved:
+Three comparisons; every contender is timed in its own child process, the rounds
+rotating through them (bench/harness.py says why: onnxruntime's and PyTorch's thread
+pools spin after each call and slow whatever runs next in the same process):
 
 1. inference: an MLP 784-512-512-10 (tanh), batch 256, f32. tapeir traces it with the
    weights closed over (so they export as initializers) and a symbolic batch dim (torch's
@@ -21,24 +24,27 @@ Three comparisons, each timed in one process with the repeats interleaved:
    tracing; tapeir's trace + export is shown too). Target: tapeir / torch <= 0.1 (10x faster).
 
 Both runtimes use the same number of threads (torch's default, which onnxruntime is set
-to as well). Results are checked against each other before timing. Ratios use the best
-of the repeats; the median ratio is shown too.
+to as well). Results are checked against each other in the parent before timing. Ratios
+use the best of all repeats; the median ratio is shown too.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
-import time
+import sys
 import warnings
 
 import numpy as np
 
+import harness
 import tapeir as tp
 
 SIZES = (784, 512, 512, 10)
 BATCH = 256
 CHAIN = 10_000
+THREADS = int(os.environ.get("TAPEIR_BENCH_THREADS", "0")) or None  # the parent sets it for its children
 PERIOD = 6
 C_MUL, C_ADD, C_SUB = 1.0001, 0.5, 0.25
 
@@ -94,52 +100,47 @@ def torch_export(module, args, **kw) -> bytes:
     return f.getvalue()
 
 
-def interleave(fns: dict, repeats: int, inner: int) -> dict:
-    """Seconds per call of each fn: one list entry per repeat, the fns taking turns."""
-    times = {k: [] for k in fns}
-    for fn in fns.values():  # warm up
-        fn()
-    order = list(fns.items())
-    for r in range(repeats):
-        for k, fn in (order if r % 2 == 0 else order[::-1]):  # alternate who goes first
-            t = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[k].append((time.perf_counter() - t) / inner)
-    return times
-
-
 def row(name, t_ours, t_peer, target, unit="ms", scale=1e3):
     """A table row; the target is met when tapeir / peer (best of repeats) <= target."""
     best = min(t_ours) / min(t_peer)
     med = statistics.median(t_ours) / statistics.median(t_peer)
-    met = best <= target
     return (f"| {name} | {min(t_ours) * scale:.3f} {unit} | {min(t_peer) * scale:.3f} {unit} | {best:.3f} "
-            f"| {med:.3f} | <= {target} | {'yes' if met else 'NO'} |"), met
+            f"| {med:.3f} | ≤ {target} | {harness.verdict(best, target)} |"), best <= target
 
 
-def bench_inference(p, threads, repeats):
-    rng = np.random.default_rng(1)
+def mlp_input(seed):
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
+    return x, rng.integers(0, SIZES[-1], BATCH).astype(np.int64)
+
+
+def infer_tapeir():
+    p, (x, _) = make_params(), mlp_input(1)
     g = tp.trace(lambda x: mlp(p, x), tp.Spec(("B", SIZES[0])))  # a dynamic batch, as torch's export
-    ours = tp.compile(g, backend="onnxruntime", intra_op_num_threads=threads)
+    ours = tp.compile(g, backend="onnxruntime", intra_op_num_threads=THREADS)
+    return lambda: ours(x)
+
+
+def infer_torch():
     import torch
 
+    p, (x, _) = make_params(), mlp_input(1)
     peer = session(torch_export(torch_mlp(p), (torch.from_numpy(x),), input_names=["x"], output_names=["logits"],
-                                dynamic_axes={"x": {0: "B"}}), threads)
-    np.testing.assert_allclose(ours(x), peer.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
-    t = interleave({"tapeir": lambda: ours(x), "torch": lambda: peer.run(None, {"x": x})}, repeats, 20)
-    return row("inference MLP 784-512-512-10, batch 256 (onnxruntime)", t["tapeir"], t["torch"], 1.0)
+                                dynamic_axes={"x": {0: "B"}}), THREADS)
+    return lambda: peer.run(None, {"x": x})
 
 
-def bench_train_step(p, threads, repeats):
+def train_tapeir():
+    p, (x, y) = make_params(), mlp_input(2)
+    ours = tp.compile(tp.value_and_grad(tp.trace(mlp_loss, p, x, y)), backend="onnxruntime",
+                      intra_op_num_threads=THREADS)
+    return lambda: ours(p, x, y)
+
+
+def train_torch():
     import torch
 
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
-    y = rng.integers(0, SIZES[-1], BATCH).astype(np.int64)
-    vg = tp.value_and_grad(tp.trace(mlp_loss, p, x, y))
-    ours = tp.compile(vg, backend="onnxruntime", intra_op_num_threads=threads)
+    p, (x, y) = make_params(), mlp_input(2)
     tp_ = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
@@ -151,14 +152,49 @@ def bench_train_step(p, threads, repeats):
         loss = torch.nn.functional.cross_entropy(h @ tp_["w3"] + tp_["b3"], ty)
         loss.backward()
         return loss.detach(), {k: v.grad for k, v in tp_.items()}
+    return torch_step
 
-    value, grads = ours(p, x, y)
-    t_value, t_grads = torch_step()
+
+def chain_inputs():
+    return np.linspace(-1, 1, 4, dtype=np.float32), np.full(4, 0.5, np.float32)
+
+
+def export_tapeir():
+    g = tp.trace(chain_fn, *chain_inputs())
+    return lambda: tp.to_onnx(g)
+
+
+def export_trace_tapeir():
+    x, y = chain_inputs()
+    return lambda: tp.to_onnx(tp.trace(chain_fn, x, y))
+
+
+def export_torch():
+    import torch
+
+    module, targs = torch_chain(), tuple(torch.from_numpy(a) for a in chain_inputs())
+    return lambda: torch_export(module, targs)
+
+
+CONTENDERS = {"infer-tapeir": infer_tapeir, "infer-torch": infer_torch, "train-tapeir": train_tapeir,
+              "train-torch": train_torch, "export-tapeir": export_tapeir, "export-trace-tapeir": export_trace_tapeir,
+              "export-torch": export_torch}
+
+
+def check():
+    """The contenders compute the same things (run once, in the parent, untimed)."""
+    np.testing.assert_allclose(infer_tapeir()(), infer_torch()()[0], rtol=1e-4, atol=1e-5)
+    (value, grads), (t_value, t_grads) = train_tapeir()(), train_torch()()
     np.testing.assert_allclose(value, t_value.numpy(), rtol=1e-5)
-    for k in p:
+    for k in grads:
         np.testing.assert_allclose(grads[k], t_grads[k].numpy(), rtol=1e-3, atol=1e-6)
-    t = interleave({"tapeir": lambda: ours(p, x, y), "torch": torch_step}, repeats, 5)
-    return row("train step fwd+bwd (tapeir in onnxruntime vs torch eager)", t["tapeir"], t["torch"], 0.9)
+    x, y = chain_inputs()
+    g = tp.trace(chain_fn, x, y)
+    assert len(g.nodes) == CHAIN
+    a = session(tp.to_onnx(g).SerializeToString(), 1).run(None, {"x": x, "y": y})[0]
+    peer = session(export_torch()(), 1)
+    b = peer.run(None, dict(zip([i.name for i in peer.get_inputs()], (x, y))))[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
 def chain_fn(x, y):
@@ -182,49 +218,56 @@ def torch_chain():
     return Chain()
 
 
-def bench_export(torch_repeats, repeats):
-    import torch
-
-    x = np.linspace(-1, 1, 4, dtype=np.float32)
-    y = np.full(4, 0.5, np.float32)
-    g = tp.trace(chain_fn, x, y)
-    assert len(g.nodes) == CHAIN
-    ours = tp.to_onnx(g)
-    module, targs = torch_chain(), (torch.from_numpy(x), torch.from_numpy(y))
-    peer = torch_export(module, targs)
-    a = session(ours.SerializeToString(), 1).run(None, {"x": x, "y": y})[0]
-    b = session(peer, 1).run(None, dict(zip([i.name for i in session(peer, 1).get_inputs()], (x, y))))[0]
-    np.testing.assert_allclose(a, b, rtol=1e-5)
-    t_ours = interleave({"to_onnx": lambda: tp.to_onnx(g)}, repeats, 1)["to_onnx"]
-    t_trace = interleave({"trace": lambda: tp.to_onnx(tp.trace(chain_fn, x, y))}, max(3, repeats // 4), 1)["trace"]
-    t_peer = interleave({"torch": lambda: torch_export(module, targs)}, torch_repeats, 1)["torch"]
-    r1 = row("export 10k-op chain: tp.to_onnx vs torch.onnx.export", t_ours, t_peer, 0.1, unit="s", scale=1)
-    r2 = row("export 10k-op chain: tp.trace + tp.to_onnx vs torch.onnx.export", t_trace, t_peer, 0.1,
-             unit="s", scale=1)
-    return r1, r2
-
-
 def main():
+    child = harness.child_args()
+    if child:
+        return harness.run_child(CONTENDERS, child[0])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
+    ap.add_argument("--interference", action="store_true",
+                    help="also time the contenders back to back in one process (the artifact isolation avoids)")
     args = ap.parse_args()
-    import onnxruntime
-    import torch
-
-    repeats = 7 if args.quick else 31
+    try:
+        import onnxruntime
+        import torch
+    except ImportError as e:
+        print(f"{e.name or e} not installed: every row here needs onnxruntime and PyTorch; all 3 targets skipped")
+        return 0
+    rounds, repeats = (2, 3) if args.quick else (5, 10)
+    load = harness.load_note()  # before our own children add to it
     threads = torch.get_num_threads()
-    p = make_params()
+    os.environ["TAPEIR_BENCH_THREADS"] = str(threads)
+    global THREADS
+    THREADS = threads
     print(f"tapeir {tp.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
-          f"{threads} threads, {repeats} repeats\n")
-    rows = [bench_inference(p, threads, repeats), bench_train_step(p, threads, repeats),
-            *bench_export(1 if args.quick else 3, repeats)]
-    print("| benchmark | tapeir (best) | peer (best) | ratio (best) | ratio (median) | target | met |")
+          f"{threads} threads; each contender in its own process, {rounds} rounds x {repeats} repeats")
+    print(load + "\n")
+    check()
+    # torch's export takes ~5 s a call: 2 rounds of one call each (after a warm-up call)
+    plan = {"infer-tapeir": (repeats, 20), "infer-torch": (repeats, 20), "train-tapeir": (repeats, 5),
+            "train-torch": (repeats, 5), "export-tapeir": (repeats, 1),
+            "export-trace-tapeir": (max(2, repeats // 4), 1, 3), "export-torch": (1, 1, 2)}
+    t = harness.isolated(__file__, plan, rounds)
+    rows = [row("inference MLP 784-512-512-10, batch 256 (onnxruntime)", t["infer-tapeir"], t["infer-torch"], 1.0),
+            row("train step fwd+bwd (tapeir in onnxruntime vs torch eager)", t["train-tapeir"], t["train-torch"], 0.9),
+            row("export 10k-op chain: tp.to_onnx vs torch.onnx.export", t["export-tapeir"], t["export-torch"], 0.1,
+                unit="s", scale=1),
+            row("export 10k-op chain: tp.trace + tp.to_onnx vs torch.onnx.export", t["export-trace-tapeir"],
+                t["export-torch"], 0.1, unit="s", scale=1)]
+    print("| benchmark | tapeir (best) | peer (best) | ratio (best) | ratio (median) | target | verdict |")
     print("|---|---|---|---|---|---|---|")
     for text, _ in rows:
         print(text)
     targets = rows[:3]  # the trace + export row is for information
     print(f"\n{sum(m for _, m in targets)}/{len(targets)} targets met")
+    if args.interference:
+        print()
+        names = ("infer-tapeir", "infer-torch", "train-tapeir", "train-torch")
+        harness.interference({k: CONTENDERS[k]() for k in names},
+                             [("train-torch", "train-tapeir"), ("train-tapeir", "train-torch"),
+                              ("infer-tapeir", "train-torch"), ("infer-torch", "infer-tapeir")], 5)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,14 +10,23 @@ f32[4] input. Each repeat builds a fresh closure, so neither tool can reuse a ca
 Repeats of the two tools are interleaved, and the best (min) of the repeats is reported:
 on a noisy machine only the ratios within one run are meaningful.
 
-jax is a benchmark-only peer, never a tapeir dependency: without it the script still
-prints tapeir's numbers. Before timing, `gc.freeze()` moves the objects both imports
-created out of the collector's view, so neither tool pays for scanning the other's
-modules; the objects a trace creates are collected as usual (tapeir's "gc share" column
-is the part of its time spent in the collector during the trace, and the "gc off"
-column is a diagnostic run with the collector disabled).
+Tracing is pure Python on both sides (make_jaxpr compiles and runs nothing), so no
+thread pool spins and both tools stay in one process, interleaved. jax is a
+benchmark-only peer, never a tapeir dependency: without it the script still prints
+tapeir's numbers. Before timing, `gc.freeze()` moves the objects both imports created
+out of the collector's view, so neither tool pays for scanning the other's modules; the
+objects a trace creates are collected as usual (tapeir's "gc share" column is the part
+of its time spent in the collector during the trace, and the "gc off" column is a
+diagnostic run with the collector disabled).
 
-Targets: tapeir <= 0.5 x jax's us/op; us/op at 100k within 10% of us/op at 1k and 10k.
+A second table times the passes on the same chain with a `.sum()` appended (autodiff
+needs a scalar): `tp.trace` alone and `tp.value_and_grad(g)` on the traced graph,
+repeats interleaved, and, as the peer, `jax.make_jaxpr(jax.value_and_grad(f))` (trace
+and differentiation in one call, so it compares with tapeir's trace + value_and_grad).
+
+Targets: tapeir <= 0.5 x jax's us/op; us/op at 100k within 10% of us/op at 1k and 10k;
+(trace + value_and_grad) / trace <= 4 at every N; value_and_grad's us/op at 100k within
+10% of its us/op at 1k and 10k.
 """
 from __future__ import annotations
 
@@ -35,6 +44,7 @@ import numpy as np
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # make_jaxpr needs no accelerator; skip the probe
 
+import harness  # noqa: E402
 import tapeir as tp  # noqa: E402
 
 try:
@@ -46,6 +56,7 @@ except ImportError:
 PERIOD = 6
 TARGET_RATIO = 0.5
 TARGET_LINEAR = 1.10
+TARGET_PASSES = 4.0
 
 
 def make_chain(n: int, tanh, exp):
@@ -79,6 +90,19 @@ def trace_jax(n, x, y):
     return len(jx.jaxpr.eqns)
 
 
+def make_loss(n: int, tanh, exp, total):
+    chain = make_chain(n, tanh, exp)
+    return lambda x, y: total(chain(x, y))
+
+
+def trace_loss_tapeir(n, x, y):
+    return tp.trace(make_loss(n, tp.tanh, tp.exp, lambda v: v.sum()), x, y)
+
+
+def vg_jax(n, x, y):
+    return jax.make_jaxpr(jax.value_and_grad(make_loss(n, jnp.tanh, jnp.exp, jnp.sum)))(x, y)
+
+
 class GcClock:
     """Time spent inside the garbage collector (via gc.callbacks)."""
 
@@ -109,6 +133,53 @@ def timed(fn, *args, gc_off=False, clock=None):
     return dt, r, (clock.total if clock is not None else 0.0)
 
 
+def bench_passes(sizes, trace_rows, args, x, y):
+    """Table 2: tp.trace alone vs tp.value_and_grad on its graph (and jax's make_jaxpr of value_and_grad)."""
+    rows = []
+    jax_per_op = None
+    for n, tr in zip(sizes, trace_rows):
+        reps = tr["reps"] if args.quick else max(tr["reps"], 5)  # tapeir's side is cheap; jax's is capped below
+        run_jax = jax is not None and (jax_per_op is None or jax_per_op * n <= args.jax_budget)
+        jax_reps = reps if n < 100000 else min(reps, 2)
+        t_tr, t_vg, t_jx = [], [], []
+        for r in range(reps):
+            dt, g, _ = timed(trace_loss_tapeir, n, x, y)
+            t_tr.append(dt)
+            dt, _, _ = timed(tp.value_and_grad, g)
+            t_vg.append(dt)
+            del g
+            if run_jax and r < jax_reps:
+                dt, _, _ = timed(vg_jax, n, x, y)
+                t_jx.append(dt)
+        row = dict(n=n, tr=min(t_tr) / n * 1e6, vg=min(t_vg) / n * 1e6, jx=min(t_jx) / n * 1e6 if t_jx else None,
+                   jax_skipped=jax is not None and not run_jax)
+        if row["jx"] is not None:
+            jax_per_op = row["jx"] * 1e-6
+        rows.append(row)
+
+    print()
+    print("### Passes: tp.trace alone vs tp.value_and_grad (µs per op of the chain, best of repeats)")
+    print()
+    print(f"| N ops | trace µs/op | value_and_grad µs/op | (trace + vg) / trace (target ≤ {TARGET_PASSES:.0f}) "
+          "| jax make_jaxpr(value_and_grad) µs/op | tapeir trace + vg / jax |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        both = r["tr"] + r["vg"]
+        jx = fmt(r["jx"]) if r["jx"] else ("skipped (budget)" if r["jax_skipped"] else "n/a")
+        print(f"| {r['n']:,} | {r['tr']:.2f} | {r['vg']:.2f} | {both / r['tr']:.2f} | {jx} "
+              f"| {fmt(both / r['jx'] if r['jx'] else None)} |")
+    worst = max((r["tr"] + r["vg"]) / r["tr"] for r in rows)
+    verdicts = [f"passes: worst (trace + value_and_grad) / trace = {worst:.2f} (target ≤ {TARGET_PASSES:.0f}) -> "
+                + ("PASS" if worst <= TARGET_PASSES else "MISS")]
+    if len(rows) > 1:
+        big = rows[-1]
+        lins = [big["vg"] / r["vg"] for r in rows[:-1]]
+        shown = ", ".join(f"{lin:.2f} vs {r['n']:,}" for lin, r in zip(lins, rows[:-1]))
+        verdicts.append(f"value_and_grad linearity: µs/op at {big['n']:,} ÷ smaller N = {shown} "
+                        f"(target ≤ {TARGET_LINEAR:.2f}) -> " + ("PASS" if max(lins) <= TARGET_LINEAR else "MISS"))
+    return verdicts
+
+
 def fmt(x, digits=2):
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -129,6 +200,7 @@ def main(argv=None):
 
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, tapeir {tp.__version__}, "
           + (f"jax {jax.__version__} (make_jaxpr, CPU)" if jax else "jax not found (pip install jax to compare)"))
+    print(harness.load_note())
 
     # warm up both (imports, first-call caches), then keep import-time objects out of the gc's scans
     trace_tapeir(2 * PERIOD, x, y)
@@ -203,6 +275,8 @@ def main(argv=None):
             print(f"| {r['n']:,} | {lin:.2f} | {big['off'] / r['off']:.2f} | {fmt(jl)} |")
         verdicts.append(f"linearity: worst tapeir ratio = {worst_lin:.2f} (target ≤ {TARGET_LINEAR:.2f}) -> "
                         + ("PASS" if worst_lin <= TARGET_LINEAR else "MISS"))
+
+    verdicts += bench_passes(sizes, rows, args, x, y)
     print()
     for v in verdicts:
         print("- " + v)

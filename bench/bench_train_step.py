@@ -1,19 +1,29 @@
 """Training step (forward + backward) of an MLP 784-512-512-10, tanh, batch 256, f32.
 
 tapeir's numpy backend running the value_and_grad graph, vs the same step written by
-hand in numpy (forward plus hand-derived backward), vs PyTorch eager (if installed),
-timed in one run. Prints a markdown table with ratios and the peak memory of one step.
+hand in numpy (forward plus hand-derived backward), vs PyTorch eager (if installed).
+Each implementation is timed in its own child process (bench/harness.py says why), in
+rotating rounds; the gradients are checked equal in the parent first. Prints a markdown
+table with ratios and the peak memory of one step.
 
-    python bench/bench_train_step.py [--quick]
+    python bench/bench_train_step.py [--quick] [--interference]
+
+`--interference` also times the steps back to back in one process, alone, right after a
+block of another implementation, and after that block plus harness.IDLE_GAP_S: the
+artifact that running each implementation in its own process avoids.
+
+Targets: tapeir / hand numpy <= 1.10; tapeir / PyTorch eager <= 0.9.
 """
 from __future__ import annotations
 
 import argparse
-import time
+import statistics
+import sys
 import tracemalloc
 
 import numpy as np
 
+import harness
 import tapeir as tp
 
 SIZES = (784, 512, 512, 10)
@@ -63,25 +73,6 @@ def make_torch_step(p):
     return step
 
 
-def best_of_interleaved(fns, repeats, inner):
-    """Best time per call of each fn; repeats alternate between fns so load spikes hit all alike.
-
-    The order rotates every repeat: PyTorch's OpenMP threads spin for a while after
-    each call and slow whatever runs right after them, so no fn may always follow it.
-    """
-    for fn in fns:
-        fn()  # warm up
-    best = [float("inf")] * len(fns)
-    for r in range(repeats):
-        for k in [(r + j) % len(fns) for j in range(len(fns))]:
-            fn = fns[k]
-            t = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            best[k] = min(best[k], (time.perf_counter() - t) / inner)
-    return best
-
-
 def peak_bytes(fn) -> int:
     tracemalloc.start()
     fn()
@@ -90,11 +81,7 @@ def peak_bytes(fn) -> int:
     return peak
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args(argv)
-    repeats, inner = (3, 3) if args.quick else (9, 10)
+def make_params():
     rng = np.random.default_rng(0)
     p = {}
     for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:]), 1):
@@ -102,31 +89,104 @@ def main(argv=None):
         p[f"b{i}"] = np.zeros(b, np.float32)
     x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], BATCH)
+    return p, x, y
 
+
+def setup_tapeir():
+    p, x, y = make_params()
     step = tp.compile(tp.value_and_grad(tp.trace(mlp_loss, p, x, y)))
-    loss_t, g_t = step(p, x, y)
+    return lambda: step(p, x, y)
+
+
+def setup_hand():
+    p, x, y = make_params()
+    return lambda: hand_step(p, x, y)
+
+
+def setup_torch():
+    import torch
+
+    p, x, y = make_params()
+    ts, tx, ty = make_torch_step(p), torch.tensor(x), torch.tensor(y)
+    return lambda: ts(tx, ty)
+
+
+CONTENDERS = {"tapeir": setup_tapeir, "hand": setup_hand, "torch": setup_torch}
+LABELS = {"tapeir": "tapeir numpy backend", "hand": "hand-written numpy", "torch": "PyTorch eager"}
+TARGETS = {"hand": 1.10, "torch": 0.9}  # tapeir / this
+
+
+def has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check(with_torch: bool):
+    """tapeir's loss and gradients equal hand numpy's (and PyTorch's, if installed)."""
+    p, x, y = make_params()
+    loss_t, g_t = tp.compile(tp.value_and_grad(tp.trace(mlp_loss, p, x, y)))(p, x, y)
     loss_h, g_h = hand_step(p, x, y)
     err = max(float(np.abs(g_t[k] - g_h[k]).max()) for k in p)
     assert err < 1e-4 and abs(float(loss_t) - loss_h) < 1e-4, f"tapeir and hand numpy disagree ({err})"
-
-    runs = [("tapeir numpy backend", lambda: step(p, x, y), True), ("hand-written numpy", lambda: hand_step(p, x, y), True)]
-    try:
+    if with_torch:
         import torch
 
-        ts = make_torch_step(p)
-        tx, ty = torch.tensor(x), torch.tensor(y)
-        runs.append(("PyTorch eager", lambda: ts(tx, ty), False))
-    except ImportError:
+        loss_p, g_p = make_torch_step(p)(torch.tensor(x), torch.tensor(y))
+        err = max(float(np.abs(g_t[k] - g_p[k].numpy()).max()) for k in p)
+        assert err < 1e-4 and abs(float(loss_t) - loss_p) < 1e-4, f"tapeir and PyTorch disagree ({err})"
+
+
+def main(argv=None):
+    child = harness.child_args(argv)
+    if child:
+        return harness.run_child(CONTENDERS, child[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
+    ap.add_argument("--interference", action="store_true",
+                    help="also time the steps back to back in one process (the artifact isolation avoids)")
+    args = ap.parse_args(argv)
+    rounds, repeats, inner = (2, 3, 3) if args.quick else (6, 5, 10)
+    load = harness.load_note()  # before our own children add to it
+    with_torch = has_torch()
+    if not with_torch:
         print("torch not installed: PyTorch eager column skipped")
-    times = best_of_interleaved([fn for _, fn, _ in runs], repeats, inner)
-    rows = [(name, t, peak_bytes(fn) if traced else None) for (name, fn, traced), t in zip(runs, times)]
-    base = rows[0][1]
-    print(f"MLP {'-'.join(map(str, SIZES))}, tanh, batch {BATCH}, f32, forward + backward (best of {repeats}x{inner})\n")
-    print("| implementation | ms / step | tapeir / this | peak memory (tracemalloc) |")
-    print("|---|---|---|---|")
-    for name, t, mem in rows:
-        print(f"| {name} | {t * 1e3:.2f} | {base / t:.2f} | {'-' if mem is None else f'{mem / 2**20:.1f} MiB'} |")
+    check(with_torch)
+    p, x, y = make_params()
+    step = tp.compile(tp.value_and_grad(tp.trace(mlp_loss, p, x, y)))
+    step(p, x, y)  # the first call builds the run plan; the peak is of a steady-state step
+    mem = {"tapeir": peak_bytes(lambda: step(p, x, y)), "hand": peak_bytes(lambda: hand_step(p, x, y))}
+
+    names = ["tapeir", "hand"] + (["torch"] if with_torch else [])
+    times = harness.isolated(__file__, {k: (repeats, inner) for k in names}, rounds)
+    base = min(times["tapeir"])
+    print(f"MLP {'-'.join(map(str, SIZES))}, tanh, batch {BATCH}, f32, forward + backward; each implementation "
+          f"in its own process, {rounds} rounds x {repeats} repeats x {inner} steps")
+    print(load + "\n")
+    print("| implementation | ms / step (best) | ms / step (median) | tapeir / this (best) | target "
+          "| peak memory (tracemalloc) |")
+    print("|---|---:|---:|---:|---|---|")
+    for k in names:
+        t = min(times[k])
+        target = f"≤ {TARGETS[k]}" if k in TARGETS else ""
+        m = f"{mem[k] / 2**20:.1f} MiB" if k in mem else "-"
+        med = statistics.median(times[k])
+        print(f"| {LABELS[k]} | {t * 1e3:.2f} | {med * 1e3:.2f} | {base / t:.2f} | {target} | {m} |")
+    print()
+    for k in names[1:]:
+        ratio = base / min(times[k])
+        print(f"- tapeir / {LABELS[k]} = {ratio:.2f} (target ≤ {TARGETS[k]}) -> {harness.verdict(ratio, TARGETS[k])}")
+    if not with_torch:
+        print(f"- tapeir / PyTorch eager (target ≤ {TARGETS['torch']}): skipped, torch not installed")
+    if args.interference and with_torch:
+        print()
+        harness.interference({LABELS[k]: CONTENDERS[k]() for k in names},
+                             [(LABELS[a], LABELS[b]) for a, b in
+                              (("torch", "hand"), ("torch", "tapeir"), ("tapeir", "torch"), ("hand", "torch"))], inner)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
