@@ -169,5 +169,10 @@ def call(graph: Graph, *args):
             raise TraceError(f"tp.call: input {v.name} of {graph.name} is {v.type}, got {t}", where=user_source(),
                              hint="pass arrays of the dtype and shape the graph was traced with")
         vals.append(val)
-    outs = tr.inline(graph, vals)
+    try:
+        outs = tr.inline(graph, vals)
+    except TapeirError as e:  # name the user's tp.call line too, not only the inlined graph's
+        here = user_source()
+        where = here if e.where in (None, here) else f"{e.where} (in {graph.name}), inlined at {here}"
+        raise TraceError(f"tp.call({graph.name}): {e.problem}", where=where, hint=e.hint) from None
     return unflatten(graph.out_tree, [Tensor(o, tr) for o in outs])

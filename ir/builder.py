@@ -1,4 +1,5 @@
-"""The IR builder: the one way to create nodes. Tracer, importer, autodiff and passes use it.
+"""The IR builder: the one way to emit new nodes. The tracer, the importer and autodiff use
+it; passes that only rewire nodes they already have (simplify) rebuild with `g.replace`.
 
 A Builder collects the nodes and constants of one graph under construction:
   1. `emit(op, inputs, attrs)` checks arity and attributes against the registry, applies
@@ -14,7 +15,9 @@ A Builder collects the nodes and constants of one graph under construction:
      source), else `default_source()`, which subclasses override (the tracer returns the
      user's `file:line`; a plain Builder has none);
   5. `build(...)` returns the Graph; unnamed graph outputs this builder created are named
-     after their output names. Nothing else ever changes a Value after it is created.
+     after their output names. A Value another graph holds is never renamed, and Nodes and
+     Values may be shared between graphs (a pass's result shares what it left unchanged):
+     nothing changes them once a graph holds them.
 
 >>> import numpy as np
 >>> from tapeir.ir import TensorType
@@ -174,6 +177,13 @@ class Builder:
                 for d_old, d_new in zip(a.type.shape, b.type.shape):
                     if isinstance(d_old, str):
                         solve(d_old, d_new, subst)
+        for a, b in zip(graph.inputs, inputs):  # one symbol, one size: B cannot be 3 here and 4 there
+            want = tuple(substitute(d, subst) if isinstance(d, str) else d for d in a.type.shape)
+            if want != b.type.shape:
+                raise TypeRuleError(
+                    f"input {a.name} of {graph.name} is {a.type}, which makes it "
+                    f"{a.type.with_shape(want)} here, but it gets {b.type}",
+                    where=self.source(), hint="a symbolic dim must have the same size in every input that has it")
         env.update((id(a), b) for a, b in zip(graph.inputs, inputs))
         for c in graph.constants:
             env[id(c)] = self.const(c.data)

@@ -1,13 +1,14 @@
 """Reverse-mode autodiff as a pass: Graph -> Graph whose outputs include the gradients.
 
 The driver starts a new IR builder from the forward nodes (shared: graphs are values),
-then walks them in reverse,
-calling each op's VJP rule (passes/vjp_rules.py) on the output cotangent. Rules record
+then walks them in reverse, calling each op's VJP rule (passes/vjp_rules.py) on the
+output cotangent. Rules record
 IR, so the backward pass is an ordinary graph: printable, verifiable, differentiable
 again. Rules:
   1. only nodes on a path from a `wrt` input to the output are differentiated;
   2. fan-out accumulates cotangents with `add`;
-  3. a missing rule for a differentiable op is an error naming the op and source line;
+  3. a missing rule for a differentiable op is an error naming the op and source line, and
+     so is an error a rule raises (the forward node's source line, not the tp.grad call);
   4. backward nodes carry the source line of the forward node they differentiate (none if
      it has none: the result never depends on where the pass was called from);
   5. the result is cleaned up by the simplify pipeline (passes/simplify.py, through the pass
@@ -27,6 +28,8 @@ from ..ir.errors import TapeirError
 from ..ir.graph import Graph, Value, require_graph
 from ..ir.pytree import LEAF, flatten, unflatten
 from ..ir.registry import OPS
+from ..ir.verifier import verify
+from .manager import verify_by_default
 from .simplify import SIMPLIFY as CLEANUP
 from .vjp_rules import VJP
 
@@ -89,10 +92,14 @@ def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[
         y = Tensor(env.get(id(n.outputs[0]), n.outputs[0]), b)
         g_out = ct[id(n.outputs[0])]
         with b.at(n.source):  # rule 4
-            if rule.selective:
-                cts = rule(g_out, xs, y, n.attrs, [id(v) in active for v in n.inputs])
-            else:
-                cts = rule(g_out, xs, y, n.attrs)
+            try:
+                if rule.selective:
+                    cts = rule(g_out, xs, y, n.attrs, [id(v) in active for v in n.inputs])
+                else:
+                    cts = rule(g_out, xs, y, n.attrs)
+            except TapeirError as e:  # the rule's complaint is about the forward node: point there
+                problem = e.problem if e.problem.startswith(n.op) else f"differentiating {n.op}: {e.problem}"
+                raise type(e)(problem, where=n.source or e.where, hint=e.hint) from None
             if len(cts) != len(n.inputs):
                 raise AssertionError(f"VJP rule for {n.op} returned {len(cts)} cotangents for {len(n.inputs)} inputs")
             for v, c in zip(n.inputs, cts):
@@ -132,6 +139,8 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     names = (["value"] if keep_value else []) + ["grad." + v.name for v in wrt_values]
     raw = b.build(f"{g.name}_{suffix}", g.inputs, leaves, arg_names=g.arg_names, in_tree=g.in_tree,
                   out_tree=out_tree, output_names=names)
+    if verify_by_default():  # in tests: the raw gradient graph too, before dce could hide a bad node
+        verify(raw)
     with paused_gc():
         return CLEANUP(raw)  # rule 5
 

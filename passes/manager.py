@@ -8,9 +8,9 @@ Rules:
      every pass in every test is verified;
   3. `dump` (a callable taking the pass name and the graph, e.g. `print_after`) sees the IR
      after each pass;
-  4. a pass that fails (or leaves a graph the verifier rejects) raises PassError naming
-     the pass and the passes that ran before it; a TapeirError it raised (a user error)
-     passes through unchanged.
+  4. a pass that fails (crashes, emits an ill-typed node, or leaves a graph the verifier
+     rejects) raises PassError naming the pass and the passes that ran before it; any other
+     TapeirError it raises is about the user's graph and passes through unchanged.
 
 >>> import tapeir as tp
 >>> from tapeir.passes.simplify import cse, dce
@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from ..ir.errors import TapeirError, VerifyError
+from ..ir.errors import TapeirError, TypeRuleError, VerifyError
 from ..ir.graph import Graph
 from ..ir.verifier import verify as verify_graph
 
@@ -66,6 +66,9 @@ class PassManager:
             hint = "a bug in that pass; print the IR after each pass with PassManager(..., dump=print_after)"
             try:
                 out = p(g)
+            except (TypeRuleError, VerifyError) as e:  # the pass built an ill-typed node: its bug
+                raise PassError(f"pass {name!r}{before} failed on graph {g.name}: {e.problem}", where=e.where,
+                                hint=hint) from e
             except TapeirError:
                 raise  # rule 4: the user's error (no VJP rule, a bad graph), already explained
             except Exception as e:

@@ -4,7 +4,9 @@ Rules:
   1. dce: drop nodes none of whose outputs reach a graph output, and unused constants.
   2. drop_identities: `mul(x, 1)`, `mul(1, x)`, `add(x, 0)`, `add(0, x)`, `sub(x, 0)` and
      `div(x, 1)` are x when the result has x's type (a constant operand that would
-     broadcast x to a bigger shape is kept). Autodiff seeds make many of these.
+     broadcast x to a bigger shape is kept). Autodiff seeds make many of these. For floats
+     the zero must be the one that keeps a -0.0 operand as it is: `x + -0.0` and `x - +0.0`
+     are x, but `-0.0 + +0.0` is +0.0, so `x + 0.0` stays (as in IEEE 754 and LLVM).
   3. fold_constants: a node whose operands are all constants and whose result has at most
      FOLD_LIMIT elements becomes a constant (larger results stay computed, so dumps and
      files do not grow). The reference kernels evaluate it.
@@ -25,7 +27,9 @@ from ..ir.reference import REFERENCE  # folding evaluates exactly what the inter
 from .manager import PassManager
 
 FOLD_LIMIT = 16
-_IDENTITY = {"mul": (1, (0, 1)), "add": (0, (0, 1)), "sub": (0, (1,)), "div": (1, (1,))}
+# op -> (the identity element, the operand slots it may sit in, the sign a float zero needs)
+_IDENTITY = {"mul": (1, (0, 1), None), "add": (0, (0, 1), True), "sub": (0, (1,), False),
+             "div": (1, (1,), None)}
 
 
 def _fill_of(v):
@@ -78,13 +82,15 @@ def _identity_rule():
     def rule(n, inputs, add_constant):
         spec = _IDENTITY.get(n.op)
         if spec is not None:
-            value, const_slots = spec
+            value, const_slots, negative_zero = spec
             for k in const_slots:
                 c = inputs[k]
                 if c.data is None:
                     continue
                 fill = fills[id(c)] if id(c) in fills else fills.setdefault(id(c), _fill_of(c))
-                if fill is not None and fill == value and inputs[1 - k].type == n.outputs[0].type:
+                if fill is None or fill != value or inputs[1 - k].type != n.outputs[0].type:
+                    continue
+                if negative_zero is None or c.data.dtype.kind != "f" or bool(np.signbit(fill)) == negative_zero:
                     return [inputs[1 - k]]
         return None
     return rule
@@ -123,9 +129,11 @@ def drop_identities(g: Graph) -> Graph:
     """Forward x through ops that leave it unchanged (rule 2), then remove what died.
 
     >>> import tapeir as tp
-    >>> g = drop_identities(tp.trace(lambda x: (x * 1.0 + 0.0) / 1.0, tp.Spec((3,))))
+    >>> g = drop_identities(tp.trace(lambda x: (x * 1.0 - 0.0) / 1.0, tp.Spec((3,))))
     >>> len(g.nodes), g.outputs[0] is g.inputs[0]
     (0, True)
+    >>> [n.op for n in drop_identities(tp.trace(lambda x: x + 0.0, tp.Spec((3,)))).nodes]  # -0.0 + 0.0 is 0.0
+    ['add']
     """
     return dce(_rewrite(g, [_identity_rule()]))
 

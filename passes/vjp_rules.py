@@ -2,8 +2,9 @@
 
 A rule takes (g, x, y, attrs): the cotangent of the node's output, its inputs and its
 output as traced Tensors, and its attributes; it returns one cotangent per input (None
-where an input has no gradient: integer labels, conditions, shapes). Rules run inside
-a tracer, so what they compute is recorded as IR: the backward pass is a graph.
+where an input has no gradient: integer labels, conditions, shapes). Rules run with
+autodiff's IR builder recording (frontend's `recording`), so what they compute is
+recorded as IR: the backward pass is a graph.
 
 Conventions (DESIGN numerical contracts): relu'(0) = 0; max/min ties split evenly
 (elementwise 0.5/0.5; reductions and max_pool2d share among all tied elements);

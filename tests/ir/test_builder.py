@@ -121,3 +121,13 @@ def test_replace_rebuilds_and_leaves_the_original_alone():
     tp.verify(h)
     with pytest.raises(TypeError, match="unknown field"):
         g.replace(nodez=[])
+
+
+def test_inlining_binds_each_symbol_to_one_size():
+    inner = tp.trace(lambda x, y: (x[:, None] * y).sum(), tp.Spec(("B",)), tp.Spec(("B",)))
+    with pytest.raises(tp.TraceError, match=r"tp.call\(lambda\): input y of lambda is f32\[B\].*f32\[3\] here.*f32\[4\]"):
+        tp.trace(lambda x, y: tp.call(inner, x, y), tp.Spec((3,)), tp.Spec((4,)))
+    b = Builder()
+    x, y = b.input(TensorType("f32", (3,)), "x"), b.input(TensorType("f32", (4,)), "y")
+    with pytest.raises(tp.TypeRuleError, match="same size"):
+        b.inline(inner, [x, y])

@@ -77,7 +77,7 @@ def test_canonicalize_reaches_the_fixed_point_in_one_walk():
     def f(x):
         a = tp.exp(x) + tp.exp(x)             # cse
         b = a * (np.float32(3.0) - 2.0)       # fold then identity
-        c = (x * 1.0 + 0.0) * tp.exp(x)       # identities, then cse with the first exp
+        c = (x * 1.0 - 0.0) * tp.exp(x)       # identities, then cse with the first exp
         d = tp.exp(x) * 1.0 + tp.exp(x)       # same as a after identities + cse
         return b + c + d
 
@@ -87,3 +87,23 @@ def test_canonicalize_reaches_the_fixed_point_in_one_walk():
     assert [n.op for n in simplify(g).nodes] == ["exp", "add", "mul", "add", "add"]
     x = np.linspace(-1, 1, 3, dtype=np.float32)
     np.testing.assert_array_equal(tp.run(simplify(g), x), tp.run(g, x))
+
+
+def test_a_pass_that_emits_an_ill_typed_node_is_named():
+    from tapeir.ir.builder import Builder
+
+    def emits_badly(g):
+        b = Builder()
+        b.emit("add", [g.inputs[0], b.const(np.ones(2, np.float32))])
+        return g
+
+    with pytest.raises(PassError, match=r"pass 'emits_badly' after dce failed on graph .*do not broadcast"):
+        PassManager([dce, emits_badly])(tp.trace(lambda x: x.sum(), tp.Spec((3,))))
+
+
+def test_an_error_inside_a_vjp_rule_points_at_the_forward_node():
+    g = tp.trace(lambda z, y: tp.cross_entropy(z, y), tp.Spec(("B", "C")), tp.Spec(("B",), "int64"))
+    line = g.nodes[0].source
+    with pytest.raises(tp.TapeirError, match="static class count") as info:
+        tp.grad(g)
+    assert info.value.where == line

@@ -16,7 +16,7 @@ def test_each_rule_fires_and_keeps_results():
     def f(x):
         a = tp.exp(x) + tp.exp(x)                      # cse: one exp
         b = a * (np.float32(3.0) - 2.0)                # fold 3 - 2 = 1, then drop the * 1
-        c = x + np.zeros(3, np.float32) * 5.0          # fold zeros*5, then drop the + 0
+        c = x - np.zeros(3, np.float32) * 5.0          # fold zeros*5, then drop the - 0
         unused = tp.tanh(x)                            # noqa: F841  dce
         return b + c
 
@@ -30,6 +30,20 @@ def test_each_rule_fires_and_keeps_results():
     assert len(fold_constants(g).nodes) < len(g.nodes)
     assert [n.op for n in simplify(g).nodes] == ["exp", "add", "add"]
     assert "tanh" not in [n.op for n in dce(g).nodes]
+
+
+def test_identities_keep_signed_zeros():
+    # -0.0 + 0.0 is +0.0 and -0.0 - -0.0 is +0.0: those stay; x + -0.0 and x - 0.0 are x
+    neg = np.array([-0.0, 1.0, -2.0], np.float32)
+    for fn, kept in [(lambda x: x + 0.0, True), (lambda x: 0.0 + x, True), (lambda x: x - (-0.0), True),
+                     (lambda x: x + (-0.0), False), (lambda x: x - 0.0, False), (lambda x: x * 1.0, False)]:
+        g = tp.trace(fn, tp.Spec((3,)))
+        h = simplify(g)
+        assert (len(h.nodes) == 1) == kept, str(h)
+        assert_close(tp.run(h, neg), tp.run(g, neg), exact=True)
+        assert np.signbit(tp.run(h, neg)).tolist() == np.signbit(fn(neg)).tolist()
+    i = tp.trace(lambda x: x + np.int32(0), tp.Spec((3,), "int32"))
+    assert simplify(i).nodes == []  # integers have one zero
 
 
 def test_passes_never_mutate_their_input():
