@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import onnx
@@ -40,6 +42,7 @@ from onnx import helper, numpy_helper
 from ..ir import __version__
 from ..ir.dtypes import to_numpy
 from ..ir.errors import TapeirError
+from ..ir.serialize import atomic_write
 from ..ir.types import factors, from_factors
 from . import onnx_functions
 from .onnx_lowering import EXPORT, elem_type
@@ -367,7 +370,9 @@ def save_onnx(g, path, opset: int | None = None, *, external_data: bool | None =
     """Export `g` (see `to_onnx`) and write it to `path`.
 
     Initializers go to a side file `<path>.data` when `external_data` is True, or when it
-    is None and they exceed protobuf's 2 GB limit.
+    is None and they exceed protobuf's 2 GB limit. Each file is written beside the target and
+    renamed over it (a failed save leaves the previous files as they were), and the same
+    graph saves to the same bytes.
 
     >>> import os, tempfile, numpy as np, tapeir as tp
     >>> path = os.path.join(tempfile.mkdtemp(), "f.onnx")
@@ -379,8 +384,20 @@ def save_onnx(g, path, opset: int | None = None, *, external_data: bool | None =
     if external_data is None:
         external_data = sum(t.ByteSize() for t in model.graph.initializer) > _EXTERNAL_DATA_LIMIT
     path = os.fspath(path)
-    if external_data:
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=os.path.basename(path) + ".data", size_threshold=1024)
-    else:
-        onnx.save_model(model, path)
+    if not external_data:
+        with atomic_write(path) as tmp:
+            onnx.save_model(model, tmp)
+        return
+    # onnx appends to an existing data file: write both files fresh in a scratch folder beside
+    # the target (same bytes for the same graph), then move each into place atomically, the
+    # data before the model that points into it
+    name = os.path.basename(path)
+    scratch = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{name}.")
+    try:
+        onnx.save_model(model, os.path.join(scratch, name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=name + ".data", size_threshold=1024)
+        for part in (name + ".data", name):
+            with atomic_write(os.path.join(os.path.dirname(path), part)) as tmp:
+                shutil.copyfile(os.path.join(scratch, part), tmp)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,10 +1,14 @@
 """save/load: a graph file is its text form (UTF-8), so loading never executes code.
 
-The text form is exact: constants are inline or base64 little-endian bytes.
+The text form is exact: constants are inline or base64 little-endian bytes. Saves are
+atomic (`atomic_write`): the new file is written beside the target, flushed to disk and
+renamed over it, so a full disk or a crash mid-write leaves the previous file as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 
 from .errors import ParseError
 from .graph import require_graph
@@ -12,6 +16,39 @@ from .parser import parse
 from .printer import print_graph
 
 MAGIC = "# tapeir graph v1\n"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike):
+    """`with atomic_write(path) as tmp:` write the file at `tmp`; on success it is fsynced and
+    renamed to `path` (atomic on POSIX and Windows), on failure removed and `path` untouched.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "f.txt")
+    >>> with atomic_write(p) as tmp:
+    ...     _ = open(tmp, "w").write("new")
+    >>> open(p).read(), sorted(os.listdir(os.path.dirname(p)))
+    ('new', ['f.txt'])
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself reaches the disk (POSIX; no-op elsewhere)
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def save(g, path: str | os.PathLike) -> None:
@@ -24,8 +61,8 @@ def save(g, path: str | os.PathLike) -> None:
     ...     print(tp.load(os.path.join(d, "g.tapeir")) == g)
     True
     """
-    text = MAGIC + print_graph(require_graph(g, "tp.save"))  # print first: never truncate the file, then fail
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    text = MAGIC + print_graph(require_graph(g, "tp.save"))
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
 
 
