@@ -15,7 +15,8 @@ through its formula, and refuses what it cannot express (avg_pool2d with dilatio
 onnx allows for the opset (at least 8, for local functions); `ir_version=` may raise it.
 
 Names, chosen so the model reads next to the graph's text form (kept in
-`model.doc_string`):
+`model.doc_string`, where a large constant prints as `const initializer "%cK"`: the
+weights are stored once, in the initializer):
   * graph inputs keep their IR names (`params.w1`, `x`); symbolic dims become dim_param;
   * constants are initializers `%c0`, `%c1`, ...; node results are `%0`, `%1`, ... as in
     the text form; the extra nodes one IR node lowers to are named `%5.0`, `%5.1`, ...
@@ -42,6 +43,7 @@ from onnx import helper, numpy_helper
 from ..ir import __version__
 from ..ir.dtypes import to_numpy
 from ..ir.errors import TapeirError
+from ..ir.printer import print_graph
 from ..ir.serialize import atomic_write
 from ..ir.types import factors, from_factors
 from . import onnx_functions
@@ -330,7 +332,8 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
     if functions:
         opsets.append(helper.make_opsetid(onnx_functions.DOMAIN, onnx_functions.DOMAIN_VERSION))
     model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, functions=functions,
-                              producer_name="tapeir", producer_version=__version__, doc_string=str(g))
+                              producer_name="tapeir", producer_version=__version__,
+                              doc_string=print_graph(g, constants_by_name=True))
     return model
 
 

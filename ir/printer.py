@@ -84,8 +84,13 @@ def fmt_tree(td: TreeDef, leaves) -> str:
     return go(td)
 
 
-def print_graph(g) -> str:
+def print_graph(g, *, constants_by_name: bool = False) -> str:
     """The text form of `g` (what `str(g)` gives), ending in a newline.
+
+    constants_by_name=True prints each constant too large to inline as `const initializer
+    "%cK"` instead of its bytes: the form ONNX export puts in the model's doc_string, where
+    the initializer of that name holds the data (weights are stored once). It is for
+    reading; it does not parse back.
 
     >>> import tapeir as tp
     >>> print(print_graph(tp.trace(lambda x: x * 2.0, tp.Spec(("B",)))))  # doctest: +ELLIPSIS
@@ -102,7 +107,10 @@ def print_graph(g) -> str:
     lines: list[tuple[str, str | None]] = []
     for i, c in enumerate(g.constants):
         names[id(c)] = f"%c{i}"
-        lines.append((f"%c{i}: {c.type} = const {fmt_const(c.data)}", None))
+        body = fmt_const(c.data)
+        if constants_by_name and body.startswith("base64 "):
+            body = f'initializer "%c{i}"'
+        lines.append((f"%c{i}: {c.type} = const {body}", None))
     counter = 0
     for n in g.nodes:
         binders = []
