@@ -54,7 +54,7 @@ __all__ = ["EXPORT", "to_onnx", "save_onnx", "max_opset", "output_names"]
 MIN_OPSET = 15
 DEFAULT_OPSET = 20
 MIN_IR_VERSION = 8          # local functions (model.functions) arrived in IR version 8
-_EXTERNAL_DATA_LIMIT = 2 ** 31 - 2 ** 26   # protobuf's 2 GiB limit, less room for the graph
+EXTERNAL_DATA_LIMIT = 2 ** 31 - 2 ** 26   # protobuf's 2 GiB limit, less room for the graph
 
 
 def _probe(opset: int) -> bool:
@@ -385,7 +385,7 @@ def save_onnx(g, path, opset: int | None = None, *, external_data: bool | None =
     """
     model = to_onnx(g, opset, **kw)
     if external_data is None:
-        external_data = sum(t.ByteSize() for t in model.graph.initializer) > _EXTERNAL_DATA_LIMIT
+        external_data = sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_LIMIT
     path = os.fspath(path)
     if not external_data:
         with atomic_write(path) as tmp:

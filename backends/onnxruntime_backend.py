@@ -30,9 +30,13 @@ test_onnxruntime_backend.py pins each, so a change in onnxruntime shows up there
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 from ..ir.errors import RunError, TapeirError
 from ..ir.reference_kernels import check_labels
 from ..ir.types import resolve_dim
+from . import onnx_export
 from .onnx_export import to_onnx
 from .signature import Signature, check_options
 
@@ -63,13 +67,14 @@ class OnnxRuntimeFunction:
         self.graph = graph
         self.signature = Signature(graph)
         self.model = to_onnx(graph, opset)
+        self._folder = None  # where a model past protobuf's 2 GB limit is saved (_model_source)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])
         if intra_op_num_threads is not None:
             opts.intra_op_num_threads = int(intra_op_num_threads)
         opts.log_severity_level = 3  # onnxruntime's warnings (e.g. unused initializers) are noise here
         try:
-            self.session = ort.InferenceSession(self.model.SerializeToString(), opts,
+            self.session = ort.InferenceSession(self._model_source(), opts,
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
             raise TapeirError(f"onnxruntime cannot load the ONNX export of {graph.name}: {e}",
@@ -79,6 +84,20 @@ class OnnxRuntimeFunction:
         self._in_names = [v.name for v in graph.inputs]
         self._out_names = [o.name for o in self.model.graph.output]
         self._label_checks = _label_inputs(graph)
+
+    def _model_source(self):
+        """The serialized model, or, when its weights pass protobuf's 2 GB limit (which
+        SerializeToString cannot write), the path of the model saved with external data in
+        a folder this function object keeps alive (self.model then points into it)."""
+        if sum(t.ByteSize() for t in self.model.graph.initializer) <= onnx_export.EXTERNAL_DATA_LIMIT:
+            return self.model.SerializeToString()
+        import onnx
+
+        self._folder = tempfile.TemporaryDirectory(prefix="tapeir-ort-")
+        path = os.path.join(self._folder.name, "model.onnx")
+        onnx.save_model(self.model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="model.onnx.data", size_threshold=1024)
+        return path
 
     def run_flat(self, leaves) -> list:
         arrays, bindings = self.signature.bind(leaves)
