@@ -55,6 +55,7 @@ MIN_OPSET = 15
 DEFAULT_OPSET = 20
 MIN_IR_VERSION = 8          # local functions (model.functions) arrived in IR version 8
 EXTERNAL_DATA_LIMIT = 2 ** 31 - 2 ** 26   # protobuf's 2 GiB limit, less room for the graph
+TENSOR_LIMIT = 2 ** 31 - 2 ** 20          # one TensorProto, with room for its name and dims
 
 
 def _probe(opset: int) -> bool:
@@ -178,6 +179,11 @@ class Lowering:
             shape = "" if array.ndim == 1 else "(scalar)" if array.ndim == 0 else str(list(array.shape))
             name = f"%{array.dtype.name}{shape}[{values}]"
         if name not in self._init_names:
+            if array.nbytes > TENSOR_LIMIT:  # protobuf cannot hold one tensor this big
+                raise TapeirError(f"constant {name} ({array.dtype}{list(array.shape)}, {array.nbytes / 2**30:.2f} GiB) "
+                                  "is larger than one ONNX tensor can be (protobuf's 2 GB limit)",
+                                  hint="split it into several constants (e.g. by rows, then concatenate), "
+                                       "or pass it as an input; a model may hold more than 2 GB in all")
             self._init_names.add(name)
             self.initializers.append(numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name))
         return name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 
 import tapeir as tp
 from support import ONNXRUNTIME, assert_close
@@ -40,3 +41,13 @@ def test_weights_past_protobufs_limit_reach_onnxruntime_through_external_data(mo
     assert f._folder is not None and "model.onnx.data" in __import__("os").listdir(f._folder.name)
     x = np.random.default_rng(2).standard_normal((3, 64)).astype(np.float32)
     assert_close(f(x), tp.run(g, x), why="onnxruntime's matmul and tanh kernels", ulps=ONNXRUNTIME)
+
+
+def test_one_constant_past_protobufs_limit_is_a_clear_error(monkeypatch):
+    from tapeir.backends import onnx_export
+
+    g = tp.trace(lambda x: x @ np.ones((64, 64), np.float32), tp.Spec(("B", 64)))
+    monkeypatch.setattr(onnx_export, "TENSOR_LIMIT", 1000)
+    with pytest.raises(tp.TapeirError, match=r"constant %c0 \(float32\[64, 64\].*2 GB limit") as info:
+        tp.to_onnx(g)
+    assert "split it" in info.value.hint
