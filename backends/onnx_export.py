@@ -44,7 +44,7 @@ from ..ir import __version__
 from ..ir.dtypes import to_numpy
 from ..ir.errors import TapeirError
 from ..ir.printer import print_graph
-from ..ir.serialize import atomic_write
+from ..ir.serialize import atomic_write, replace_durably
 from ..ir.types import factors, from_factors
 from . import onnx_functions
 from .onnx_lowering import EXPORT, elem_type
@@ -398,15 +398,14 @@ def save_onnx(g, path, opset: int | None = None, *, external_data: bool | None =
             onnx.save_model(model, tmp)
         return
     # onnx appends to an existing data file: write both files fresh in a scratch folder beside
-    # the target (same bytes for the same graph), then move each into place atomically, the
-    # data before the model that points into it
+    # the target (same bytes for the same graph), then rename each into place (same file
+    # system: no copy), the data before the model that points into it
     name = os.path.basename(path)
     scratch = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{name}.")
     try:
         onnx.save_model(model, os.path.join(scratch, name), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=name + ".data", size_threshold=1024)
         for part in (name + ".data", name):
-            with atomic_write(os.path.join(os.path.dirname(path), part)) as tmp:
-                shutil.copyfile(os.path.join(scratch, part), tmp)
+            replace_durably(os.path.join(scratch, part), os.path.join(os.path.dirname(path), part))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -18,10 +18,24 @@ from .printer import print_graph
 MAGIC = "# tapeir graph v1\n"
 
 
+def replace_durably(src: str, dst: str) -> None:
+    """Flush `src` to disk and rename it over `dst` (atomic on POSIX and Windows; both in one
+    folder), then flush the folder so the rename itself survives a crash (POSIX)."""
+    with open(src, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dst)
+    with contextlib.suppress(OSError):  # opening a folder fails on Windows: nothing to flush there
+        dfd = os.open(os.path.dirname(os.path.abspath(dst)), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike):
-    """`with atomic_write(path) as tmp:` write the file at `tmp`; on success it is fsynced and
-    renamed to `path` (atomic on POSIX and Windows), on failure removed and `path` untouched.
+    """`with atomic_write(path) as tmp:` write the file at `tmp`, beside `path`; on success it
+    replaces `path` (replace_durably), on failure it is removed and `path` is untouched.
 
     >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "f.txt")
@@ -31,24 +45,16 @@ def atomic_write(path: str | os.PathLike):
     ('new', ['f.txt'])
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                               prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    with contextlib.suppress(OSError):  # the rename itself reaches the disk (POSIX; no-op elsewhere)
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def save(g, path: str | os.PathLike) -> None:
