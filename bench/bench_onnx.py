@@ -29,7 +29,6 @@ use the best of all repeats; the median ratio is shown too.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import statistics
@@ -222,11 +221,7 @@ def main():
     child = harness.child_args()
     if child:
         return harness.run_child(CONTENDERS, child[0])
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
-    ap.add_argument("--interference", action="store_true",
-                    help="also time the contenders back to back in one process (the artifact isolation avoids)")
-    args = ap.parse_args()
+    args = harness.parent_args(__doc__)
     try:
         import onnxruntime
         import torch

@@ -23,6 +23,9 @@ A second table times the passes on the same chain with a `.sum()` appended (auto
 needs a scalar): `tp.trace` alone and `tp.value_and_grad(g)` on the traced graph,
 repeats interleaved, and, as the peer, `jax.make_jaxpr(jax.value_and_grad(f))` (trace
 and differentiation in one call, so it compares with tapeir's trace + value_and_grad).
+Its last column is a diagnostic: a bare loop that only reads each node's operands, last
+node first, in ns/node. It grows with N by itself (cache misses on a graph built long
+before), which bounds how flat any pass over an existing graph can be.
 
 Targets: tapeir <= 0.5 x jax's us/op; us/op at 100k within 10% of us/op at 1k and 10k;
 (trace + value_and_grad) / trace <= 4 at every N; value_and_grad's us/op at 100k within
@@ -133,6 +136,16 @@ def timed(fn, *args, gc_off=False, clock=None):
     return dt, r, (clock.total if clock is not None else 0.0)
 
 
+def reverse_walk(g):
+    """A diagnostic floor for any pass: only read each node's operands, last node first
+    (what autodiff's walk does before any work). Its ns/node grows with N on its own:
+    the graph was built long before and no longer fits the caches."""
+    seen = set()
+    for node in reversed(g.nodes):
+        seen.update(map(id, node.inputs))
+    return len(seen)
+
+
 def bench_passes(sizes, trace_rows, args, x, y):
     """Table 2: tp.trace alone vs tp.value_and_grad on its graph (and jax's make_jaxpr of value_and_grad)."""
     rows = []
@@ -141,17 +154,20 @@ def bench_passes(sizes, trace_rows, args, x, y):
         reps = tr["reps"] if args.quick else max(tr["reps"], 5)  # tapeir's side is cheap; jax's is capped below
         run_jax = jax is not None and (jax_per_op is None or jax_per_op * n <= args.jax_budget)
         jax_reps = reps if n < 100000 else min(reps, 2)
-        t_tr, t_vg, t_jx = [], [], []
+        t_tr, t_vg, t_jx, t_walk = [], [], [], []
         for r in range(reps):
             dt, g, _ = timed(trace_loss_tapeir, n, x, y)
             t_tr.append(dt)
             dt, _, _ = timed(tp.value_and_grad, g)
             t_vg.append(dt)
+            dt, _, _ = timed(reverse_walk, g)
+            t_walk.append(dt)
             del g
             if run_jax and r < jax_reps:
                 dt, _, _ = timed(vg_jax, n, x, y)
                 t_jx.append(dt)
         row = dict(n=n, tr=min(t_tr) / n * 1e6, vg=min(t_vg) / n * 1e6, jx=min(t_jx) / n * 1e6 if t_jx else None,
+                   walk=min(t_walk) / n * 1e9,
                    jax_skipped=jax is not None and not run_jax)
         if row["jx"] is not None:
             jax_per_op = row["jx"] * 1e-6
@@ -161,13 +177,13 @@ def bench_passes(sizes, trace_rows, args, x, y):
     print("### Passes: tp.trace alone vs tp.value_and_grad (µs per op of the chain, best of repeats)")
     print()
     print(f"| N ops | trace µs/op | value_and_grad µs/op | (trace + vg) / trace (target ≤ {TARGET_PASSES:.0f}) "
-          "| jax make_jaxpr(value_and_grad) µs/op | tapeir trace + vg / jax |")
-    print("|---:|---:|---:|---:|---:|---:|")
+          "| jax make_jaxpr(value_and_grad) µs/op | tapeir trace + vg / jax | bare reverse walk ns/node |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         both = r["tr"] + r["vg"]
         jx = fmt(r["jx"]) if r["jx"] else ("skipped (budget)" if r["jax_skipped"] else "n/a")
         print(f"| {r['n']:,} | {r['tr']:.2f} | {r['vg']:.2f} | {both / r['tr']:.2f} | {jx} "
-              f"| {fmt(both / r['jx'] if r['jx'] else None)} |")
+              f"| {fmt(both / r['jx'] if r['jx'] else None)} | {r['walk']:.0f} |")
     worst = max((r["tr"] + r["vg"]) / r["tr"] for r in rows)
     verdicts = [f"passes: worst (trace + value_and_grad) / trace = {worst:.2f} (target ≤ {TARGET_PASSES:.0f}) -> "
                 + ("PASS" if worst <= TARGET_PASSES else "MISS")]

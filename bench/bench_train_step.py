@@ -16,7 +16,6 @@ Targets: tapeir / hand numpy <= 1.10; tapeir / PyTorch eager <= 0.9.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tracemalloc
@@ -143,11 +142,7 @@ def main(argv=None):
     child = harness.child_args(argv)
     if child:
         return harness.run_child(CONTENDERS, child[0])
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
-    ap.add_argument("--interference", action="store_true",
-                    help="also time the steps back to back in one process (the artifact isolation avoids)")
-    args = ap.parse_args(argv)
+    args = harness.parent_args(__doc__, argv)
     rounds, repeats, inner = (2, 3, 3) if args.quick else (6, 5, 10)
     load = harness.load_note()  # before our own children add to it
     with_torch = has_torch()

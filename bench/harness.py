@@ -63,6 +63,15 @@ def child_args(argv=None):
     return (ns, rest) if ns.only else None
 
 
+def parent_args(doc: str, argv=None):
+    """The parent's flags, the same in every isolating script: --quick and --interference."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
+    ap.add_argument("--interference", action="store_true",
+                    help="also time the contenders back to back in one process (the artifact isolation avoids)")
+    return ap.parse_args(argv)
+
+
 def run_child(contenders: dict, ns) -> int:
     """Child mode: time contender `ns.only` and print its times as one JSON line."""
     fn = contenders[ns.only]()
