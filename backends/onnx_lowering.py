@@ -287,6 +287,21 @@ def _class_loss(low, n, ins, outs):
         low.op("Squeeze", low.op(op_type, x, y, **a), zero, out=outs[0])
 
 
+def _fused_inline(low, n, ins, outs):
+    """A fused node's body, inlined: each body node through its own rule."""
+    body = n.attrs["body"]
+    names = {id(a): x for a, x in zip(body.inputs, ins)}
+    names.update((id(c), low.const(c.data)) for c in body.constants)
+    results = {id(v): name for v, name in zip(body.outputs, outs)}
+    stem = low.tmp()
+    for j, m in enumerate(body.nodes):
+        low.begin(m, f"{stem}.{j}")
+        res = [results.get(id(o)) or f"{stem}.{j}" for o in m.outputs]
+        EXPORT[m.op](low, m, [names[id(v)] for v in m.inputs], res)
+        names.update((id(o), r) for o, r in zip(m.outputs, res))
+    low.begin(n, stem)
+
+
 EXPORT = {
     **{op: _twin(d.onnx) for op, d in OPS.items() if d.onnx},  # derived rows; the rest override them
     "relu": _relu,
@@ -298,4 +313,5 @@ EXPORT = {
     "reshape": _reshape, "transpose": _transpose, "broadcast_to": _broadcast_to, "slice": _slice, "pad": _pad,
     "squeeze": _squeeze_axes, "unsqueeze": _squeeze_axes,
     "cross_entropy": _class_loss, "nll_loss": _class_loss,
+    "fused": _fused_inline,
 }

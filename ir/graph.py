@@ -154,7 +154,7 @@ class Graph:
             for k, o in enumerate(n.outputs):
                 ids[id(o)] = ("node", j, k)
             nodes.append((n.op, tuple(ids.get(id(v), "?") for v in n.inputs),
-                          sorted((k, _attr_key(v)) for k, v in n.attrs.items()),
+                          tuple(sorted((k, attr_key(v)) for k, v in n.attrs.items())),
                           tuple(str(o.type) for o in n.outputs), n.source))
         return (self.name, tuple(self.arg_names), self.in_tree, tuple(str(v.type) for v in self.inputs),
                 tuple(consts), tuple(nodes), self.out_tree, tuple(ids.get(id(v), "?") for v in self.outputs),
@@ -178,10 +178,13 @@ def require_graph(g, what: str) -> "Graph":
                       "build graphs with tp.trace, tp.parse, tp.load or tp.from_onnx")
 
 
-def _attr_key(v):
-    """Attribute values compare as they print: NaN equals NaN, -0.0 differs from 0.0."""
+def attr_key(v):
+    """A hashable key of an attribute value, equal when the values print the same: NaN equals
+    NaN, -0.0 differs from 0.0, and a fused node's body compares structurally."""
     if isinstance(v, float):
         return ("float", repr(v))
     if isinstance(v, (tuple, list)):
-        return tuple(_attr_key(x) for x in v)
+        return tuple(attr_key(x) for x in v)
+    if isinstance(v, Graph):  # a fused node's body: structurally, like the graph around it
+        return ("graph", v._key())
     return v

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from .dtypes import FLOATS, INTS
 from .errors import TypeRuleError
-from .registry import Attr, Category, register
-from .types import TensorType, dim_divide, dim_product
+from .registry import OPS, Attr, Category, register
+from .types import TensorType, dim_divide, dim_product, solve, substitute
 from .windows import conv_out, conv_transpose_out
 
 E, R, S = Category.ELEMENTWISE, Category.REDUCE, Category.SHAPE
@@ -436,3 +436,52 @@ register("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")}, onnx="Unsque
 _LOSS = {"reduction": Attr("str", "mean", ("mean", "sum", "none")), "ignore_index": Attr("int", -100)}
 register("cross_entropy", 2, Category.LOSS, class_loss_rule, _LOSS, onnx="SoftmaxCrossEntropyLoss")
 register("nll_loss", 2, Category.LOSS, class_loss_rule, _LOSS, onnx="NegativeLogLikelihoodLoss")
+
+
+def fused_rule(op, ts, attrs):
+    """A fused node is its body applied to its operands: the body's inputs match the operand
+    types up to a renaming of symbols (a body is a function; tp.call may inline it where B is
+    3), and the outputs are the body's, with the symbols renamed the same way.
+
+    What a body may hold (the contract the kernels and exporters rely on):
+      - ELEMENTWISE nodes only (no nested fused node);
+      - every body node produces the group's one shape (the domain); inputs and constants
+        broadcast to it;
+      - every body output is produced by a body node (not an input or a constant).
+    """
+    body = attrs["body"]
+    if len(ts) != len(body.inputs):
+        raise TypeRuleError(f"fused: {len(ts)} operands for a body of {len(body.inputs)} inputs")
+    domain = None
+    for m in body.nodes:
+        if OPS[m.op].category is not E:
+            raise TypeRuleError(f"fused: its body holds {m.op}, which is not elementwise",
+                                hint="a fused body holds elementwise ops only (passes/fusion.py)")
+        for o in m.outputs:
+            domain = o.type.shape if domain is None else domain
+            if o.type.shape != domain:
+                raise TypeRuleError(f"fused: body values have shapes {list(domain)} and {list(o.type.shape)}; "
+                                    "every body node must produce the group's one shape",
+                                    hint="keep smaller-shaped ops outside the group; their results become inputs")
+    made = {id(o) for m in body.nodes for o in m.outputs}
+    if not body.outputs or any(id(v) not in made for v in body.outputs):
+        raise TypeRuleError("fused: every body output must be produced by a body node",
+                            hint="a value that passes through unchanged is used from outside the group directly")
+    subst: dict = {}
+    for _ in range(2):  # a product ("4*B") may need another input to bind B first
+        for a, t in zip(body.inputs, ts):
+            if a.type.rank == t.rank:
+                for d_old, d_new in zip(a.type.shape, t.shape):
+                    if isinstance(d_old, str):
+                        solve(d_old, d_new, subst)
+    for k, (a, t) in enumerate(zip(body.inputs, ts)):
+        want = tuple(substitute(d, subst) if isinstance(d, str) else d for d in a.type.shape)
+        if a.type.dtype != t.dtype or want != t.shape:
+            raise TypeRuleError(f"fused: operand {k} is {t}, its body input {a.name} is {a.type}",
+                                hint="a symbolic dim must have the same size in every operand that has it")
+    return [TensorType(v.type.dtype, tuple(substitute(d, subst) if isinstance(d, str) else d
+                                            for d in v.type.shape)) for v in body.outputs]
+
+
+register("fused", (1, None), Category.FUSED, fused_rule, {"body": Attr("graph")},
+         doc="a group of elementwise ops run as one kernel; attrs['body'] is the group as a graph")

@@ -9,7 +9,10 @@ NUMBER, STRING, and `# ...` to end of line, which is a node's source):
               | "(" [typetree ("," typetree)* [","]] ")"
     type     := DTYPE "[" [dim ("," dim)*] "]"          DTYPE: f16 f32 f64 i32 i64 bool
     dim      := (INT | NAME) ("*" (INT | NAME))*
-    stmt     := binder ("," binder)* "=" (const | call) [SOURCE]
+    stmt     := binder ("," binder)* "=" (const | call [SOURCE] graph*) [SOURCE]
+                (a call's graph-valued attributes, such as a fused node's body, follow
+                 its line as nested graphs, in attribute-name order; a body sees only
+                 its own inputs and values)
     binder   := REF ":" type
     const    := "const" (scalar | "[" [scalar ("," scalar)*] "]" | "base64" STRING)
     call     := NAME "(" [operand ("," operand)*] ")" ["{" [attr ("," attr)*] "}"]
@@ -130,6 +133,21 @@ class _Parser:
 
     # ---- grammar ----
     def graph(self) -> Graph:
+        g = self.nested_graph()
+        if self.tok.kind != "eof":
+            raise self.error(self.tok.pos, f"expected end of input after '}}', found {self.tok.text!r}")
+        return g
+
+    def nested_graph(self) -> Graph:
+        """A graph in its own scope: a fused node's body sees its inputs and values only."""
+        outer = self.env, self.refs
+        self.env, self.refs = {}, {}
+        try:
+            return self._graph()
+        finally:
+            self.env, self.refs = outer
+
+    def _graph(self) -> Graph:
         self.expect("graph")
         gname = self.name("a graph name")
         self.expect("(")
@@ -162,8 +180,6 @@ class _Parser:
             named.append(self.name("an output name") if self.accept("as") else None)
         out_tree = self.tree(result)
         self.expect("}")
-        if self.tok.kind != "eof":
-            raise self.error(self.tok.pos, f"expected end of input after '}}', found {self.tok.text!r}")
         names = [n if n is not None else d for n, d in zip(named, default_output_names(out_tree))]
         return Graph(gname, arg_names, in_tree, inputs, nodes, out_tree, leaves, constants, names)
 
@@ -255,18 +271,26 @@ class _Parser:
             self.expect("(")
             args, _ = self.seq(")", self.operand)
             attrs = {}
+            nested = sorted(k for k, a in opdef.attrs.items() if a.kind == "graph")
             if self.accept("{"):
                 for k, v, pos in self.seq("}", self.attr)[0]:
                     if k in attrs:
                         raise self.error(pos, f"attribute {k!r} is given twice")
                     attrs[k] = v
+            source = None
+            if self.tok.kind == "source":
+                source = self.next().text[1:].strip() or None
+            for k in nested:  # graph-valued attributes follow the line (attribute-name order)
+                if k in attrs:
+                    raise self.error(op_tok.pos, f"attribute {k!r} is a graph: it follows the line, not in {{...}}")
+                if not self.at("graph"):
+                    raise self.error(self.tok.pos, f"expected the {op_tok.text} node's {k} (a nested 'graph ...'), "
+                                                   f"found {self.tok.text!r}")
+                attrs[k] = self.nested_graph()
             try:
                 attrs = opdef.normalize_attrs(attrs)
             except TapeirError as e:
                 raise self.error(op_tok.pos, e.problem) from None
-            source = None
-            if self.tok.kind == "source":
-                source = self.next().text[1:].strip() or None
             nodes.append(Node(op_tok.text, args, attrs, [v for _, v in binders], source))
         for ref, v in binders:
             self.refs[ref.text] = v

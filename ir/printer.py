@@ -101,10 +101,15 @@ def print_graph(g, *, constants_by_name: bool = False) -> str:
     }
     <BLANKLINE>
     """
+    return "\n".join(_graph_lines(g, constants_by_name)) + "\n"
+
+
+def _graph_lines(g, constants_by_name: bool) -> list[str]:
     names: dict[int, str] = {}
     for v in g.inputs:
         names[id(v)] = fmt_name(v.name)
     lines: list[tuple[str, str | None]] = []
+    bodies: dict[int, list[str]] = {}  # line index -> the nested graphs printed under it
     for i, c in enumerate(g.constants):
         names[id(c)] = f"%c{i}"
         body = fmt_const(c.data)
@@ -120,8 +125,12 @@ def print_graph(g, *, constants_by_name: bool = False) -> str:
             counter += 1
         args = ", ".join(names.get(id(v), "%?") for v in n.inputs)
         text = f"{', '.join(binders)} = {n.op}({args})"
-        if n.attrs:
-            text += " {" + ", ".join(f"{k}={fmt_attr(v)}" for k, v in sorted(n.attrs.items())) + "}"
+        plain = sorted((k, v) for k, v in n.attrs.items() if not _is_graph(v))
+        if plain:
+            text += " {" + ", ".join(f"{k}={fmt_attr(v)}" for k, v in plain) + "}"
+        nested = [v for k, v in sorted(n.attrs.items()) if _is_graph(v)]
+        if nested:  # a fused node's body: the graph itself, printed under the node, indented
+            bodies[len(lines)] = ["  " + line for sub in nested for line in _graph_lines(sub, constants_by_name)]
         lines.append((text, n.source))
 
     in_types = iter(str(v.type) for v in g.inputs)
@@ -129,11 +138,17 @@ def print_graph(g, *, constants_by_name: bool = False) -> str:
                        for a, td in zip(g.arg_names, g.in_tree.children))
     width = min(max((len(t) for t, s in lines if s), default=0), 72)
     out = [f"graph {fmt_name(g.name)}({params}) {{"]
-    for text, source in lines:
+    for k, (text, source) in enumerate(lines):
         out.append(f"  {text.ljust(width)}  # {source}" if source else f"  {text}")
+        out.extend("  " + line for line in bodies.get(k, ()))
     refs = [names.get(id(v), "%?") for v in g.outputs]
     refs = [r if n == d else f"{r} as {fmt_name(n)}"  # only names that differ from the default print
             for r, n, d in zip(refs, g.output_names, default_output_names(g.out_tree))]
     out.append(f"  return {fmt_tree(g.out_tree, refs)}")
     out.append("}")
-    return "\n".join(out) + "\n"
+    return out
+
+
+def _is_graph(v) -> bool:
+    return hasattr(v, "nodes") and hasattr(v, "out_tree")  # a Graph (ir/graph.py imports this module)
+

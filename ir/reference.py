@@ -58,6 +58,23 @@ def _slice(attrs):
     return run
 
 
+def _fused(attrs):
+    """Run a fused node's body with these same kernels: exactly the unfused graph's result."""
+    body = attrs["body"]
+    steps = [(REFERENCE[m.op](m.attrs), [id(v) for v in m.inputs], id(m.outputs[0])) for m in body.nodes]
+    ins = [id(v) for v in body.inputs]
+    consts = [(id(c), c.data) for c in body.constants]
+    outs = [id(v) for v in body.outputs]
+
+    def run(*xs):
+        env = dict(zip(ins, xs))
+        env.update(consts)
+        for kernel, args, out in steps:
+            env[out] = kernel(*[env[a] for a in args])
+        return env[outs[0]] if len(outs) == 1 else tuple(env[o] for o in outs)
+    return run
+
+
 def _with(fn, *names):
     return lambda attrs: (lambda *xs: fn(*xs, **{n: attrs[n] for n in names}))
 
@@ -100,4 +117,5 @@ REFERENCE = {
     "unsqueeze": lambda a: (lambda x, ax=a["axes"]: np.expand_dims(x, ax)),
     "cross_entropy": _with(K.cross_entropy, "reduction", "ignore_index"),
     "nll_loss": _with(K.nll_loss, "reduction", "ignore_index"),
+    "fused": _fused,
 }

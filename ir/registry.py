@@ -31,6 +31,7 @@ class Category(Enum):
     WINDOW = "window"             # pooling
     NORMALIZE = "normalize"       # softmax family, layer_norm
     LOSS = "loss"
+    FUSED = "fused"               # a group of elementwise ops run as one (its body is a nested graph)
 
 
 _REQUIRED = object()
@@ -41,7 +42,7 @@ class Attr:
     """One attribute in an op's schema: its kind, default and allowed values.
 
     kinds: int, float, bool, str, dtype, ints (tuple of ints), shape (tuple of dims,
-    -1 allowed), float? (a float or None).
+    -1 allowed), float? (a float or None), graph (a nested Graph: a fused node's body).
     """
 
     kind: str
@@ -90,6 +91,11 @@ class Attr:
             ):
                 raise bad("a list of ints")
             value = tuple(int(v) for v in value)
+        elif k == "graph":
+            from .graph import Graph
+
+            if not isinstance(value, Graph):
+                raise bad("a Graph")
         elif k == "shape":
             if not isinstance(value, (tuple, list)):
                 raise bad("a shape (list of ints and symbols)")

@@ -10,7 +10,9 @@ Rules:
      every symbolic dim a node uses is a dim of some input;
   6. input names are unique and the trees match the input/output counts; dict keys in
      the trees are sorted, unique strings (the order flatten gives and the parser demands);
-     each input is named by its argument name and pytree path (`params.w1`).
+     each input is named by its argument name and pytree path (`params.w1`);
+  7. a graph-valued attribute (a fused node's body) is itself a valid graph, and the
+     fused type rule (ir/ops.py) holds: elementwise body nodes of one shape.
 """
 from __future__ import annotations
 
@@ -91,6 +93,13 @@ def verify(g) -> None:
         if attrs != n.attrs:
             _fail(g, i, f"attributes {n.attrs} are not canonical (expected {attrs})",
                   "build nodes through the frontend or fill defaults with the op's schema")
+        for k, v in attrs.items():
+            if opdef.attrs[k].kind == "graph":  # rule 7
+                try:
+                    verify(v)
+                except VerifyError as e:
+                    _fail(g, i, f"its {k} graph: {e.problem}" + (f" ({e.where.splitlines()[0]})" if e.where else ""),
+                          e.hint)
         for k, v in enumerate(n.inputs):
             if id(v) not in defined:
                 if any(v is o for m in g.nodes[i:] for o in m.outputs):

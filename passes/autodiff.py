@@ -11,7 +11,9 @@ again. Rules:
      so is an error a rule raises (the forward node's source line, not the tp.grad call);
   4. backward nodes carry the source line of the forward node they differentiate (none if
      it has none: the result never depends on where the pass was called from);
-  5. the result is cleaned up by the simplify pipeline (passes/simplify.py, through the pass
+  5. a fused node is differentiated through its body: the graph is unfused first
+     (passes/fusion.py), so the backward pass sees the ops the body holds;
+  6. the result is cleaned up by the simplify pipeline (passes/simplify.py, through the pass
      manager): forward values it does not need are removed, the `x * 1` the seed cotangent
      leaves behind are dropped, small constant subexpressions fold and repeated
      subexpressions merge.
@@ -29,9 +31,13 @@ from ..ir.graph import Graph, Value, require_graph
 from ..ir.pytree import LEAF, flatten, unflatten
 from ..ir.registry import OPS
 from ..ir.verifier import verify
+from .fusion import unfuse
 from .manager import verify_by_default
 from .simplify import SIMPLIFY as CLEANUP
 from .vjp_rules import VJP
+
+# ops differentiated by rewriting them away before the backward walk (rule 5), not by a VJP rule
+DIFFERENTIATED_BY_INLINING = frozenset({"fused"})
 
 
 def _wrt_list(g: Graph, wrt) -> tuple[list[int], bool]:
@@ -122,6 +128,7 @@ def _backward(b: Builder, g: Graph, env: dict, wrt_values: list[Value]) -> list[
 
 def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     require_graph(g, f"tp.{what}")
+    g = unfuse(g)  # rule 5
     _check_scalar_output(g, what)
     idx, single = _wrt_list(g, wrt)
     b = Builder()
@@ -142,7 +149,7 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
     if verify_by_default():  # in tests: the raw gradient graph too, before dce could hide a bad node
         verify(raw)
     with paused_gc():
-        return CLEANUP(raw)  # rule 5
+        return CLEANUP(raw)  # rule 6
 
 
 def value_and_grad(g: Graph, wrt=0) -> Graph:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.dtypes import to_numpy
-from ..ir.graph import Graph, Node, constant
+from ..ir.graph import Graph, Node, attr_key, constant
 from ..ir.reference import REFERENCE  # folding evaluates exactly what the interpreter runs
 from .manager import PassManager
 
@@ -116,7 +116,7 @@ def _cse_rule():
     seen: dict = {}
 
     def rule(n, inputs, add_constant):
-        key = (n.op, tuple(map(id, inputs)), repr(sorted(n.attrs.items())) if n.attrs else "")
+        key = (n.op, tuple(map(id, inputs)), tuple(sorted((k, attr_key(v)) for k, v in n.attrs.items())))
         hit = seen.get(key)
         if hit is not None:
             return hit

@@ -35,6 +35,7 @@ def op_table() -> str:
     from .backends.numpy_backend import IMPL
     from .ir import OPS
     from .passes.vjp_rules import VJP
+    from .passes.autodiff import DIFFERENTIATED_BY_INLINING
 
     try:
         from .backends.onnx_export import EXPORT
@@ -50,6 +51,8 @@ def op_table() -> str:
     for name in sorted(OPS):
         d = OPS[name]
         vjp = mark(name in VJP) if d.differentiable else "no gradient"
+        if name in DIFFERENTIATED_BY_INLINING:
+            vjp = "through its body"
         twin = d.onnx
         imp = f"yes (`{twin}`)" if twin and twin in IMPORT else "-"
         rows.append(f"| `{name}` | {d.category.value} | {mark(name in IMPL)} | {vjp} | {mark(name in EXPORT)} | {imp} |")

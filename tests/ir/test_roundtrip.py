@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tapeir as tp
+from tapeir.ir.builder import Builder
 from tapeir.ir import OPS, Graph, Node, TapeirError, TensorType, TreeDef, Value, constant, flatten
 from tapeir.ir.dtypes import to_numpy
 from tapeir.ir.pytree import LEAF, leaf_names
@@ -100,7 +101,17 @@ def _slice_attrs(draw, t):
     return {"axes": axes, "starts": tuple(starts), "stops": tuple(stops), "steps": tuple(steps)}
 
 
-def _attr(draw, op, name, spec, t):
+def _body(draw, operand_types):
+    """A fused body over these operand types: a cast of one of them, maybe doubled."""
+    b = Builder()
+    ins = [b.input(t, f"x{k}") for k, t in enumerate(operand_types)]
+    y, = b.emit("cast", [draw(st.sampled_from(ins))], {"to": draw(st.sampled_from(DTYPES))})
+    if y.type.dtype != "bool" and draw(st.booleans()):
+        y, = b.emit("add", [y, y])
+    return b.build(draw(ODD_NAMES), ins, [y], arg_names=[f"x{k}" for k in range(len(ins))])
+
+
+def _attr(draw, op, name, spec, t, operand_types=()):
     rank = t.rank
     if name == "axis":
         return draw(st.integers(0, max(rank - 1, 0)))
@@ -136,6 +147,8 @@ def _attr(draw, op, name, spec, t):
         return tuple(draw(st.lists(st.integers(0, 3), max_size=4)))
     if kind == "shape":
         return tuple(draw(st.lists(st.sampled_from(DIMS + (-1,)), max_size=3)))
+    if kind == "graph":
+        return _body(draw, operand_types)
     raise AssertionError(f"attribute kind {kind} has no strategy; add one")
 
 
@@ -147,7 +160,7 @@ def _attrs(draw, op, operand_types):
     out = {}
     for name, spec in sorted(opdef.attrs.items()):
         if spec.required or draw(st.booleans()):
-            out[name] = _attr(draw, op, name, spec, t)
+            out[name] = _attr(draw, op, name, spec, t, operand_types)
     return out
 
 
@@ -388,8 +401,20 @@ def _t(spec: str) -> TensorType:
     return TensorType(dtype, tuple(int(d) if d.isdigit() else d for d in dims.split(",") if d))
 
 
+def _sample_body():
+    """tanh(a + b) and exp(a + b) * 2 over its own symbol N (a fused body is a function)."""
+    b = Builder()
+    x, y = b.input(_t("f32[N,3]"), "a"), b.input(_t("f32[3]"), "b")
+    s, = b.emit("add", [x, y])
+    t, = b.emit("tanh", [s])
+    e, = b.emit("exp", [s])
+    m, = b.emit("mul", [e, b.const(np.float32(2))])
+    return b.build("fused_0", [x, y], [t, m], out_tree=TreeDef("tuple", (LEAF, LEAF)))
+
+
 # operand types and attributes for ops that need more than the generic candidates below
 SAMPLES = {
+    "fused": (["f32[B,3]", "f32[3]"], {"body": _sample_body()}),
     "cast": (["f32[B,3]"], {"to": "f16"}),
     "clip": (["f64[B,3]"], {"min": -1.5, "max": 2.0}),
     "sum": (["i32[B,3,2]"], {"axes": (0, 2), "keepdims": True}),
