@@ -27,9 +27,10 @@ outputs (`node_roles`):
      update until the first op that is not elementwise (the matmul or sum that ends a
      gradient). Everything else there is **backward**.
   Limits: a gradient that itself ends in an elementwise chain (a parameter used only
-  elementwise, e.g. an L2 term in the loss) draws that tail as optimizer; clipping's
-  sum-of-squares per tensor draws as backward. The rule is one function, `node_roles`,
-  so it is tested and changed in one place.
+  elementwise, e.g. an L2 term in the loss) draws that tail as optimizer; in a tp.grad
+  graph (no value output) the forward computations the gradients reuse draw as
+  backward. The rule is one function, `node_roles`, so it is tested and changed in one
+  place.
 
 Fused nodes (op "fused", attrs["body"] a Graph whose inputs match node.inputs and outputs
 node.outputs) draw as a dashed cluster holding the body's own nodes in the fused node's
@@ -189,16 +190,17 @@ def node_roles(g: Graph) -> list[str]:
 # ---------------------------------------------------------------- DOT text
 
 def quote(text: str) -> str:
-    """`text` as a DOT double-quoted string whose label shows exactly `text`.
+    r"""`text` as a DOT double-quoted string whose label shows exactly `text`.
 
-    Backslashes double (DOT labels read `\\\\n`, `\\\\N`... as escapes), quotes get a
-    backslash, a newline becomes a label line break, other control characters and lone
-    surrogates show as `\\\\xNN`/`\\\\uNNNN` text; other unicode passes through (the file is UTF-8).
+    A backslash doubles (DOT labels read \n, \N, \l... as escapes), a quote gets a
+    backslash, a newline becomes a label line break (\n); other control characters and
+    lone surrogates show as the text \xNN / \uNNNN; other unicode passes through (the
+    file is UTF-8).
 
-    >>> print(quote('say "hi"\\\\now'))
-    "say \\"hi\\"\\\\\\\\now"
-    >>> print(quote("two\\nlines é"))
-    "two\\nlines é"
+    >>> print(quote('say "hi" C:\\new'))
+    "say \"hi\" C:\\new"
+    >>> print(quote("two\nlines, ünï"))
+    "two\nlines, ünï"
     """
     out = []
     for ch in text:
@@ -371,7 +373,7 @@ def to_dot(g: Graph, *, edge_labels: bool | None = None) -> str:
     >>> import tapeir as tp
     >>> g = tp.trace(lambda x: tp.exp(x) + 1.0, tp.Spec(("B",)))
     >>> text = to_dot(g)
-    >>> text.startswith('digraph "<lambda>" {'), 'label="f32[B]"' in text
+    >>> text.startswith('digraph "lambda" {'), 'label="f32[B]"' in text
     (True, True)
     """
     w = _Writer(g, edge_labels)
