@@ -353,7 +353,7 @@ def _legend() -> list[str]:
     lines.append(f"    legend_input [{_attrs(label='input', shape='ellipse', style='filled', fillcolor=INPUT_FILL)}];")
     lines.append(f"    legend_output [{_attrs(label='output', shape='house', style='filled', fillcolor=OUTPUT_FILL)}];")
     lines.append("    subgraph cluster_legend_fused {")
-    lines.append(f"      graph [{_attrs(label='fused (body inside)', style='dashed,rounded,filled', fillcolor=FUSED_FILL, penwidth=2)}];")
+    lines.append(f"      graph [{_attrs(label='fused (body inside)', style='dashed,rounded,filled', fillcolor=FUSED_FILL, penwidth=2, color='black')}];")
     lines.append(f"      legend_fused [{_attrs(label='op', shape='box', style='filled', fillcolor=STYLE['forward'][0])}];")
     lines.append("    }")
     # invisible edges stack the legend vertically instead of one wide row
