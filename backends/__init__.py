@@ -7,6 +7,8 @@
   opset=)`. Its "Known differences" from the numpy backend are listed there.
 - ONNX export (onnx_export.py; one lowering rule per op in `EXPORT`, onnx_lowering.py;
   local functions in onnx_functions.py): `to_onnx(g, opset)`, `save_onnx(g, path)`.
+- Pictures (graphviz.py): `to_dot(g)`, `write(g, path)` (.dot; .svg/.png/.pdf through Graphviz's
+  `dot`), nodes coloured by `node_roles(g)`; imported on use.
 ONNX import turns something else into IR, so it is a frontend (frontend/onnx/).
 
 Both backends take their arguments through backends/signature.py. Only the numpy backend

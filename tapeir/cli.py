@@ -30,6 +30,17 @@ def _export(args) -> int:
     return 0
 
 
+def _viz(args) -> int:
+    from .backends.graphviz import node_roles, write
+
+    g = _load_any(args.file)
+    fmt = write(g, args.output)
+    roles = node_roles(g)
+    counts = ", ".join(f"{roles.count(r)} {r}" for r in ("forward", "backward", "optimizer") if r in roles)
+    print(f"wrote {args.output} ({fmt}; {len(g.nodes)} nodes{': ' + counts if counts else ''})")
+    return 0
+
+
 def op_table() -> str:
     """The supported-op table (markdown), built from the tables themselves."""
     from .backends.numpy_backend import IMPL
@@ -82,6 +93,13 @@ def main(argv=None) -> int:
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: tapeir's default)")
     p.set_defaults(func=_export)
+    p = sub.add_parser("viz", help="draw a saved graph or an ONNX model with Graphviz (.svg/.png/.pdf or .dot)",
+                       description="Draw a graph: forward, backward and optimizer nodes in their own colours, "
+                       "fused nodes as clusters, types on edges, source lines in labels. .dot needs nothing; "
+                       ".svg/.png/.pdf need Graphviz's `dot`. To browse an ONNX model op by op, open it in Netron.")
+    p.add_argument("file", help="a graph saved with tp.save, or a .onnx file")
+    p.add_argument("-o", "--output", required=True, help="the picture to write: .svg, .png, .pdf or .dot")
+    p.set_defaults(func=_viz)
     p = sub.add_parser("ops", help="print the supported-op table (forward / VJP / ONNX export / import)")
     p.set_defaults(func=_ops)
     p = sub.add_parser("demo", help="trace a small model, print its IR and run it")
