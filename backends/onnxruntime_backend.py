@@ -27,6 +27,9 @@ test_onnxruntime_backend.py pins each, so a change in onnxruntime shows up there
   - max_pool2d of a window whose values are all -inf: -inf in numpy, -3.4e38 (the
     dtype's lowest finite value, onnxruntime's padding) in onnxruntime when the window
     overlaps the padding (or the input is 1x1).
+  - an int64 sum past the int64 range: numpy wraps around, onnxruntime's ReduceSum
+    saturates at the bound. (int32 sums agree: the export sums them in int64 and casts
+    back, which wraps as numpy does; elementwise integer overflow wraps in both.)
 """
 from __future__ import annotations
 
