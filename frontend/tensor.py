@@ -134,11 +134,25 @@ class Tensor:
         self._no_concrete("complex()")
 
     def item(self, *args):
-        """No value while tracing: a TraceError, as float(x) (use the Tensor itself)."""
+        """No value while tracing: a TraceError, as float(x) (use the Tensor itself).
+
+        >>> import tapeir as tp
+        >>> tp.trace(lambda x: x * x.item(), tp.Spec(()))
+        Traceback (most recent call last):
+        ...
+        tapeir.ir.errors.TraceError: x.item() of a traced tensor f32[]: its value is unknown while tracing
+        ...
+        """
         self._no_concrete("x.item()")
 
     def tolist(self):
-        """No value while tracing: a TraceError, as float(x) (use the Tensor itself)."""
+        """No value while tracing: a TraceError, as float(x) (the graph's result, once run,
+        is an ndarray with .tolist()).
+
+        >>> import numpy as np, tapeir as tp
+        >>> tp.run(tp.trace(lambda x: x * 2.0, tp.Spec((2,))), np.ones(2, np.float32)).tolist()
+        [2.0, 2.0]
+        """
         self._no_concrete("x.tolist()")
 
     def __array__(self, dtype=None, copy=None):
