@@ -11,7 +11,8 @@ Rules:
      call allocates as numpy does; when it recurs, its plan gets output buffers from the
      memory plan (backends/numpy_memory.py). The plans of all threads together keep at
      most `buffer_cache_bytes` of buffers, least recently used evicted first, and at most
-     MAX_PLANS plans, so a stream of distinct batch sizes holds nothing after its calls;
+     MAX_PLANS plans, so a stream of distinct batch sizes holds nothing after its calls; a
+     thread's plans go when the thread ends;
   3. one loop runs any plan; a kernel's exception becomes a RunError naming the node,
      its source line and its operands' shapes (an out-of-range class label, say);
   4. outputs are the caller's own: each leaf is its own array, never a view of an input,
@@ -20,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from functools import partial
 
@@ -67,6 +69,7 @@ class NumpyFunction:
         # compiled functions are thread-safe; the lock guards the cache and its byte count
         self._plans: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._local = threading.local()  # a token per thread: when the thread ends, its plans go
         self._budget = numpy_memory.CACHE_BYTES if buffer_cache_bytes is None else buffer_cache_bytes
         self.cached_bytes = 0  # bytes of buffers the cache holds now (tests and the README's bound read it)
 
@@ -137,7 +140,12 @@ class NumpyFunction:
 
     def _plan(self, bindings) -> list:
         """Rule 2: this thread's steps for these dim sizes."""
-        key = (threading.get_ident(), tuple(sorted(bindings.items())))
+        ident = getattr(self._local, "ident", None)
+        if ident is None:
+            ident = self._local.ident = threading.get_ident()
+            self._local.token = token = _ThreadToken()
+            weakref.finalize(token, _forget_thread, weakref.ref(self), ident)
+        key = (ident, tuple(sorted(bindings.items())))
         with self._lock:
             plan = self._plans.get(key)
             if plan is not None:
@@ -204,6 +212,19 @@ class NumpyFunction:
 
     def __call__(self, *args):
         return self.signature.unflatten(self.run_flat(self.signature.flatten(args)))
+
+
+class _ThreadToken:
+    """Held by one thread's threading.local only: it dies with the thread."""
+
+
+def _forget_thread(function_ref, ident):
+    """A thread ended: drop its plans (their buffers) from the function, if it still exists."""
+    f = function_ref()
+    if f is not None:
+        with f._lock:
+            for key in [k for k in f._plans if k[0] == ident]:
+                f._evict(key)
 
 
 def _step(kernel, ins, outs, buf) -> tuple:

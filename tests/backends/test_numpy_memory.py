@@ -156,17 +156,23 @@ def test_threads_share_one_byte_bound():
     f = tp.compile(_wide(), buffer_cache_bytes=5 << 20)
     x = np.ones((1000, 256), np.float32)
     want = f(x)
+    seen, alive = [], []
+    # the action runs once all six threads have arrived and before any goes on to end
+    done = threading.Barrier(6, action=lambda: alive.append(f.cached_bytes))
 
     def work():
         for _ in range(5):
             np.testing.assert_array_equal(f(x), want)
+            seen.append(f.cached_bytes)
+        done.wait()
 
     threads = [threading.Thread(target=work) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert 0 < f.cached_bytes <= 5 << 20
+    assert len(seen) == 30 and max(seen) <= 5 << 20
+    assert 0 < alive[0] <= 5 << 20
 
 
 @pytest.mark.parametrize("bad", [-1, "1GB", 1.5, True])
@@ -222,3 +228,16 @@ def test_gradients_merged_by_cse_come_back_as_two_arrays():
         assert not np.shares_memory(da, db)
         da += 1.0
         np.testing.assert_array_equal(db, np.full(4, 3.0, np.float32))
+
+
+def test_a_threads_buffers_go_when_the_thread_ends():
+    f = tp.compile(_wide())
+    x = np.ones((1000, 256), np.float32)
+    t = threading.Thread(target=lambda: [f(x) for _ in range(3)])
+    t.start()
+    t.join()
+    del t
+    import gc
+
+    gc.collect()  # the thread's locals are released when it ends; collect makes it certain here
+    assert f.cached_bytes == 0 and not f._plans
