@@ -77,6 +77,8 @@ def compile(g: Graph, backend: str = "numpy", **options):
     The graph is verified first. backend="onnxruntime" exports it and creates one
     InferenceSession; it takes keyword options providers, intra_op_num_threads,
     graph_optimization_level ("disable", "basic", "extended", "all") and opset.
+    backend="numpy" takes buffer_cache_bytes: how many bytes of reusable intermediate
+    buffers the function keeps between calls, all threads together (default 256 MiB).
 
     >>> import numpy as np, tapeir as tp
     >>> f = tp.compile(tp.trace(lambda x: x + 1.0, tp.Spec(("N",))))
