@@ -99,7 +99,7 @@ def from_onnx(model_or_path, params: str = "constants", *, max_nodes=None, max_c
     The graph takes one array per ONNX input; with params="inputs" the floating-point
     initializers become inputs too (after the model's own, in model order, names kept),
     so they can be differentiated; integer initializers (shapes, indices) stay constants.
-    Bounds against hostile files: `max_nodes` (default 1,000,000 ONNX nodes once
+    Bounds against hostile files: `max_nodes` (default 200,000 ONNX nodes once
     model-local functions are inlined) and `max_constant_bytes` (default 16 MiB per
     constant computed at import; larger results stay IR nodes); None means the default,
     math.inf no bound. See frontend/onnx/.

@@ -68,7 +68,7 @@ def from_onnx(model_or_path, params: str = "constants", *, max_nodes=None, max_c
     floating-point initializers follow, in model order, under their ONNX names.
 
     The import is bounded, so that a small hostile file cannot cost unbounded time or
-    memory: `max_nodes` (default MAX_NODES, 1,000,000) caps the ONNX nodes once
+    memory: `max_nodes` (default MAX_NODES, 200,000) caps the ONNX nodes once
     model-local functions are inlined, `max_constant_bytes` (default MAX_CONSTANT_BYTES,
     16 MiB) caps each constant computed at import time (larger results stay IR nodes,
     or fail with a TapeirError where the IR cannot express them). Pass larger values

@@ -15,6 +15,8 @@ tapeir's IR has no gather or scan ops, so these are rewritten into ones it has:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functions as F
@@ -165,8 +167,9 @@ def _cumsum(n, x, axis):
 def _range(n, *bounds):
     if all(isinstance(b, np.ndarray) for b in bounds):  # known bounds the fold refused: too long
         start, limit, delta = (n.scalar(b, w) for b, w in zip(bounds, ("start", "limit", "delta")))
-        raise n.error(f"Range({start}, {limit}, {delta}) is too long to be a constant",
-                      hint="if the model is trusted, pass a larger max_constant_bytes to tp.from_onnx")
+        length = max(math.ceil((limit - start) / delta), 0) if delta else 0
+        check_constant((length,), bounds[0].dtype, f"Range({start}, {limit}, {delta})")
+        raise n.error(f"Range({start}, {limit}, {delta}) cannot be computed at import time")
     raise n.error("Range with bounds computed at run time: its length must be known at import time")
 
 

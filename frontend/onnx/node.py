@@ -34,7 +34,7 @@ ONNX_DTYPES = {1: "f32", 10: "f16", 11: "f64", 6: "i32", 7: "i64", 9: "bool"}
 
 # ---- the import's bounds (from_onnx's max_nodes and max_constant_bytes) ----------------
 
-MAX_NODES = 1_000_000          # ONNX nodes once model-local functions are inlined
+MAX_NODES = 200_000            # ONNX nodes once model-local functions are inlined (~10 s of import)
 MAX_CONSTANT_BYTES = 1 << 24   # one constant computed at import time: 16 MiB
 
 
