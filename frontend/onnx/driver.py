@@ -47,12 +47,12 @@ from ...ir.graph import Graph
 from ...ir.registry import ONNX_DOMAIN
 from ...ir.verifier import verify
 from .fold import can_fold, fold
-from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, is_static, is_symbolic, \
-    limits_in_force
+from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, elem_name, is_static, \
+    is_symbolic, limits_in_force
 from .shape import SYMBOLIC
 from .table import IMPORT, TAPEIR_FUNCTIONS
-from .validate import DimSymbols, check_arity, check_big_dims, check_dim_value, check_names, initializer, \
-    inline_budget, node_where, sparse_initializer
+from .validate import DimSymbols, check_arity, check_big_dims, check_dim_value, check_names, check_strings, \
+    initializer, inline_budget, node_where, sparse_initializer
 
 _DOMAINS = ("", "ai.onnx")
 
@@ -112,6 +112,7 @@ def _bound(v, default, name):
 
 
 def _import(model, params, label) -> Graph:
+    check_strings(model, label)
     keep = {(f.domain, f.name, f.overload) for f in model.functions if f.domain == ONNX_DOMAIN}
     inline_budget(model, keep, label)
     if any(f.domain != ONNX_DOMAIN for f in model.functions):  # other model-local functions: inline their bodies
@@ -181,7 +182,7 @@ def _spec(vi, symbols: DimSymbols, label) -> Spec:
         raise TapeirError(f"{where} is not a tensor (sequences, maps and optionals have no tapeir type)")
     tt = vi.type.tensor_type
     if tt.elem_type not in ONNX_DTYPES:
-        raise TapeirError(f"{where} has ONNX type {onnx.TensorProto.DataType.Name(tt.elem_type)}, which tapeir "
+        raise TapeirError(f"{where} has ONNX type {elem_name(tt.elem_type)}, which tapeir "
                           "has no dtype for", hint="tapeir supports float16/32/64, int32/64 and bool")
     if not tt.HasField("shape"):
         raise TapeirError(f"{where} has no shape, so its rank is unknown",

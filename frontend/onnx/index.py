@@ -28,7 +28,7 @@ def _static_size(n, x, axis):
     size = shape_of(x)[axis]
     if not isinstance(size, int):
         raise n.error(f"axis {axis} of {x.type} is symbolic", hint=f"{n.op} needs a static size on its axis")
-    check_constant((size,), np.int64, f"the index vector over axis {axis} of {x.type}")
+    check_constant((size,), np.int64, f"the index vector over axis {axis} of shape {list(shape_of(x))}")
     return size
 
 

@@ -79,6 +79,15 @@ def check_constant(shape, dtype, what: str) -> None:
                           hint="if the model is trusted, pass a larger max_constant_bytes to tp.from_onnx")
 
 
+def elem_name(elem: int) -> str:
+    """An ONNX element type's name (FLOAT, UINT8, ...), or its number when it has none."""
+    from onnx import TensorProto
+    try:
+        return TensorProto.DataType.Name(elem)
+    except ValueError:
+        return f"#{elem} (no ONNX type has that number)"
+
+
 def is_static(v) -> bool:
     return isinstance(v, np.ndarray)
 
@@ -198,8 +207,7 @@ class OnnxNode:
     def ir_dtype(self, elem: int, what: str) -> str:
         """The IR dtype of an ONNX element type (Cast's `to`)."""
         if elem not in ONNX_DTYPES:
-            from onnx import TensorProto
-            raise self.error(f"{what} has ONNX type {TensorProto.DataType.Name(elem)}, which tapeir has no dtype for",
+            raise self.error(f"{what} has ONNX type {elem_name(elem)}, which tapeir has no dtype for",
                              hint="tapeir supports float16/32/64, int32/64 and bool")
         return ONNX_DTYPES[elem]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import onnx
 from onnx import defs, numpy_helper
 
 from ..tensor import Tensor
@@ -82,6 +83,23 @@ def inline_budget(model, keep: set, label: str) -> int:
 
 # ---- 2. names -----------------------------------------------------------------------------
 
+def check_strings(msg, label: str, path: str = "model") -> None:
+    """Every string field of the model is text: protobuf hands invalid UTF-8 in a string
+    field (a name, an op type, a dim_param) to Python as bytes, which no rule expects."""
+    for fd, value in msg.ListFields():
+        if fd.name == "doc_string":
+            continue  # never read
+        many = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+        if fd.type == fd.TYPE_MESSAGE:
+            for k, item in enumerate(value if many else [value]):
+                check_strings(item, label, f"{path}.{fd.name}" + (f"[{k}]" if many else ""))
+        elif fd.type == fd.TYPE_STRING:
+            for item in value if many else [value]:
+                if isinstance(item, bytes):
+                    raise TapeirError(f"{label}: {path}.{fd.name} is not valid UTF-8: {item[:40]!r}",
+                                      hint="ONNX names and strings are UTF-8 text; is the file corrupt?")
+
+
 def check_names(g, label: str) -> None:
     written: dict[str, str] = {}  # name -> what wrote it ("graph input", "node 'm.onnx:Relu#0'", ...)
     for what, names in (("graph input", [v.name for v in g.input]),
@@ -144,10 +162,11 @@ def sparse_initializer(s, label: str) -> np.ndarray:
         raise TapeirError(f"{what} (dims {list(s.dims)}) cannot be read: {type(e).__name__}: {e}") from None
 
 
-# ---- 4. arity ----------------------------------------------------------------------------
+# ---- 4. arity and attribute types ----------------------------------------------------------
 
 def check_arity(n, n_inputs: int) -> None:
-    """Inputs and outputs of ONNX node `n` against its op's schema at the model's opset."""
+    """Inputs, outputs and attribute types of ONNX node `n` against its op's schema at the
+    model's opset (an `axis` given as a string must not reach a rule as one)."""
     try:
         schema = defs.get_schema(n.op, n.opset, n.proto.domain)
     except Exception:  # noqa: BLE001 - no schema (tapeir's local functions): the rule checks
@@ -158,6 +177,16 @@ def check_arity(n, n_inputs: int) -> None:
         if not lo <= k <= hi:
             want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 2**31 - 1 else f"at least {lo}"
             raise n.error(f"has {k} {what}; {n.op} (opset {schema.since_version}) takes {want}")
+    given = {a.name for a in n.proto.attribute}
+    for name, declared in schema.attributes.items():
+        if declared.required and name not in given:
+            raise n.error(f"lacks attribute {name!r}, which {n.op} (opset {schema.since_version}) requires")
+    for a in n.proto.attribute:
+        declared = schema.attributes.get(a.name)
+        if declared is not None and a.type != int(declared.type):
+            kinds = onnx.AttributeProto.AttributeType
+            raise n.error(f"attribute {a.name!r} is {kinds.Name(a.type) if a.type in kinds.values() else a.type}; "
+                          f"{n.op} (opset {schema.since_version}) takes {kinds.Name(int(declared.type))}")
 
 
 # ---- 5. dim names -> symbols --------------------------------------------------------------
