@@ -140,6 +140,32 @@ def test_malformed_models_are_tapeir_errors_naming_the_node_or_value(m, match):
         tp.from_onnx(m)
 
 
+def _bad_attribute_type():
+    n = helper.make_node("Softmax", ["x"], ["y"], name="s")
+    n.attribute.extend([helper.make_attribute("axis", "last")])
+    return model([n], [vi("x")], ["y"])
+
+
+@pytest.mark.parametrize("m,match", [
+    (_bad_attribute_type(), "ONNX Softmax node 'model.onnx:s': attribute 'axis' is STRING; Softmax (opset 13) takes INT"),
+    (model([helper.make_node("Cast", ["x"], ["y"], name="c")], [vi("x")], ["y"]),
+     "ONNX Cast node 'model.onnx:c': lacks attribute 'to', which Cast (opset 13) requires"),
+    (model([relu("x", "y")], [vi("x", elem=99)], ["y"]), "input 'x' has ONNX type #99 (no ONNX type has that number)"),
+])
+def test_attributes_and_types_are_checked_against_the_schema(m, match):
+    with pytest.raises(tp.TapeirError, match=re.escape(match)):
+        tp.from_onnx(m)
+
+
+def test_invalid_utf8_in_a_name_is_a_tapeir_error(tmp_path):
+    """protobuf hands a string field with invalid UTF-8 to Python as bytes."""
+    data = model([relu("x", "y", name="NODENAME")], [vi("x")], ["y"]).SerializeToString()
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(data.replace(b"NODENAME", b"NODE\xff\xfeME"))
+    with pytest.raises(tp.TapeirError, match=r"bad.onnx: model.graph.node\[0\].name is not valid UTF-8"):
+        tp.from_onnx(path)
+
+
 def test_a_sparse_initializer_with_an_index_out_of_range_is_a_tapeir_error():
     sp = helper.make_sparse_tensor(numpy_helper.from_array(np.array([1.0], np.float32), "w"),
                                    numpy_helper.from_array(np.array([7], np.int64), "wi"), [2])
