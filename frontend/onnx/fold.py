@@ -61,10 +61,37 @@ def _range_bytes(ins):
     return max(math.ceil((limit - start) / delta), 0) * ins[0].dtype.itemsize
 
 
+# ops whose one output has no more elements than their first input, or than their inputs
+# broadcast together: sized without shape inference (in their widest input dtype; Cast at 8 bytes)
+_NO_LARGER = set("""Abs Acos Acosh Asin Asinh Atan Atanh Cast Ceil Celu Cos Cosh Elu Erf Exp Floor Gelu HardSigmoid
+HardSwish Identity IsInf IsNaN LeakyRelu Log LogSoftmax Mish Neg Not Reciprocal Relu Reshape Round Selu Shrink Sigmoid
+Sign Sin Sinh Softmax Softplus Softsign Sqrt Squeeze Tan Tanh ThresholdedRelu Transpose Unsqueeze Flatten""".split())
+_BROADCAST = set("""Add And BitShift Div Equal Greater GreaterOrEqual Less LessOrEqual Max Mean Min Mod Mul Or Pow PRelu
+Sub Sum Where Xor""".split())
+
+
+def _cheap_bytes(n: OnnxNode, ins) -> int | None:
+    given = [v for v in ins if v is not None]
+    if len(n.proto.output) != 1 or not given:
+        return None
+    width = 8 if n.op == "Cast" else max(v.dtype.itemsize for v in given)
+    if n.op in _NO_LARGER:
+        return int(given[0].size) * width
+    if n.op in _BROADCAST:
+        try:
+            return math.prod(np.broadcast_shapes(*(v.shape for v in given))) * width
+        except ValueError:  # shapes that do not broadcast: the evaluator's error
+            return None
+    return None
+
+
 def output_bytes(n: OnnxNode, ins) -> int | None:
     """The bytes node `n` would fold to, or None when shape inference cannot tell."""
     if n.op == "Range":
         return _range_bytes(ins)
+    cheap = _cheap_bytes(n, ins)
+    if cheap is not None:
+        return cheap
     model, _ = _one_node_model(n, ins, data=True)
     try:
         model = shape_inference.infer_shapes(model, strict_mode=False)

@@ -15,6 +15,7 @@ bare Python error:
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -164,12 +165,19 @@ def sparse_initializer(s, label: str) -> np.ndarray:
 
 # ---- 4. arity and attribute types ----------------------------------------------------------
 
+@functools.lru_cache(maxsize=1024)
+def _schema(op: str, opset: int, domain: str):
+    try:
+        return defs.get_schema(op, opset, domain)
+    except Exception:  # noqa: BLE001 - SchemaError: no such op in that domain
+        return None
+
+
 def check_arity(n, n_inputs: int) -> None:
     """Inputs, outputs and attribute types of ONNX node `n` against its op's schema at the
     model's opset (an `axis` given as a string must not reach a rule as one)."""
-    try:
-        schema = defs.get_schema(n.op, n.opset, n.proto.domain)
-    except Exception:  # noqa: BLE001 - no schema (tapeir's local functions): the rule checks
+    schema = _schema(n.op, n.opset, n.proto.domain)
+    if schema is None:  # no schema (tapeir's local functions): the rule checks
         return
     outs = len(n.proto.output)
     for what, k, lo, hi in (("inputs", n_inputs, schema.min_input, schema.max_input),
