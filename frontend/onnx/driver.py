@@ -30,6 +30,7 @@ Rules:
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections import defaultdict
@@ -45,6 +46,7 @@ from ..tracing import trace
 from ...ir.errors import TapeirError
 from ...ir.graph import Graph
 from ...ir.registry import ONNX_DOMAIN
+from ...ir.types import factors
 from ...ir.verifier import verify
 from .fold import can_fold, fold
 from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, elem_name, is_static, \
@@ -194,6 +196,9 @@ def _spec(vi, symbols: DimSymbols, label) -> Spec:
             dims.append(d.dim_value)
         else:
             dims.append(symbols(d.dim_param) if d.dim_param else symbols((vi.name, axis), f"{vi.name}_{axis}"))
+            if factors(dims[-1])[0] >= 2**63:
+                raise TapeirError(f"{where}: dim {d.dim_param!r} has a factor of 2**63 or more",
+                                  hint="ONNX dims are int64")
     return Spec(dims, ONNX_DTYPES[tt.elem_type])
 
 
@@ -240,8 +245,14 @@ def _interpret(g, env, known, opset, label):
 
 def _run(n: OnnxNode, ins):
     try:
-        if n.proto.domain == ONNX_DOMAIN:
-            return TAPEIR_FUNCTIONS[n.op](n, *ins)
+        if n.proto.domain == ONNX_DOMAIN:  # no ONNX schema to check the arity against: the rule's own
+            rule = TAPEIR_FUNCTIONS[n.op]
+            try:
+                inspect.signature(rule).bind(n, *ins)
+            except TypeError:
+                raise n.error(f"has {len(ins)} inputs; tapeir's {n.op} takes "
+                              f"{len(inspect.signature(rule).parameters) - 1}") from None
+            return rule(n, *ins)
         given = [v for v in ins if v is not None]
         # Expand of known data to a symbolic shape is a real tensor (e.g. zeros [B, 2]), not dims
         data_is_dims = not (n.op == "Expand" and not is_symbolic(ins[0]) and is_symbolic(ins[1]))

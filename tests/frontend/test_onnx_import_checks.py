@@ -132,6 +132,10 @@ def _utf8_pad():
     (model([helper.make_node("Constant", [], ["y"], name="k", value=raw_tensor("v", [4], b"\0"))], [], ["y"]),
      "ONNX Constant node 'model.onnx:k': attribute 'value' cannot be decoded"),
     (model([relu("x", "y")], [vi("x", [-3])], ["y"]), "input 'x' has a negative dim -3"),
+    (model([relu("x", "y")], [vi("x", ["99999999999999999999*B"])], ["y"]),
+     "input 'x': dim '99999999999999999999*B' has a factor of 2**63 or more"),
+    (model([helper.make_node("softplus", ["x", "x"], ["y"], name="sp", domain="tapeir")], [vi("x")], ["y"]),
+     "ONNX softplus node 'model.onnx:sp': has 2 inputs; tapeir's softplus takes 1"),
     (model([helper.make_node("Flatten", ["x"], ["y"], name="f", axis=0)], [vi("x", [2**62, 4])], ["y"]),
      "ONNX Flatten node 'model.onnx:f': makes a tensor of type f32[1,18446744073709551616], with a dim of 2**63"),
 ])
