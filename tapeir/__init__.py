@@ -95,13 +95,16 @@ def compile(g: Graph, backend: str = "numpy", **options):
     raise TapeirError(f"unknown backend {backend!r}", hint=f"available backends: {', '.join(BACKENDS)}")
 
 
-def from_onnx(model_or_path, params: str = "constants") -> Graph:
+def from_onnx(model_or_path, params: str = "constants", *, max_nodes=None, max_constant_bytes=None) -> Graph:
     """Import an ONNX model (a ModelProto or a path) as a Graph.
 
     The graph takes one array per ONNX input; with params="inputs" the floating-point
     initializers become inputs too (after the model's own, in model order, names kept),
     so they can be differentiated; integer initializers (shapes, indices) stay constants.
-    See frontend/onnx/.
+    Bounds against hostile files: `max_nodes` (default 200,000 ONNX nodes once
+    model-local functions are inlined) and `max_constant_bytes` (default 16 MiB per
+    constant computed at import; larger results stay IR nodes); None means the default,
+    math.inf no bound. See frontend/onnx/.
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.from_onnx(tp.to_onnx(tp.trace(lambda x: tp.tanh(x) * 2.0, tp.Spec(("N",)))))
@@ -110,7 +113,7 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
     """
     from .frontend.onnx import from_onnx as _from_onnx
 
-    return _from_onnx(model_or_path, params)
+    return _from_onnx(model_or_path, params, max_nodes=max_nodes, max_constant_bytes=max_constant_bytes)
 
 
 def run(g: Graph, *args, backend: str = "numpy", **options):

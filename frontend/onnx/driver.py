@@ -7,17 +7,21 @@ would get (same ops, same type checks, same error messages), and every node's so
 `model.onnx:<node name>`.
 
 Rules:
+  0. Before any node runs, the model is checked (validate.py): its size once model-local
+     functions are inlined (max_nodes), names written once, outputs produced, initializer
+     data matching its dims; each node's arity against its ONNX schema. After, the IR
+     verifier runs on the graph. Any failure is a TapeirError naming the node or value.
   1. Values known at import time (Constant, initializers kept as constants, shapes of
      static tensors) fold: a node whose inputs are all known runs in onnx's reference
-     evaluator instead of becoming IR. Except where that evaluator is wrong, missing or
-     imprecise (_NO_FOLD: grouped ConvTranspose with several channels per group,
-     LayerNormalization with a stash_type other than float32, float64 Erf/Gelu/Elu/
-     LeakyRelu; onnx 1.23), whose rule records IR on the constants.
+     evaluator instead of becoming IR (fold.py), unless its result would be over
+     max_constant_bytes, or where that evaluator is wrong, missing or imprecise
+     (fold.NO_FOLD); then its rule records IR on the constants.
   2. Shape arithmetic on symbolic dims (Shape -> Gather -> Unsqueeze -> Concat ->
      Reshape, as torch emits for flatten) runs on vectors of dims (SYMBOLIC), so a
      Reshape to [B, -1] gets its target at import time.
-  3. ONNX dim_params become symbolic dims (sanitized to identifiers); unnamed dynamic
-     dims get generated symbols (`<input>_<axis>`).
+  3. ONNX dim_params become symbolic dims (sanitized to identifiers, distinct names kept
+     distinct: validate.DimSymbols); unnamed dynamic dims get generated symbols
+     (`<input>_<axis>`).
   4. params="inputs": floating-point initializers become graph inputs after the model's
      own, in model order, names kept; integer ones (shapes, axes, indices) stay constants
      because rules need them at import time and they carry no gradient.
@@ -26,6 +30,7 @@ Rules:
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections import defaultdict
@@ -34,7 +39,6 @@ import numpy as np
 import onnx
 import onnx.inliner
 from google.protobuf.message import DecodeError
-from onnx import helper, numpy_helper
 
 from ..tensor import Tensor
 from ..tracer import Spec, current_builder
@@ -42,9 +46,15 @@ from ..tracing import trace
 from ...ir.errors import TapeirError
 from ...ir.graph import Graph
 from ...ir.registry import ONNX_DOMAIN
-from .node import ONNX_DTYPES, OnnxNode, is_static, is_symbolic, sparse_to_dense
+from ...ir.types import factors
+from ...ir.verifier import verify
+from .fold import can_fold, fold
+from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, elem_name, is_static, \
+    is_symbolic, limits_in_force
 from .shape import SYMBOLIC
 from .table import IMPORT, TAPEIR_FUNCTIONS
+from .validate import DimSymbols, check_arity, check_big_dims, check_dim_value, check_names, check_strings, \
+    initializer, inline_budget, node_where, sparse_initializer
 
 _DOMAINS = ("", "ai.onnx")
 
@@ -53,11 +63,18 @@ def _table(domain: str) -> dict:
     return IMPORT if domain in _DOMAINS else TAPEIR_FUNCTIONS if domain == ONNX_DOMAIN else {}
 
 
-def from_onnx(model_or_path, params: str = "constants") -> Graph:
+def from_onnx(model_or_path, params: str = "constants", *, max_nodes=None, max_constant_bytes=None) -> Graph:
     """Import an ONNX model (a ModelProto or a path) as a Graph.
 
     The graph takes one array per ONNX input, in order; with params="inputs" the
     floating-point initializers follow, in model order, under their ONNX names.
+
+    The import is bounded, so that a small hostile file cannot cost unbounded time or
+    memory: `max_nodes` (default MAX_NODES, 200,000) caps the ONNX nodes once
+    model-local functions are inlined, `max_constant_bytes` (default MAX_CONSTANT_BYTES,
+    16 MiB) caps each constant computed at import time (larger results stay IR nodes,
+    or fail with a TapeirError where the IR cannot express them). Pass larger values
+    (or math.inf) for trusted models.
 
     >>> import numpy as np, tapeir as tp
     >>> from onnx import helper, TensorProto as T
@@ -70,6 +87,8 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
     """
     if params not in ("constants", "inputs"):
         raise TapeirError(f"from_onnx: params={params!r}", hint="use params='constants' or params='inputs'")
+    bounds = Limits(_bound(max_nodes, MAX_NODES, "max_nodes"),
+                    _bound(max_constant_bytes, MAX_CONSTANT_BYTES, "max_constant_bytes"))
     if isinstance(model_or_path, (str, os.PathLike)):
         label = os.path.basename(os.fspath(model_or_path))
         model = _load(os.fspath(model_or_path))
@@ -77,22 +96,43 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
         model, label = model_or_path, "model.onnx"
     else:
         raise TapeirError(f"from_onnx expects an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
-    foreign = [(f.domain, f.name) for f in model.functions if f.domain != ONNX_DOMAIN]
-    if foreign:  # other model-local functions: inline their bodies
-        keep = [(f.domain, f.name) for f in model.functions if f.domain == ONNX_DOMAIN]
-        model = onnx.inliner.inline_selected_functions(model, keep, exclude=True)
+    with limits_in_force(bounds):
+        graph = _import(model, params, label)
+    try:
+        verify(graph)
+    except TapeirError as e:  # an importer bug rather than a bad model: say which model
+        raise type(e)(f"{label}: the imported graph fails the IR verifier: {e.problem}", hint=e.hint) from None
+    return graph
+
+
+def _bound(v, default, name):
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+        raise TapeirError(f"from_onnx: {name}={v!r}", hint=f"{name} is a number >= 0 (math.inf for no bound)")
+    return v
+
+
+def _import(model, params, label) -> Graph:
+    check_strings(model, label)
+    keep = {(f.domain, f.name, f.overload) for f in model.functions if f.domain == ONNX_DOMAIN}
+    inline_budget(model, keep, label)
+    if any(f.domain != ONNX_DOMAIN for f in model.functions):  # other model-local functions: inline their bodies
+        try:
+            model = onnx.inliner.inline_selected_functions(model, [k[:2] for k in keep], exclude=True)
+        except Exception as e:  # noqa: BLE001 - onnx's C++ inliner on a malformed function
+            raise TapeirError(f"{label}: cannot inline the model-local functions: {type(e).__name__}: {e}") from None
     g = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in _DOMAINS), 1)
+    check_names(g, label)
     _check_supported(g, label)
 
-    known = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    known.update((s.values.name, sparse_to_dense(s)) for s in g.sparse_initializer)
-    symbols: dict[str, str] = {}
-    names, specs = [], []
-    for vi in g.input:
-        if vi.name not in known:  # old models list initializers among the inputs too
-            names.append(vi.name)
-            specs.append(_spec(vi, symbols, label))
+    known = {t.name: initializer(t, label) for t in g.initializer}
+    known.update((s.values.name, sparse_initializer(s, label)) for s in g.sparse_initializer)
+    graph_inputs = [vi for vi in g.input if vi.name not in known]  # old models list initializers among the inputs too
+    symbols = DimSymbols(graph_inputs)
+    names = [vi.name for vi in graph_inputs]
+    specs = [_spec(vi, symbols, label) for vi in graph_inputs]
     if params == "inputs":
         for name, arr in list(known.items()):
             if arr.dtype.kind == "f":
@@ -138,20 +178,13 @@ def _check_supported(g, label):
                           hint=f"tapeir imports {len(IMPORT)} op types (tapeir.frontend.onnx.IMPORT)")
 
 
-def _sym(name: str) -> str:
-    if re.fullmatch(r"[A-Za-z_]\w*(\*(\d+|[A-Za-z_]\w*))*|\d+(\*[A-Za-z_]\w*)+", name):
-        return name  # already a tapeir dim ("B", "3*B"), e.g. from tapeir's own export
-    s = re.sub(r"\W", "_", name)
-    return "_" + s if s[:1].isdigit() or not s else s
-
-
-def _spec(vi, symbols, label) -> Spec:
+def _spec(vi, symbols: DimSymbols, label) -> Spec:
     where = f"{label}: input {vi.name!r}"
     if not vi.type.HasField("tensor_type"):
         raise TapeirError(f"{where} is not a tensor (sequences, maps and optionals have no tapeir type)")
     tt = vi.type.tensor_type
     if tt.elem_type not in ONNX_DTYPES:
-        raise TapeirError(f"{where} has ONNX type {onnx.TensorProto.DataType.Name(tt.elem_type)}, which tapeir "
+        raise TapeirError(f"{where} has ONNX type {elem_name(tt.elem_type)}, which tapeir "
                           "has no dtype for", hint="tapeir supports float16/32/64, int32/64 and bool")
     if not tt.HasField("shape"):
         raise TapeirError(f"{where} has no shape, so its rank is unknown",
@@ -159,10 +192,13 @@ def _spec(vi, symbols, label) -> Spec:
     dims = []
     for axis, d in enumerate(tt.shape.dim):
         if d.HasField("dim_value"):
+            check_dim_value(d.dim_value, where)
             dims.append(d.dim_value)
         else:
-            key = d.dim_param or f"{vi.name}_{axis}"
-            dims.append(symbols.setdefault(key, _sym(key)))
+            dims.append(symbols(d.dim_param) if d.dim_param else symbols((vi.name, axis), f"{vi.name}_{axis}"))
+            if factors(dims[-1])[0] >= 2**63:
+                raise TapeirError(f"{where}: dim {d.dim_param!r} has a factor of 2**63 or more",
+                                  hint="ONNX dims are int64")
     return Spec(dims, ONNX_DTYPES[tt.elem_type])
 
 
@@ -177,8 +213,9 @@ def _interpret(g, env, known, opset, label):
     env = {**known, **env}
     builder = current_builder()
     for i, proto in enumerate(g.node):
-        where = f"{label}:{proto.name or f'{proto.op_type}#{i}'}".replace("\n", " ")
+        where = node_where(label, proto, i)
         n = OnnxNode(proto, opset, where)
+        check_arity(n, len(proto.input))
         ins = []
         for name in proto.input:
             if name and name not in env:
@@ -190,11 +227,14 @@ def _interpret(g, env, known, opset, label):
         with builder.at(where):  # IR recorded for this ONNX node points at it
             outs = _run(n, ins)
         outs = outs if isinstance(outs, tuple) else (outs,)
+        check_big_dims(n, outs)
         for name, v in zip(proto.output, outs):
             if name:
                 env[name] = np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
     outs = []
     for o in g.output:
+        if o.name not in env:  # check_names saw a writer: a node whose rule made fewer outputs
+            raise TapeirError(f"{label}: graph output {o.name!r} is not computed by the node that names it")
         v = env[o.name]
         if is_symbolic(v):
             raise TapeirError(f"{label}: output {o.name!r} is a shape with symbolic dims {v.tolist()}",
@@ -205,13 +245,18 @@ def _interpret(g, env, known, opset, label):
 
 def _run(n: OnnxNode, ins):
     try:
-        if n.proto.domain == ONNX_DOMAIN:
-            return TAPEIR_FUNCTIONS[n.op](n, *ins)
+        if n.proto.domain == ONNX_DOMAIN:  # no ONNX schema to check the arity against: the rule's own
+            rule = TAPEIR_FUNCTIONS[n.op]
+            try:
+                inspect.signature(rule).bind(n, *ins)
+            except TypeError:
+                raise n.error(f"has {len(ins)} inputs; tapeir's {n.op} takes "
+                              f"{len(inspect.signature(rule).parameters) - 1}") from None
+            return rule(n, *ins)
         given = [v for v in ins if v is not None]
         # Expand of known data to a symbolic shape is a real tensor (e.g. zeros [B, 2]), not dims
         data_is_dims = not (n.op == "Expand" and not is_symbolic(ins[0]) and is_symbolic(ins[1]))
-        if n.op != "Constant" and given and all(is_static(v) for v in given) and data_is_dims \
-                and not _NO_FOLD.get(n.op, lambda n, ins: False)(n, ins):
+        if n.op != "Constant" and given and all(is_static(v) for v in given) and data_is_dims:
             if any(is_symbolic(v) for v in given):
                 if n.op not in SYMBOLIC:
                     raise n.error("computes on symbolic dims " + ", ".join(str(v.tolist()) for v in given if is_symbolic(v)),
@@ -219,7 +264,8 @@ def _run(n: OnnxNode, ins):
                                        "Reshape/Mul/Div; export with static shapes otherwise")
                 outs = SYMBOLIC[n.op](n, *ins)
                 return tuple(_dims_array(v) for v in (outs if isinstance(outs, tuple) else (outs,)))
-            return _fold(n, ins)
+            if can_fold(n, ins):
+                return fold(n, ins)
         return IMPORT[n.op](n, *ins)
     except TapeirError as e:
         if e.problem.startswith("ONNX "):
@@ -229,44 +275,9 @@ def _run(n: OnnxNode, ins):
         raise TapeirError(f"ONNX {n.op} node {n.where!r}: {type(e).__name__}: {e}", where=n.where) from e
 
 
-# nodes onnx.reference computes wrongly (or not at all): their rules record IR on the
-# constants instead. ConvTranspose with group > 1 reshapes W as if it had C/group input
-# channels per group in its first axis and fails ("cannot reshape array of size 4 into
-# shape (1,2,4)"); LayerNormalization implements only stash_type=1 (tapeir's float64
-# export writes 11); in float64, Erf and Gelu are accurate to ~3e-8 only, and Elu and
-# LeakyRelu use their float32 alpha (0.3 as 0.30000001), where tapeir's kernels are exact.
-_NO_FOLD = {"ConvTranspose": lambda n, ins: n.attr("group", 1) > 1,
-            "LayerNormalization": lambda n, ins: n.attr("stash_type", 1) != 1,
-            **{op: (lambda n, ins: ins[0].dtype == np.float64) for op in ("Erf", "Gelu", "Elu", "LeakyRelu")}}
-
-
 def _dims_array(v):
     """A vector of dims: int64 when every dim is known, else an object array."""
     if isinstance(v, Tensor):
         return v
     v = np.asarray(v, dtype=object)
     return v.astype(np.int64) if all(isinstance(d, (int, np.integer)) for d in v.reshape(-1)) else v
-
-
-def _fold(n: OnnxNode, ins):
-    """Rule 1: run one node on known inputs in onnx's reference evaluator."""
-    from onnx.reference import ReferenceEvaluator
-
-    p = n.proto
-    feeds, in_names = {}, []
-    for i, v in enumerate(ins):
-        name = f"i{i}" if v is not None else ""
-        in_names.append(name)
-        if v is not None:
-            feeds[name] = v
-    out_names = [f"o{i}" if o else "" for i, o in enumerate(p.output)]
-    node = helper.make_node(p.op_type, in_names, out_names, domain=p.domain)
-    node.attribute.extend(p.attribute)
-    vis = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), None) for k, v in feeds.items()]
-    outs = [helper.make_tensor_value_info(k, 0, None) for k in out_names if k]
-    model = helper.make_model(helper.make_graph([node], "fold", vis, outs),
-                              opset_imports=[helper.make_opsetid("", n.opset)])
-    with np.errstate(all="ignore"):
-        res = iter(ReferenceEvaluator(model).run(None, feeds))
-    return tuple(np.asarray(next(res)) if k else None for k in out_names)
-

@@ -15,17 +15,20 @@ tapeir's IR has no gather or scan ops, so these are rewritten into ones it has:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functions as F
 from ..tensor import Tensor
-from .node import prod, rank_of, reshape, shape_of
+from .node import check_constant, constant_fits, prod, rank_of, reshape, shape_of
 
 
 def _static_size(n, x, axis):
     size = shape_of(x)[axis]
     if not isinstance(size, int):
         raise n.error(f"axis {axis} of {x.type} is symbolic", hint=f"{n.op} needs a static size on its axis")
+    check_constant((size,), np.int64, f"the index vector over axis {axis} of shape {list(shape_of(x))}")
     return size
 
 
@@ -37,6 +40,8 @@ def _iota(size, axis, rank, dtype=np.int64):
 
 def one_hot(labels, classes: int, dtype, axis: int):
     """labels [..] -> a one-hot of `dtype` with the class axis inserted at `axis`."""
+    if isinstance(classes, int):
+        check_constant((classes,), np.int64, f"the class vector of {classes} classes")
     hit = F.equal(F.expand_dims(labels, axis), _iota(classes, axis, rank_of(labels) + 1, labels.dtype))
     return F.astype(hit, dtype)
 
@@ -117,6 +122,9 @@ def _hardmax(n, x):
 
 def _one_hot_rule(n, ids, depth, values):
     depth = int(n.scalar(depth, "depth"))
+    if depth < 0:
+        raise n.error(f"depth {depth} is negative")
+    check_constant((depth,), np.int64, f"the class vector of depth {depth}")
     axis = n.axis(n.attr("axis", -1), rank_of(ids) + 1)
     if np.dtype(ids.dtype).kind == "f":
         ids = F.astype(ids, "i64")
@@ -129,7 +137,13 @@ def _one_hot_rule(n, ids, depth, values):
 def _trilu(n, x, k=None):
     k = 0 if k is None else int(n.scalar(k, "k"))
     h, w = (_static_size(n, x, rank_of(x) - 2), _static_size(n, x, rank_of(x) - 1))
-    mask = (np.triu if n.attr("upper", 1) else np.tril)(np.ones((h, w), dtype=bool), k)
+    upper = bool(n.attr("upper", 1))
+    if not constant_fits((h, w), bool):  # the mask as IR, from two index vectors: j - i >= k (<= k for lower)
+        rows, cols = _iota(h, 0, 2), _iota(w, 1, 2)
+        check_constant((max(h, w),), np.int64, "Trilu's index vectors")
+        mask = (F.greater_equal if upper else F.less_equal)(F.subtract(cols, rows), np.int64(k))
+        return F.where(mask, x, np.zeros((), x.dtype))
+    mask = (np.triu if upper else np.tril)(np.ones((h, w), dtype=bool), k)
     if mask.all():
         return x
     return F.where(mask, x, np.zeros((), x.dtype))
@@ -138,6 +152,7 @@ def _trilu(n, x, k=None):
 def _cumsum(n, x, axis):
     axis = n.axis(int(n.scalar(axis, "axis")), rank_of(x))
     size = _static_size(n, x, axis)
+    check_constant((size, size), x.dtype, f"CumSum's {size}x{size} summing matrix")
     i, j = np.indices((size, size))
     src_before = i > j if n.attr("reverse", 0) else i < j
     tri = (src_before | ((i == j) & (not n.attr("exclusive", 0)))).astype(x.dtype)   # [from, to]
@@ -150,6 +165,11 @@ def _cumsum(n, x, axis):
 
 
 def _range(n, *bounds):
+    if all(isinstance(b, np.ndarray) for b in bounds):  # known bounds the fold refused: too long
+        start, limit, delta = (n.scalar(b, w) for b, w in zip(bounds, ("start", "limit", "delta")))
+        length = max(math.ceil((limit - start) / delta), 0) if delta else 0
+        check_constant((length,), bounds[0].dtype, f"Range({start}, {limit}, {delta})")
+        raise n.error(f"Range({start}, {limit}, {delta}) cannot be computed at import time")
     raise n.error("Range with bounds computed at run time: its length must be known at import time")
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from .. import functions as F
 from ...ir.windows import conv_out, conv_transpose_out, extent, window_counts
 from .index import one_hot
-from .node import OnnxNode, is_static, rank_of, reshape, shape_of
+from .node import OnnxNode, check_constant, is_static, rank_of, reshape, shape_of
 
 
 def _gemm(n, a, b, c=None):
@@ -179,14 +179,24 @@ def _avg_pool(n, x):
     y = F.apply_op("avg_pool2d", [win.explicit_pad(x2, 0.0)], {**attrs, "padding": (0, 0)})
     if include:  # the padding counts, but not the end padding ceil_mode added
         grid = [s + b + e for s, b, e in zip(win.size, win.begin, real_end)]
-        counts = window_counts(grid, win.kernel, win.stride, (0, 0), win.dilation,
-                               [e - r for e, r in zip(win.end, real_end)])
+        counts = _window_counts(grid, win.kernel, win.stride, (0, 0), win.dilation,
+                                [e - r for e, r in zip(win.end, real_end)])
     else:
-        counts = window_counts(win.size, win.kernel, win.stride, win.begin, win.dilation, win.end)
+        counts = _window_counts(win.size, win.kernel, win.stride, win.begin, win.dilation, win.end)
     scale = math.prod(win.kernel) / counts
     if not np.all(scale == 1):
         y = y * scale.astype(y.dtype)
     return win.from2d(y)
+
+
+def _window_counts(size, kernel, stride, begin, dilation, end):
+    """window_counts, within the import's constant bound (its sizes come from the model's
+    dims and attributes: a kernel of 10**9 must not allocate 10**9 taps)."""
+    outs = [max(conv_out(*a), 0) for a in zip(size, kernel, stride, [b + e for b, e in zip(begin, end)], dilation)]
+    for o, k in zip(outs, kernel):
+        check_constant((o, k), np.int64, "AveragePool's window taps")
+    check_constant(outs, np.float64, "AveragePool's map of window counts")
+    return window_counts(size, kernel, stride, begin, dilation, end)
 
 
 def _global_pool(fn):

@@ -12,6 +12,11 @@ While importing, an ONNX value is one of
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
+from dataclasses import dataclass
+
 import numpy as np
 from onnx import helper, numpy_helper
 
@@ -27,6 +32,62 @@ INT_MAX = 2**63 - 1
 ONNX_DTYPES = {1: "f32", 10: "f16", 11: "f64", 6: "i32", 7: "i64", 9: "bool"}
 
 
+# ---- the import's bounds (from_onnx's max_nodes and max_constant_bytes) ----------------
+
+MAX_NODES = 200_000            # ONNX nodes once model-local functions are inlined (~10 s of import)
+MAX_CONSTANT_BYTES = 1 << 24   # one constant computed at import time: 16 MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_nodes: float = MAX_NODES
+    max_constant_bytes: float = MAX_CONSTANT_BYTES
+
+
+_LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("tapeir_onnx_limits", default=Limits())
+
+
+@contextlib.contextmanager
+def limits_in_force(limits: Limits):
+    token = _LIMITS.set(limits)
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def limits() -> Limits:
+    return _LIMITS.get()
+
+
+def nbytes(shape, dtype) -> int:
+    """Bytes of an array of `shape` (exact, no overflow: Python ints)."""
+    return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+
+
+def constant_fits(shape, dtype) -> bool:
+    return nbytes(shape, dtype) <= limits().max_constant_bytes
+
+
+def check_constant(shape, dtype, what: str) -> None:
+    """Refuse to build a constant of `shape` at import time when it is over the bound: a
+    few bytes of a model (a dim, a pad, a depth) must not cost gigabytes of memory."""
+    if not constant_fits(shape, dtype):
+        raise TapeirError(f"{what} would be a constant of shape {list(shape)} ({np.dtype(dtype)}, "
+                          f"{nbytes(shape, dtype):,} bytes), over the import's max_constant_bytes="
+                          f"{limits().max_constant_bytes:,}",
+                          hint="if the model is trusted, pass a larger max_constant_bytes to tp.from_onnx")
+
+
+def elem_name(elem: int) -> str:
+    """An ONNX element type's name (FLOAT, UINT8, ...), or its number when it has none."""
+    from onnx import TensorProto
+    try:
+        return TensorProto.DataType.Name(elem)
+    except ValueError:
+        return f"#{elem} (no ONNX type has that number)"
+
+
 def is_static(v) -> bool:
     return isinstance(v, np.ndarray)
 
@@ -38,6 +99,9 @@ def is_symbolic(v) -> bool:
 def sparse_to_dense(sp) -> np.ndarray:
     values = numpy_helper.to_array(sp.values)
     idx = numpy_helper.to_array(sp.indices)
+    if any(d < 0 for d in sp.dims):
+        raise TapeirError(f"sparse tensor {sp.values.name!r} has a negative dim in {list(sp.dims)}")
+    check_constant(sp.dims, values.dtype, f"sparse tensor {sp.values.name!r} made dense")
     dense = np.zeros(tuple(sp.dims), dtype=values.dtype)
     if idx.ndim == 1:
         dense.reshape(-1)[idx] = values
@@ -87,7 +151,16 @@ class OnnxNode:
         self.op = proto.op_type
         self.opset = opset
         self.where = where
-        self.attrs = {a.name: attr_value(a) for a in proto.attribute}
+        self.attrs = {}
+        for a in proto.attribute:
+            try:
+                self.attrs[a.name] = attr_value(a)
+            except UnicodeDecodeError as e:
+                raise self.error(f"string attribute {a.name!r} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            except TapeirError as e:
+                raise self.error(f"attribute {a.name!r}: {e.problem}", hint=e.hint) from None
+            except Exception as e:  # a tensor attribute whose data does not match its dims, ...
+                raise self.error(f"attribute {a.name!r} cannot be decoded: {type(e).__name__}: {e}") from None
         self.wants = [bool(o) for o in proto.output]  # which outputs the model reads
 
     def attr(self, name, default=None):
@@ -134,8 +207,7 @@ class OnnxNode:
     def ir_dtype(self, elem: int, what: str) -> str:
         """The IR dtype of an ONNX element type (Cast's `to`)."""
         if elem not in ONNX_DTYPES:
-            from onnx import TensorProto
-            raise self.error(f"{what} has ONNX type {TensorProto.DataType.Name(elem)}, which tapeir has no dtype for",
+            raise self.error(f"{what} has ONNX type {elem_name(elem)}, which tapeir has no dtype for",
                              hint="tapeir supports float16/32/64, int32/64 and bool")
         return ONNX_DTYPES[elem]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import functions as F
 from ...ir.registry import OPS, onnx_axes_are_input
-from .node import prod, rank_of, shape_of, value_dtype
+from .node import constant_fits, prod, rank_of, shape_of, value_dtype
 
 
 def _reduce(fn, empty=None):
@@ -35,7 +35,8 @@ def _reduce(fn, empty=None):
         reduced = range(len(shape)) if axes is None else axes
         if empty is not None and any(shape[a] == 0 for a in reduced) and all(isinstance(d, int) for d in shape):
             out = [1 if i in reduced else d for i, d in enumerate(shape) if keep or i not in reduced]
-            return np.full(out, empty(np.dtype(x.dtype)), dtype=x.dtype)
+            fill = np.array(empty(np.dtype(x.dtype)), dtype=x.dtype)
+            return np.full(out, fill) if constant_fits(out, x.dtype) else F.broadcast_to(fill, out)
         if value_dtype(x) == "bool":
             return F.astype(fn(F.astype(x, "i32"), axes, keep), "bool")
         return fn(x, axes, keep)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import functions as F
 from ...ir.types import dim_divide, dim_product
-from .node import INT_MAX, is_static, prod, rank_of, reshape, shape_of
+from .node import INT_MAX, check_constant, constant_fits, is_static, limits, prod, rank_of, reshape, shape_of
 
 # ---- shape ops ----------------------------------------------------------------------
 
@@ -91,6 +91,8 @@ def _split(n, x, split=None):
     sizes = n.attr("split") if split is None else n.ints(split, "split")
     if sizes is None:
         parts = n.attr("num_outputs", len(n.wants))
+        if parts != len(n.wants):
+            raise n.error(f"num_outputs={parts} but the node has {len(n.wants)} outputs")
         chunk = -(-size // parts)
         sizes = [min(chunk, size - i * chunk) for i in range(parts)]
     if sum(sizes) != size:
@@ -132,6 +134,11 @@ def _pad(n, x, pads=None, value=None, axes=None):
         return y
     if mode == "constant":
         return F.pad(y, list(zip(before, after)), 0.0 if value is None else value)
+    pieces = sum(b + e if mode == "edge" else (b + e) // max(size, 1) + 2
+                 for b, e, size in zip(before, after, shape_of(y)) if isinstance(size, int))
+    if pieces > limits().max_nodes:  # edge and wrap copy slices: pads of 10**12 must not make 10**12 of them
+        raise n.error(f"{mode} padding of {list(zip(before, after))} would concatenate {pieces:,} slices or more, "
+                      f"over the import's max_nodes={limits().max_nodes:,}")
     if mode not in ("reflect", "edge", "wrap"):
         raise n.error(f"mode={mode!r}", hint="ONNX Pad modes are constant, reflect, edge and wrap")
     for a in range(r):
@@ -160,7 +167,7 @@ def _dropout(n, x, ratio=None, training=None):
     if not n.wants_output(1):
         return x
     shape = shape_of(x)
-    if all(isinstance(d, int) for d in shape):
+    if all(isinstance(d, int) for d in shape) and constant_fits(shape, bool):
         return x, np.ones(shape, dtype=bool)
     return x, F.broadcast_to(np.array(True), shape)
 
@@ -193,9 +200,11 @@ def _constant(n):
 def _constant_of_shape(n, shape):
     value = n.attr("value", np.zeros(1, np.float32)).reshape(())
     dims = n.dims(shape, "shape")
-    if all(isinstance(d, int) for d in dims):
+    if any(isinstance(d, int) and d < 0 for d in dims):
+        raise n.error(f"negative dim in shape {dims}")
+    if all(isinstance(d, int) for d in dims) and constant_fits(dims, value.dtype):
         return np.full(dims, value, dtype=value.dtype)
-    return F.broadcast_to(value, dims)
+    return F.broadcast_to(value, dims)  # symbolic, or too large to be a constant: a node
 
 
 SHAPE = {
@@ -242,9 +251,15 @@ SYMBOLIC = {
     "Div": _dimwise(dim_divide, "/"),
     "Add": _dimwise(_int_only(lambda x, y: x + y), "+"),
     "Sub": _dimwise(_int_only(lambda x, y: x - y), "-"),
-    "Expand": lambda n, x, shape: np.broadcast_to(x, n.ints(shape, "shape")).copy(),
+    "Expand": lambda n, x, shape: _expand_dims(n, x, n.ints(shape, "shape")),
     "ConstantOfShape": _constant_of_shape,
 }
+
+
+def _expand_dims(n, x, shape):
+    out = np.broadcast_shapes(x.shape, tuple(shape))
+    check_constant(out, object, "Expand of a shape vector")
+    return np.broadcast_to(x, out).copy()
 
 
 def _cast_dims(n, x):
