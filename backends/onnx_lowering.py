@@ -38,6 +38,8 @@ hand-written rules below override it, in order:
   9. cross_entropy and nll_loss are SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss,
      whose reductions and ignore_index mean what the IR's do (mean over non-ignored
      labels); a 1-D input [C] with a scalar label is lifted to [1, C] and back.
+ 10. fused nodes call a local function holding their body (backends/onnx_fused.py), or,
+     with to_onnx(fused="inline"), write the body's nodes, each through its own rule.
 """
 from __future__ import annotations
 
@@ -302,6 +304,13 @@ def _fused_inline(low, n, ins, outs):
     low.begin(n, stem)
 
 
+def _fused(low, n, ins, outs):
+    if low.fused == "inline":
+        _fused_inline(low, n, ins, outs)
+    else:  # one call of a local function holding the body (backends/onnx_fused.py)
+        low.fused_call(n, ins, outs)
+
+
 EXPORT = {
     **{op: _twin(d.onnx) for op, d in OPS.items() if d.onnx},  # derived rows; the rest override them
     "relu": _relu,
@@ -313,5 +322,5 @@ EXPORT = {
     "reshape": _reshape, "transpose": _transpose, "broadcast_to": _broadcast_to, "slice": _slice, "pad": _pad,
     "squeeze": _squeeze_axes, "unsqueeze": _squeeze_axes,
     "cross_entropy": _class_loss, "nll_loss": _class_loss,
-    "fused": _fused_inline,
+    "fused": _fused,
 }

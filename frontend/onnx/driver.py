@@ -77,9 +77,12 @@ def from_onnx(model_or_path, params: str = "constants") -> Graph:
         model, label = model_or_path, "model.onnx"
     else:
         raise TapeirError(f"from_onnx expects an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
-    foreign = [(f.domain, f.name) for f in model.functions if f.domain != ONNX_DOMAIN]
-    if foreign:  # other model-local functions: inline their bodies
-        keep = [(f.domain, f.name) for f in model.functions if f.domain == ONNX_DOMAIN]
+    # tapeir's own functions (softplus, ...) import as their ops; other model-local functions,
+    # fused bodies (tapeir.fused_K) among them, are inlined (tp.fuse can group them again)
+    ours = {(f.domain, f.name) for f in model.functions if f.domain == ONNX_DOMAIN and f.name in TAPEIR_FUNCTIONS}
+    foreign = [(f.domain, f.name) for f in model.functions if (f.domain, f.name) not in ours]
+    if foreign:
+        keep = sorted(ours)
         model = onnx.inliner.inline_selected_functions(model, keep, exclude=True)
     g = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in _DOMAINS), 1)
