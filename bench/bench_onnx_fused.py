@@ -10,15 +10,18 @@ fused=...)`:
   - inline:   the body's nodes are written into the graph;
   - unfused:  the same chain traced plainly (no fused node), for reference.
 onnxruntime inlines local functions when it loads a model, so function and inline should
-run the same kernels; this measures it, and the backend's default (`FUSED_DEFAULT` in
+run the same kernels; this checks it (the optimized graphs onnxruntime runs are compared
+node for node) and measures it, and the backend's default (`FUSED_DEFAULT` in
 backends/onnxruntime_backend.py) follows the result. Each contender runs in its own
 process (bench/harness.py). Target: function / inline <= 1.05 (the function form costs
 nothing at run time), which justifies exporting functions by default.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
+import tempfile
 
 import numpy as np
 
@@ -44,6 +47,22 @@ def fused_graph(rows=N):
 
 def data():
     return np.random.default_rng(0).standard_normal((N, N)).astype(np.float32)
+
+
+def optimized_ops(mode, rows=64):
+    """The node sequence onnxruntime runs for the `mode` export, after inlining and optimizing."""
+    import onnx
+    import onnxruntime as ort
+
+    from tapeir.backends.onnx_export import to_onnx
+
+    with tempfile.TemporaryDirectory() as d:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = os.path.join(d, "opt.onnx")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        ort.InferenceSession(to_onnx(fused_graph(rows), fused=mode).SerializeToString(), opts,
+                             providers=["CPUExecutionProvider"])
+        return [(n.domain, n.op_type) for n in onnx.load(opts.optimized_model_filepath).graph.node]
 
 
 def _setup(graph, **options):
@@ -79,6 +98,8 @@ def main():
     for mode in ("function", "inline"):
         np.testing.assert_allclose(tp.compile(fused_graph(64), backend="onnxruntime", fused=mode)(x), want,
                                    rtol=1e-6, atol=1e-6)
+    same = optimized_ops("function") == optimized_ops("inline")
+    print(f"onnxruntime's optimized graphs of the two forms: {'the same' if same else 'DIFFERENT'} node sequence\n")
     t = harness.isolated(__file__, {k: (repeats, 1) for k in CONTENDERS}, rounds)
     best = {k: min(v) for k, v in t.items()}
     med = {k: statistics.median(v) for k, v in t.items()}

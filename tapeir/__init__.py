@@ -82,7 +82,9 @@ def compile(g: Graph, backend: str = "numpy", **options):
 
     The graph is verified first. backend="onnxruntime" exports it and creates one
     InferenceSession; it takes keyword options providers, intra_op_num_threads,
-    graph_optimization_level ("disable", "basic", "extended", "all") and opset.
+    graph_optimization_level ("disable", "basic", "extended", "all"), opset and fused
+    ("function", the default, or "inline": how fused nodes are exported; onnxruntime runs
+    the same graph for both).
 
     >>> import numpy as np, tapeir as tp
     >>> f = tp.compile(tp.trace(lambda x: x + 1.0, tp.Spec(("N",))))

@@ -210,3 +210,21 @@ def test_bad_fused_option():
     g = tp.trace(lambda x: x + 1.0, tp.Spec((2,)))
     with pytest.raises(tp.TapeirError, match=r"fused='boxes' is not one of \['function', 'inline'\]"):
         tp.to_onnx(g, fused="boxes")
+
+
+def test_onnxruntime_runs_the_same_graph_for_both_forms(tmp_path):
+    """onnxruntime inlines local functions when it loads a model, so the function form costs
+    nothing at run time: the graphs it optimizes and runs are the same node for node (why
+    the backend may default to functions; bench/bench_onnx_fused.py times it)."""
+    g = _fused("chain", [_t("f32", 8, 16)], lambda x: tp.softplus(tp.tanh(x) * tp.sigmoid(x) + tp.exp(-x * x)) * 0.5 + x,
+               [tp.Spec(("N", "M"))], 1)
+    seen = {}
+    for mode in MODES:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"{mode}.onnx")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        ort.InferenceSession(tp.to_onnx(g, fused=mode).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        seen[mode] = [(n.domain, n.op_type, list(n.input), list(n.output))
+                      for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    assert [op for _, op, _, _ in seen["function"]] == [op for _, op, _, _ in seen["inline"]]
+    assert not any(d == "tapeir" for d, *_ in seen["function"])  # every call was inlined
