@@ -7,6 +7,16 @@
       return %1
     }
 
+A node with a graph-valued attribute (a fused node's body) prints it under its line, as
+a nested graph indented two more spaces, in its own scope (its values restart at %0):
+
+      %1: f32[B,3], %2: f32[B,3] = fused(%0, w)       # model.py:2
+        graph fused_0(a: f32[N,3], b: f32[3]) {
+          %0: f32[N,3] = add(a, b)                      # model.py:4
+          %1: f32[N,3] = tanh(%0)                       # model.py:4
+          return (%0, %1)
+        }
+
 Intermediates are numbered %0, %1, ... in order, constants %c0, %c1, ...; graph inputs
 are referred to by their path names. Attributes print sorted. Constants with at most
 `INLINE_LIMIT` elements print their values; larger ones (or ones holding NaN) print
