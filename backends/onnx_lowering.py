@@ -43,6 +43,8 @@ hand-written rules below override it, in order:
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from onnx import helper, numpy_helper
 
@@ -293,8 +295,13 @@ def _fused_inline(low, n, ins, outs):
     """A fused node's body, inlined: each body node through its own rule."""
     body = n.attrs["body"]
     names = {id(a): x for a, x in zip(body.inputs, ins)}
-    names.update((id(c), low.const(c.data)) for c in body.constants)
-    results = {id(v): name for v, name in zip(body.outputs, outs)}
+    # a large constant is named by a hash of its bytes (shared by equal bodies), not by its values
+    names.update((id(c), low.const(c.data, None if c.data.size <= 64 else
+                                   f"%const.{hashlib.sha1(c.data.tobytes()).hexdigest()[:16]}.{c.type}"))
+                 for c in body.constants)
+    results: dict = {}
+    for v, name in zip(body.outputs, outs):
+        results.setdefault(id(v), name)
     stem = low.tmp()
     for j, m in enumerate(body.nodes):
         low.begin(m, f"{stem}.{j}")
@@ -302,6 +309,9 @@ def _fused_inline(low, n, ins, outs):
         EXPORT[m.op](low, m, [names[id(v)] for v in m.inputs], res)
         names.update((id(o), r) for o, r in zip(m.outputs, res))
     low.begin(n, stem)
+    for v, name in zip(body.outputs, outs):  # a value the body returns twice: copied
+        if names[id(v)] != name:
+            low.op("Identity", names[id(v)], out=name)
 
 
 def _fused(low, n, ins, outs):

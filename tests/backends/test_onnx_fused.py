@@ -167,10 +167,24 @@ def test_large_body_constant_is_an_input_stored_once():
     y, = b.emit("fused", [x], {"body": body})
     z, = b.emit("fused", [y], {"body": body})
     g = b.build("big", [x], [z])
-    m = _check(g, [randn((2, 100), "float32", "big")])["function"]
+    models = _check(g, [randn((2, 100), "float32", "big")])
+    m = models["function"]
     assert [t.name for t in m.graph.initializer] == ["%fused_0.c0"]  # 100 floats, once
+    # inlined, the two bodies share one initializer too, named by a hash of its bytes (not its 100 values)
+    assert [len(t.name) < 64 for t in models["inline"].graph.initializer if t.dims] == [True]
     fn, = m.functions
     assert list(fn.input) == ["a", "%c0"] and [n.op_type for n in fn.node].count("Constant") == 1  # the 1.0
+
+
+def test_a_body_returning_one_value_twice():
+    bb = Builder()
+    a = bb.input(_t("f32", "N"), "a")
+    e, = bb.emit("exp", [a])
+    body = bb.build("dup", [a], [e, e], out_tree=TreeDef("tuple", (LEAF, LEAF)))
+    b = Builder()
+    x = b.input(_t("f32", "B"), "x")
+    outs = b.emit("fused", [x], {"body": body})
+    _check(b.build("f", [x], outs, out_tree=TreeDef("tuple", (LEAF, LEAF))), [randn((3,), "float32", "dup")])
 
 
 def test_value_and_grad_graph_with_fused_nodes():
