@@ -327,6 +327,10 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
             output_names: list[str] | None = None, fused: str = "function") -> onnx.ModelProto:
     """Export `g` as an ONNX model of plain ai.onnx operators (plus tapeir local functions).
 
+    fused="function" exports each fused node as a call of a local function holding its
+    body, one per distinct body; fused="inline" writes the bodies' nodes into the graph
+    (backends/onnx_fused.py).
+
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: tp.softplus(x) * 2.0, tp.Spec(("B", 3)))
     >>> m = tp.to_onnx(g)
