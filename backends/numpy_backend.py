@@ -6,16 +6,23 @@ IMPL is the reference semantics (REFERENCE, ir/reference.py): each op maps to a 
 Rules:
   1. compiling lays out slots: every value gets one, reused after the value's last use
      (intermediates are freed as soon as they are dead);
-  2. each binding of the symbolic dims gets one plan per thread (the last 8 are kept):
-     kernels specialised for it (symbolic shape attributes resolved once), output
-     buffers from the memory plan (backends/numpy_memory.py), one step per node;
+  2. each binding of the symbolic dims gets one plan per thread: kernels specialised for
+     it (symbolic shape attributes resolved once), one step per node. A binding's first
+     call allocates as numpy does; when it recurs, its plan gets output buffers from the
+     memory plan (backends/numpy_memory.py). The plans of all threads together keep at
+     most `buffer_cache_bytes` of buffers, least recently used evicted first, and at most
+     MAX_PLANS plans, so a stream of distinct batch sizes holds nothing after its calls; a
+     thread's plans go when the thread ends;
   3. one loop runs any plan; a kernel's exception becomes a RunError naming the node,
      its source line and its operands' shapes (an out-of-range class label, say);
-  4. outputs are the caller's own: read-only ones and views of the inputs are copied.
+  4. outputs are the caller's own: each leaf is its own array, never a view of an input,
+     a constant, a buffer or another leaf (a value returned twice is copied).
 """
 from __future__ import annotations
 
 import threading
+import weakref
+from collections import OrderedDict
 from functools import partial
 
 import numpy as np
@@ -25,8 +32,21 @@ from ..ir.errors import RunError, TapeirError
 from ..ir.reference import REFERENCE as IMPL
 from ..ir.registry import OPS
 from ..ir.types import resolve_dim
-from .numpy_memory import may_view, plan_buffers
+from . import numpy_memory
+from .numpy_memory import may_view, plan_buffers, plan_nbytes
 from .signature import Signature, check_options
+
+MAX_PLANS = 64  # plans kept per compiled function (all threads); an unpooled one is only its kernels
+
+
+class _Plan:
+    """One binding's steps in one thread; `pooled` once the binding recurred and got buffers."""
+
+    __slots__ = ("kernels", "types", "steps", "nbytes", "pooled")
+
+    def __init__(self, kernels, types, steps):
+        self.kernels, self.types, self.steps = kernels, types, steps
+        self.nbytes, self.pooled = 0, False
 
 
 def _owned(x) -> np.ndarray:
@@ -37,7 +57,7 @@ def _owned(x) -> np.ndarray:
 class NumpyFunction:
     """A Graph compiled for the numpy interpreter. Call it with the traced function's pytrees."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, buffer_cache_bytes=None):
         for n in graph.nodes:
             if n.op not in IMPL:
                 raise TapeirError(f"the numpy backend has no kernel for op {n.op!r}",
@@ -45,7 +65,13 @@ class NumpyFunction:
         self.graph = graph
         self.signature = Signature(graph)
         self._layout()
-        self._local = threading.local()  # per-thread plans (they own buffers): compiled functions are thread-safe
+        # plans keyed by (thread, binding): a plan's buffers are written by one thread only, so
+        # compiled functions are thread-safe; the lock guards the cache and its byte count
+        self._plans: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._local = threading.local()  # a token per thread: when the thread ends, its plans go
+        self._budget = numpy_memory.CACHE_BYTES if buffer_cache_bytes is None else buffer_cache_bytes
+        self.cached_bytes = 0  # bytes of buffers the cache holds now (tests and the README's bound read it)
 
     def _layout(self):
         """Rule 1, and per node: its attributes, symbolic shape attributes and (if it has none) kernel."""
@@ -92,27 +118,66 @@ class NumpyFunction:
             self._kernels.append(None if symbolic else IMPL[n.op](attrs))  # None: built per binding
         self._nslots = nslots
         self._consts = [c.data for c in g.constants]
-        # outputs that may be (views of) the caller's inputs are copied: results are the caller's own
-        views = {id(v) for v in g.inputs}
+        # Rule 4. roots[v]: the arrays value v may share memory with (itself, or through views,
+        # what its view-op inputs may). An output is copied when it may share memory with an
+        # input or a constant (the caller's or the graph's), or with an earlier output (one value
+        # returned twice, two views of one intermediate); buffers never reach outputs (memory plan).
+        fixed = {id(v) for v in list(g.inputs) + list(g.constants)}
+        roots: dict[int, frozenset] = {}
         for n in g.nodes:
-            if may_view(n.op) and any(id(v) in views for v in n.inputs):
-                views.update(id(o) for o in n.outputs)
-        self._outs = [(slot[id(v)], id(v) in views) for v in g.outputs]
+            if may_view(n.op):
+                r = frozenset().union(*(roots.get(id(v), frozenset((id(v),))) for v in n.inputs))
+            else:
+                r = None
+            for o in n.outputs:
+                roots[id(o)] = r if r is not None else frozenset((id(o),))
+        taken: set = set()
+        self._outs = []
+        for v in g.outputs:
+            r = roots.get(id(v), frozenset((id(v),)))
+            self._outs.append((slot[id(v)], bool(r & fixed or r & taken)))
+            taken |= r
 
     def _plan(self, bindings) -> list:
-        """Rule 2: this thread's plan for these dim sizes."""
-        cache = getattr(self._local, "plans", None)
-        if cache is None:
-            cache = self._local.plans = {}
-        key = tuple(sorted(bindings.items()))
-        steps = cache.get(key)
-        if steps is None:
-            if len(cache) >= 8:
-                cache.pop(next(iter(cache)))
-            steps = cache[key] = self._build_plan(bindings)
-        return steps
+        """Rule 2: this thread's steps for these dim sizes."""
+        ident = getattr(self._local, "ident", None)
+        if ident is None:
+            ident = self._local.ident = threading.get_ident()
+            self._local.token = token = _ThreadToken()
+            weakref.finalize(token, _forget_thread, weakref.ref(self), ident)
+        key = (ident, tuple(sorted(bindings.items())))
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+        if plan is None:  # first call with this binding: no buffers that would outlive it
+            plan = self._build_plan(bindings)
+            with self._lock:
+                self._plans[key] = plan
+                while len(self._plans) > MAX_PLANS:
+                    self._evict(next(iter(self._plans)))
+        elif not plan.pooled:  # the binding recurs: give its plan buffers, if they fit the bound
+            plan.pooled = True
+            bufs = plan_buffers(self.graph.nodes, self.graph.outputs, plan.kernels, plan.types, self._budget)
+            nbytes = plan_nbytes(bufs) if bufs is not None else 0
+            if nbytes:
+                with self._lock:
+                    if key in self._plans:  # not evicted by another thread meanwhile
+                        for other in [k for k in self._plans if k != key]:
+                            if self.cached_bytes + nbytes <= self._budget:
+                                break
+                            self._evict(other)
+                        plan.steps = [_step(k, ins, outs, buf)
+                                      for k, (ins, outs), buf in zip(plan.kernels, self._io, bufs)]
+                        plan.nbytes = nbytes
+                        self.cached_bytes += nbytes
+        return plan.steps
 
-    def _build_plan(self, bindings) -> list:
+    def _evict(self, key):
+        """Drop a plan (the caller holds the lock); a thread running it keeps it until its call ends."""
+        self.cached_bytes -= self._plans.pop(key).nbytes
+
+    def _build_plan(self, bindings) -> _Plan:
         def resolve(shape):
             return tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in shape)
 
@@ -120,8 +185,7 @@ class NumpyFunction:
         kernels = [k if k is not None else IMPL[n.op]({**a, **{s: resolve(a[s]) for s in sym}})
                    for n, a, sym, k in zip(nodes, self._attrs, self._symbolic, self._kernels)]
         types = [(resolve(n.outputs[0].type.shape), to_numpy(n.outputs[0].type.dtype)) for n in nodes]
-        bufs = plan_buffers(nodes, self.graph.outputs, kernels, types)
-        return [_step(k, ins, outs, buf) for k, (ins, outs), buf in zip(kernels, self._io, bufs)]
+        return _Plan(kernels, types, [_step(k, ins, outs, None) for k, (ins, outs) in zip(kernels, self._io)])
 
     def run_flat(self, leaves) -> list:
         arrays, bindings = self.signature.bind(leaves)
@@ -150,6 +214,19 @@ class NumpyFunction:
         return self.signature.unflatten(self.run_flat(self.signature.flatten(args)))
 
 
+class _ThreadToken:
+    """Held by one thread's threading.local only: it dies with the thread."""
+
+
+def _forget_thread(function_ref, ident):
+    """A thread ended: drop its plans (their buffers) from the function, if it still exists."""
+    f = function_ref()
+    if f is not None:
+        with f._lock:
+            for key in [k for k in f._plans if k[0] == ident]:
+                f._evict(key)
+
+
 def _step(kernel, ins, outs, buf) -> tuple:
     """A step (fn, a, b, out) of the run loop: env[out] = fn(env[a], env[b]) when b >= 0,
     env[out] = fn(env[a]) when a >= 0, else fn(env) reads and writes env itself (other
@@ -168,5 +245,10 @@ def _step(kernel, ins, outs, buf) -> tuple:
 
 
 def compile_numpy(graph, **options) -> NumpyFunction:
-    check_options("numpy", options, ())
-    return NumpyFunction(graph)
+    check_options("numpy", options, ("buffer_cache_bytes",))
+    limit = options.get("buffer_cache_bytes")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
+        raise TapeirError(f"buffer_cache_bytes={limit!r} is not a byte count",
+                          hint="pass an int >= 0 (0 keeps no buffers between calls); the default is "
+                               f"{numpy_memory.CACHE_BYTES} (backends/numpy_memory.py CACHE_BYTES)")
+    return NumpyFunction(graph, None if limit is None else int(limit))

@@ -37,8 +37,14 @@ hand-written rules below override it, in order:
      right operand wrongly after its graph optimizations (x.T @ v).
   9. cross_entropy and nll_loss are SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss,
      whose reductions and ignore_index mean what the IR's do (mean over non-ignored
-     labels); a 1-D input [C] with a scalar label is lifted to [1, C] and back.
- 10. fused nodes call a local function holding their body (backends/onnx_fused.py), or,
+     labels); a 1-D input [C] with a scalar label is lifted to [1, C] and back. A
+     cross_entropy whose input may be empty at run time (a symbolic or zero dim) is
+     LogSoftmax then NegativeLogLikelihoodLoss: onnxruntime's SoftmaxCrossEntropyLoss
+     fails on an empty input (its Reshape to [N, C, -1]); NLL gives what the numpy backend
+     gives (mean nan, sum 0, none empty), and the pair is the IR's own definition.
+ 10. an int32 sum is Cast to int64, ReduceSum, Cast back: onnxruntime's ReduceSum saturates
+     where numpy's wraps (an int64 sum past 2**63 still saturates there: a listed difference).
+ 11. fused nodes call a local function holding their body (backends/onnx_fused.py), or,
      with to_onnx(fused="inline"), write the body's nodes, each through its own rule.
 """
 from __future__ import annotations
@@ -147,6 +153,12 @@ def reduce(low, op_type, x, out, axes, keepdims):
 def _reduce(low, n, ins, outs):
     if not n.attrs["axes"]:
         low.op("Identity", ins[0], out=outs[0])
+    elif n.op == "sum" and n.inputs[0].type.dtype == "i32":
+        # onnxruntime's ReduceSum saturates on overflow, numpy wraps: sum in int64 and cast
+        # back (Cast wraps), which is numpy's int32 sum modulo 2**32 (rule 10)
+        wide = low.op("Cast", ins[0], to=elem_type("i64"))
+        total = reduce(low, "ReduceSum", wide, None, n.attrs["axes"], n.attrs["keepdims"])
+        low.op("Cast", total, out=outs[0], to=elem_type("i32"))
     else:
         reduce(low, OPS[n.op].onnx, ins[0], outs[0], n.attrs["axes"], n.attrs["keepdims"])
 
@@ -281,7 +293,10 @@ def _squeeze_axes(low, n, ins, outs):  # squeeze, unsqueeze: axes as an input
 def _class_loss(low, n, ins, outs):
     a, op_type = n.attrs, OPS[n.op].onnx
     if n.inputs[0].type.rank > 1:
-        low.op(op_type, *ins, out=outs[0], **a)
+        x = ins[0]
+        if n.op == "cross_entropy" and not all(isinstance(d, int) and d > 0 for d in n.inputs[0].type.shape):
+            x, op_type = low.op("LogSoftmax", x, axis=1), OPS["nll_loss"].onnx  # rule 9: may be empty
+        low.op(op_type, x, ins[1], out=outs[0], **a)
         return
     zero = low.ints([0])  # [C] and a scalar label: a batch of one
     x, y = low.op("Unsqueeze", ins[0], zero), low.op("Unsqueeze", ins[1], zero)

@@ -27,11 +27,16 @@ test_onnxruntime_backend.py pins each, so a change in onnxruntime shows up there
   - max_pool2d of a window whose values are all -inf: -inf in numpy, -3.4e38 (the
     dtype's lowest finite value, onnxruntime's padding) in onnxruntime when the window
     overlaps the padding (or the input is 1x1).
+  - an int64 sum past the int64 range: numpy wraps around, onnxruntime's ReduceSum
+    saturates at the bound. (int32 sums agree: the export sums them in int64 and casts
+    back, which wraps as numpy does; elementwise integer overflow wraps in both.)
 """
 from __future__ import annotations
 
 import os
 import tempfile
+
+import numpy as np
 
 from ..ir.errors import RunError, TapeirError
 from ..ir.reference_kernels import check_labels
@@ -69,9 +74,10 @@ class OnnxRuntimeFunction:
         except ImportError:  # pragma: no cover - onnxruntime is a dependency of this backend only
             raise TapeirError("the onnxruntime backend needs the onnxruntime package",
                               hint="pip install onnxruntime") from None
-        if graph_optimization_level not in _LEVELS:
+        if not isinstance(graph_optimization_level, str) or graph_optimization_level not in _LEVELS:
             raise TapeirError(f"graph_optimization_level={graph_optimization_level!r} is not one of "
                               f"{list(_LEVELS)}")
+        providers = _check_providers(providers, ort.get_available_providers())
         self.graph = graph
         self.signature = Signature(graph)
         self.model = to_onnx(graph, opset, fused=FUSED_DEFAULT if fused is None else fused)
@@ -79,7 +85,11 @@ class OnnxRuntimeFunction:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])
         if intra_op_num_threads is not None:
-            opts.intra_op_num_threads = int(intra_op_num_threads)
+            n = intra_op_num_threads
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise TapeirError(f"intra_op_num_threads={n!r} is not a thread count",
+                                  hint="pass an int >= 1, or 0 (or None) for onnxruntime's default")
+            opts.intra_op_num_threads = int(n)
         opts.log_severity_level = 3  # onnxruntime's warnings (e.g. unused initializers) are noise here
         try:
             self.session = ort.InferenceSession(self._model_source(), opts,
@@ -127,6 +137,22 @@ class OnnxRuntimeFunction:
 
     def __call__(self, *args):
         return self.signature.unflatten(self.run_flat(self.signature.flatten(args)))
+
+
+def _check_providers(providers, available) -> list | None:
+    """A list of provider names (or (name, options) pairs) onnxruntime has here: onnxruntime
+    itself would print an error and silently fall back to the CPU provider."""
+    if providers is None:
+        return None
+    if isinstance(providers, (str, bytes)) or not isinstance(providers, (list, tuple)):
+        raise TapeirError(f"providers={providers!r} is not a list of provider names",
+                          hint=f"for example providers=['CPUExecutionProvider']; available here: {available}")
+    for p in providers:
+        name = p[0] if isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], dict) else p
+        if not isinstance(name, str) or name not in available:
+            raise TapeirError(f"provider {p!r} is not available in this onnxruntime",
+                              hint=f"available here: {available}")
+    return list(providers)
 
 
 def _label_inputs(graph) -> list:

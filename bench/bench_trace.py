@@ -27,6 +27,13 @@ Its last column is a diagnostic: a bare loop that only reads each node's operand
 node first, in ns/node. It grows with N by itself (cache misses on a graph built long
 before), which bounds how flat any pass over an existing graph can be.
 
+A third table (`--weights`, also run by default) times captured weights: a function that
+uses one closed-over f32 array (1M elements, 4 MB) K times, unchanged. Since a constant is
+the array's value at each use (issue 8, item 9), every use after the first compares the
+array's bytes with the constant's snapshot; the table shows tracing with that check, with
+it stubbed out (identity only, the old behaviour), and numpy running the same function
+eagerly. Target: the check costs at most one eager use of the array per use.
+
 Targets: tapeir <= 0.5 x jax's us/op; us/op at 100k within 10% of us/op at 1k and 10k;
 (trace + value_and_grad) / trace <= 4 at every N; value_and_grad's us/op at 100k within
 10% of its us/op at 1k and 10k.
@@ -196,6 +203,55 @@ def bench_passes(sizes, trace_rows, args, x, y):
     return verdicts
 
 
+def bench_weights(repeats=5, size=1 << 20, uses=(1, 10, 50)):
+    """Captured-weight table (see the module docstring); returns the verdict line."""
+    from tapeir.ir import builder
+
+    w = np.linspace(-1, 1, size).astype(np.float32)
+    x = np.ones(size, np.float32)
+
+    def fn(k):
+        def f(x):
+            for _ in range(k):
+                x = x * w
+            return x
+        return f
+
+    print()
+    print(f"### Captured weights: one f32[{size:,}] array used K times, unchanged (best of {repeats})")
+    print()
+    print("| K | trace ms | trace ms, identity only | check µs / reuse | numpy eager µs / use | check ÷ eager |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    real = builder._unchanged
+    worst = 0.0
+    for k in uses:
+        f = fn(k)
+        t_chk, t_id, t_np = [], [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            tp.trace(f, tp.Spec((size,)))
+            t_chk.append(time.perf_counter() - t0)
+            builder._unchanged = lambda snapshot, array: True
+            try:
+                t0 = time.perf_counter()
+                tp.trace(f, tp.Spec((size,)))
+                t_id.append(time.perf_counter() - t0)
+            finally:
+                builder._unchanged = real
+            t0 = time.perf_counter()
+            f(x)
+            t_np.append(time.perf_counter() - t0)
+        per_reuse = (min(t_chk) - min(t_id)) / (k - 1) * 1e6 if k > 1 else None
+        eager = min(t_np) / k * 1e6
+        ratio = per_reuse / eager if per_reuse is not None else None
+        if ratio is not None:
+            worst = max(worst, ratio)
+        print(f"| {k} | {min(t_chk) * 1e3:.2f} | {min(t_id) * 1e3:.2f} | {fmt(per_reuse, 1)} | {eager:.1f} "
+              f"| {fmt(ratio)} |")
+    return (f"captured weights: the unchanged-bytes check costs at most {worst:.2f} x an eager use per reuse "
+            f"(target ≤ 1.00) -> " + ("PASS" if worst <= 1.0 else "MISS"))
+
+
 def fmt(x, digits=2):
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -208,7 +264,11 @@ def main(argv=None):
     ap.add_argument("--jax-budget", type=float, default=60.0,
                     help="skip a jax size whose extrapolated time for one trace exceeds this many seconds")
     ap.add_argument("--profile", action="store_true", help="cProfile one tapeir trace of the largest N")
+    ap.add_argument("--weights", action="store_true", help="only the captured-weights table")
     args = ap.parse_args(argv)
+    if args.weights:
+        print(bench_weights(repeats=3 if args.quick else 5))
+        return 0
 
     sizes = args.sizes or ([1000, 10000] if args.quick else [1000, 10000, 100000])
     x = np.ones((4,), np.float32)
@@ -293,6 +353,7 @@ def main(argv=None):
                         + ("PASS" if worst_lin <= TARGET_LINEAR else "MISS"))
 
     verdicts += bench_passes(sizes, rows, args, x, y)
+    verdicts.append(bench_weights(repeats=3 if args.quick else 5))
     print()
     for v in verdicts:
         print("- " + v)

@@ -781,7 +781,8 @@ def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -1
     """Softmax cross-entropy of logits [N,C] (or [N,C,d..], or [C]) with integer class labels
     [N] (or [N,d..], or []), as torch.nn.functional.cross_entropy without weights or label
     smoothing. Labels equal to ignore_index count neither in the sum nor in the mean;
-    reduction is "mean" (the default), "sum" or "none".
+    reduction is "mean" (the default), "sum" or "none". With nothing to count (every label
+    ignored, or an empty batch) the mean is nan (0/0) and its gradient zero, as torch's.
 
     >>> import numpy as np, tapeir as tp
     >>> x, y = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32), np.array([0, 2], np.int64)

@@ -130,6 +130,40 @@ class Tensor:
     def __index__(self):
         self._no_concrete("using as an index")
 
+    def __complex__(self):
+        self._no_concrete("complex()")
+
+    def item(self, *args):
+        """No value while tracing: a TraceError, as float(x) (use the Tensor itself).
+
+        >>> import tapeir as tp
+        >>> tp.trace(lambda x: x * x.item(), tp.Spec(()))
+        Traceback (most recent call last):
+        ...
+        tapeir.ir.errors.TraceError: x.item() of a traced tensor f32[]: its value is unknown while tracing
+        ...
+        """
+        self._no_concrete("x.item()")
+
+    def tolist(self):
+        """No value while tracing: a TraceError, as float(x) (the graph's result, once run,
+        is an ndarray with .tolist()).
+
+        >>> import numpy as np, tapeir as tp
+        >>> tp.run(tp.trace(lambda x: x * 2.0, tp.Spec((2,))), np.ones(2, np.float32)).tolist()
+        [2.0, 2.0]
+        """
+        self._no_concrete("x.tolist()")
+
+    def __array__(self, dtype=None, copy=None):
+        # np.asarray(t), np.array([t, u]): without this numpy makes an object array and the
+        # failure surfaces later as "unsupported dtype O"
+        raise TraceError(
+            f"numpy.asarray of a traced tensor {self.type}: its value is unknown while tracing",
+            where=user_source(),
+            hint="keep computing with the Tensor (numpy functions such as np.exp(t) record tp ops); "
+                 "join tensors with tp.concatenate (after tp.expand_dims), not np.array")
+
     __hash__ = object.__hash__
 
     # ---- operators: the tp.* functions (frontend/functions.py) ----

@@ -115,15 +115,18 @@ class Builder:
     def const(self, array, keep=None) -> Value:
         """A constant for `array`, shared by every use of the same array or scalar.
 
-        Large arrays (more than 64 elements) dedupe by the identity of `keep` (default:
-        the array itself, kept alive so its id stays unique), small ones by value.
+        A constant is the array's value at the time of use, as eager code sees it. Large
+        arrays (more than 64 elements) dedupe by the identity of `keep` (default: the array
+        itself, kept alive so its id stays unique) and are reused only while their bytes
+        are unchanged (one comparison per use: an array mutated between two uses becomes a
+        second constant); small ones dedupe by value.
         """
         array = np.asarray(array)
         if keep is None and array.size > 64:
             keep = array
         key = (id(keep),) if keep is not None else (array.dtype.str, array.shape, array.tobytes())
         hit = self._const_cache.get(key)
-        if hit is not None:
+        if hit is not None and (keep is None or _unchanged(hit[0].data, array)):
             return hit[0]
         v = constant(array)
         self._const_cache[key] = (v, keep)
@@ -244,3 +247,16 @@ class Builder:
             if v.name is None and id(v) in self._own:
                 v.name = n
         return g
+
+
+def _unchanged(snapshot: np.ndarray, array: np.ndarray) -> bool:
+    """Whether `array` still holds the bytes of `snapshot` (a constant's C-ordered copy of it).
+
+    Compared as 64-bit words where the size allows (about the cost of one copy; nan and -0.0
+    compare as bits, so a sign flip counts as a change)."""
+    if array.shape != snapshot.shape:
+        return False
+    if array.dtype != snapshot.dtype or not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array, dtype=snapshot.dtype)
+    word = np.uint64 if snapshot.nbytes % 8 == 0 else np.uint8
+    return bool(np.array_equal(snapshot.reshape(-1).view(word), array.reshape(-1).view(word)))

@@ -1,14 +1,20 @@
 """Pytrees: nested dicts, lists and tuples of leaves, flattened in a fixed order.
 
 Dict keys are visited sorted (as JAX does), so `{"w": .., "b": ..}` flattens b first.
-A leaf's *path* names it: `params.w1`, `layers.0.b`.
+A leaf's *path* names it: `params.w1`, `layers.0.b`. Trees nest at most MAX_DEPTH
+containers deep: everything that walks them (flattening, `==`, printing, parsing) recurses,
+so a deeper tree is a TapeirError where it is made, not a RecursionError later.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import TapeirError
+
+MAX_DEPTH = 100  # containers in a user's tree; real parameter trees nest a handful deep
+_MAX_TREEDEF_DEPTH = MAX_DEPTH + 8  # room for tapeir's own wrapping: the argument tuple, (value, grads)
+_DEPTH_HINT = f"pytrees nest at most {MAX_DEPTH} dicts, lists and tuples deep; flatten the structure"
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,16 @@ class TreeDef:
     kind: str
     children: tuple["TreeDef", ...] = ()
     keys: tuple[str, ...] = ()
+    depth: int = field(default=0, init=False, compare=False, repr=False)  # containers from here down
+
+    def __post_init__(self):
+        if self.children:
+            d = 1 + max(c.depth for c in self.children)
+        else:
+            d = 0 if self.kind == "leaf" else 1
+        if d > _MAX_TREEDEF_DEPTH:
+            raise TapeirError(f"a pytree nested {d} levels deep", hint=_DEPTH_HINT)
+        object.__setattr__(self, "depth", d)
 
     @property
     def num_leaves(self) -> int:
@@ -55,6 +71,9 @@ def flatten(tree, is_leaf: Callable[[Any], bool], what: str = "argument") -> tup
 # every step's output arrays would linger and churn the allocator (~900 page faults per
 # training step in bench_train_step).
 def _flatten(x, path, leaves, is_leaf, what) -> TreeDef:
+    if len(path) >= MAX_DEPTH and isinstance(x, (dict, list, tuple)) and not is_leaf(x):
+        raise TapeirError(f"{what} is nested more than {MAX_DEPTH} levels deep "
+                          f"(at {_fmt_path(path[:3])[1:]}...)", hint=_DEPTH_HINT)
     if isinstance(x, dict):
         keys = list(x)
         if not all(isinstance(k, str) for k in keys):

@@ -20,6 +20,10 @@ _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INT = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() also accepts "²" and "٣"
 
 
+MAX_DIM = 2 ** 63 - 1  # dims are int64 in ONNX and intp in numpy
+_MAX_DIM_HINT = "dims are int64 sizes (as in ONNX and numpy): at most 9223372036854775807"
+
+
 def check_dim(d) -> DimT:
     """Validate one dim: a non-negative int or a product of symbols (and an int)."""
     if isinstance(d, bool):
@@ -28,9 +32,13 @@ def check_dim(d) -> DimT:
         d = int(d)
         if d < 0:
             raise TapeirError(f"negative dim {d}", hint="dims are sizes, >= 0")
+        if d > MAX_DIM:
+            raise TapeirError(f"dim {d} is larger than 2**63 - 1", hint=_MAX_DIM_HINT)
         return d
     if isinstance(d, str):
         coef, syms = factors(d)
+        if coef > MAX_DIM:
+            raise TapeirError(f"dim {d!r} has a factor larger than 2**63 - 1", hint=_MAX_DIM_HINT)
         return from_factors(coef, syms)
     raise TapeirError(f"dim {d!r} is neither an int nor a symbol name",
                       hint="use ints for known sizes and names like 'B' for symbolic ones")

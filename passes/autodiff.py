@@ -28,7 +28,7 @@ from ..ir.builder import Builder, paused_gc
 from ..ir.dtypes import FLOATS, to_numpy
 from ..ir.errors import TapeirError
 from ..ir.graph import Graph, Value, require_graph
-from ..ir.pytree import LEAF, flatten, unflatten
+from ..ir.pytree import LEAF, TreeDef
 from ..ir.registry import OPS
 from ..ir.verifier import verify
 from .fusion import unfuse
@@ -136,11 +136,12 @@ def _differentiate(g: Graph, wrt, keep_value: bool, what: str) -> Graph:
         env = b.adopt(g)  # the forward nodes, shared with g: the backward pass comes after them
         wrt_values = [g.inputs[k] for i in idx for k in g.input_range(i)]
         grads = _backward(b, g, env, wrt_values)
-    it = iter(grads)
-    trees = [unflatten(g.input_tree(i), [next(it).value for _ in g.input_range(i)]) for i in idx]
-    grad_tree = trees[0] if single else tuple(trees)
-    result = (env.get(id(g.outputs[0]), g.outputs[0]), grad_tree) if keep_value else grad_tree
-    leaves, out_tree = flatten(result, lambda x: isinstance(x, Value), what="gradient tree")
+    # the grads mirror the wrt inputs' trees: built from their TreeDefs (a tree as deep as
+    # the inputs allow stays valid, with no second flatten to refuse it)
+    grad_tree = g.input_tree(idx[0]) if single else TreeDef("tuple", tuple(g.input_tree(i) for i in idx))
+    value = env.get(id(g.outputs[0]), g.outputs[0])
+    leaves = ([value] if keep_value else []) + [t.value for t in grads]
+    out_tree = TreeDef("tuple", (LEAF, grad_tree)) if keep_value else grad_tree
     suffix = "value_and_grad" if keep_value else "grad"
     # outputs are named for what they are: `value`, and `grad.<input name>` per gradient
     names = (["value"] if keep_value else []) + ["grad." + v.name for v in wrt_values]

@@ -475,7 +475,10 @@ def _onehot_and_scale(g, logits, labels, a, op):
     else:
         w = valid * g
         if a["reduction"] == "mean":
-            w = w / F.sum(valid)
+            # every label ignored (a padding-only batch): the loss is 0/0 = nan, as torch's, but
+            # the gradient is zero, as torch's (no term counts), so one such batch leaves
+            # parameters finite
+            w = w / F.maximum(F.sum(valid), 1.0)
     return onehot, F.expand_dims(w, axis)
 
 

@@ -85,6 +85,8 @@ def compile(g: Graph, backend: str = "numpy", **options):
     graph_optimization_level ("disable", "basic", "extended", "all"), opset and fused
     ("function", the default, or "inline": how fused nodes are exported; onnxruntime runs
     the same graph for both).
+    backend="numpy" takes buffer_cache_bytes: how many bytes of reusable intermediate
+    buffers the function keeps between calls, all threads together (default 256 MiB).
 
     >>> import numpy as np, tapeir as tp
     >>> f = tp.compile(tp.trace(lambda x: x + 1.0, tp.Spec(("N",))))

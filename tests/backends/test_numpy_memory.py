@@ -99,3 +99,145 @@ def test_outputs_never_alias_the_callers_inputs():
         assert not np.shares_memory(out, a)
         out[...] = 7.0  # writable, and writing leaves the caller's array alone
     assert (a == 1.0).all()
+
+
+# ---- issue 8, item 3: the buffer cache is bounded by bytes ---------------------------------
+
+def _wide():
+    return tp.trace(lambda x: tp.tanh(x * 2.0 + 1.0) * x, tp.Spec(("B", 256)))
+
+
+def test_bindings_seen_once_keep_no_buffers():
+    """A stream of distinct batch sizes (each call's buffers needed once) holds nothing after
+    its calls: measured by tracemalloc (numpy reports its allocations there)."""
+    import tracemalloc
+
+    f = tp.compile(_wide())
+    xs = [np.ones((b, 256), np.float32) for b in range(1000, 1010)]  # ~1 MB each
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for x in xs:
+            f(x)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert f.cached_bytes == 0
+    assert held < 200_000, f"{held} bytes still held after ten calls of distinct batch sizes"
+
+
+def test_a_recurring_binding_is_pooled_within_the_byte_bound():
+    f = tp.compile(_wide())
+    x = np.ones((1000, 256), np.float32)
+    want = f(x)
+    assert f.cached_bytes == 0                   # first call: nothing outlives it
+    np.testing.assert_array_equal(f(x), want)    # second call: pooled
+    assert 0 < f.cached_bytes <= numpy_memory.CACHE_BYTES
+    np.testing.assert_array_equal(f(x), want)
+
+
+def test_the_byte_bound_evicts_least_recently_used_plans():
+    f = tp.compile(_wide(), buffer_cache_bytes=3 << 20)  # one plan takes ~2 MB here
+    xs = {b: np.ones((b, 256), np.float32) for b in (1000, 1001, 1002)}
+    for b in (1000, 1000, 1001, 1001, 1002, 1002, 1000):
+        f(xs[b])
+        assert f.cached_bytes <= 3 << 20
+    assert f.cached_bytes > 0
+    big = tp.compile(_wide(), buffer_cache_bytes=1 << 20)  # smaller than one plan: runs unpooled
+    for _ in range(3):
+        np.testing.assert_array_equal(big(xs[1000]), f(xs[1000]))
+    assert big.cached_bytes == 0
+    none = tp.compile(_wide(), buffer_cache_bytes=0)
+    none(xs[1000]), none(xs[1000])
+    assert none.cached_bytes == 0
+
+
+def test_threads_share_one_byte_bound():
+    f = tp.compile(_wide(), buffer_cache_bytes=5 << 20)
+    x = np.ones((1000, 256), np.float32)
+    want = f(x)
+    seen, alive = [], []
+    # the action runs once all six threads have arrived and before any goes on to end
+    done = threading.Barrier(6, action=lambda: alive.append(f.cached_bytes))
+
+    def work():
+        for _ in range(5):
+            np.testing.assert_array_equal(f(x), want)
+            seen.append(f.cached_bytes)
+        done.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 30 and max(seen) <= 5 << 20
+    assert 0 < alive[0] <= 5 << 20
+
+
+@pytest.mark.parametrize("bad", [-1, "1GB", 1.5, True])
+def test_buffer_cache_bytes_must_be_a_byte_count(bad):
+    with pytest.raises(tp.TapeirError, match="buffer_cache_bytes"):
+        tp.compile(_wide(), buffer_cache_bytes=bad)
+
+
+def test_a_failed_buffer_allocation_is_a_run_error_naming_the_node_and_bytes():
+    g = _wide()
+    huge = (1 << 40, 1 << 10)  # 4 PiB of float32: no machine has it
+    types = [(huge, np.dtype(np.float32))] * len(g.nodes)
+    kernels = [np.multiply] * len(g.nodes)
+    with pytest.raises(tp.RunError, match=r"cannot allocate 4,503,599,627,370,496 bytes .* node 0 \(mul\)"):
+        numpy_memory.plan_buffers(g.nodes, [], kernels, types)
+    assert numpy_memory.plan_buffers(g.nodes, [], kernels, types, max_bytes=1 << 30) is None
+
+
+def test_an_intermediate_too_large_for_memory_is_a_run_error():
+    g = tp.trace(lambda x: (x.reshape(-1, 1) * x.reshape(1, -1)).sum(), tp.Spec(("B",)))
+    with pytest.raises(tp.RunError, match=r"mul failed at node .*allocate"):
+        tp.compile(g)(np.ones(1 << 23, np.float32))  # a 256 TiB outer product
+
+
+# ---- issue 8, item 7: every leaf of a result is its own array ------------------------------
+
+def _twice(x):
+    y = tp.tanh(x)
+    return {"a": y, "b": y, "c": y.reshape(-1), "d": y.T, "x": x, "k": np.ones(3, np.float32) + 0.0}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_no_two_result_leaves_share_memory(backend):
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    x = np.zeros((3, 1), np.float32) + 0.5
+    g = tp.trace(_twice, x)
+    out = leaves(tp.compile(g, backend=backend)(x))
+    for i, a in enumerate(out):
+        assert not np.shares_memory(a, x)
+        for b in out[i + 1:]:
+            assert not np.shares_memory(a, b)
+    out[0][...] = 7.0  # an in-place update of one leaf leaves the others alone
+    assert all(float(o.flat[0]) != 7.0 for o in out[1:4])
+
+
+def test_gradients_merged_by_cse_come_back_as_two_arrays():
+    g = tp.value_and_grad(tp.trace(lambda a, b: (a * 3.0).sum() + (b * 3.0).sum(), tp.Spec((4,)), tp.Spec((4,))),
+                          wrt=(0, 1))
+    assert g.outputs[1] is g.outputs[2]  # both gradients are one constant value
+    for backend in ("numpy", "onnxruntime"):
+        _, (da, db) = tp.compile(g, backend=backend)(np.ones(4, np.float32), np.ones(4, np.float32))
+        assert not np.shares_memory(da, db)
+        da += 1.0
+        np.testing.assert_array_equal(db, np.full(4, 3.0, np.float32))
+
+
+def test_a_threads_buffers_go_when_the_thread_ends():
+    f = tp.compile(_wide())
+    x = np.ones((1000, 256), np.float32)
+    t = threading.Thread(target=lambda: [f(x) for _ in range(3)])
+    t.start()
+    t.join()
+    del t
+    import gc
+
+    gc.collect()  # the thread's locals are released when it ends; collect makes it certain here
+    assert f.cached_bytes == 0 and not f._plans
