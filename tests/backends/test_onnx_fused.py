@@ -201,10 +201,12 @@ def test_value_and_grad_graph_with_fused_nodes():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_import_back(mode):
+def test_import_back(mode, tmp_path):
     g = _fused("f", [_t("f32", "B", 3), _t("f32", 3)],
                lambda a, b: (tp.softplus(a * b), tp.where(a > b, a, b)), [tp.Spec(("N", 3)), tp.Spec((3,))], 2)
-    back = tp.from_onnx(tp.to_onnx(g, fused=mode))
+    tp.save_onnx(g, tmp_path / "f.onnx", fused=mode)  # save_onnx passes fused= through
+    back = tp.from_onnx(tmp_path / "f.onnx")
+    assert ("fused_0" in [f.name for f in onnx.load(tmp_path / "f.onnx").functions]) == (mode == "function")
     ops = [n.op for n in back.nodes]
     assert "fused" not in ops and "softplus" in ops  # bodies come back inlined, softplus as its op
     args = [randn((4, 3), "float32", "back-x"), randn((3,), "float32", "back-w")]
