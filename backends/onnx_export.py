@@ -46,7 +46,7 @@ from ..ir.errors import TapeirError
 from ..ir.printer import print_graph
 from ..ir.serialize import atomic_write, replace_durably
 from ..ir.types import factors, from_factors
-from . import onnx_functions
+from . import onnx_functions, onnx_fused
 from .onnx_lowering import EXPORT, elem_type
 
 __all__ = ["EXPORT", "to_onnx", "save_onnx", "max_opset", "output_names"]
@@ -124,9 +124,11 @@ def _check_ir_version(ir_version, opset: int) -> int:
 class Lowering:
     """The state of one export; EXPORT rules call its methods to emit ONNX nodes."""
 
-    def __init__(self, graph, opset: int):
+    def __init__(self, graph, opset: int, fused: str = "function"):
         self.graph = graph
         self.opset = opset
+        self.fused = fused                  # "function" or "inline": how fused nodes export
+        self.fused_functions: dict = {}     # a body function's key -> its FunctionProto (onnx_fused)
         self.nodes: list = []
         self.initializers: list = []
         self._init_names: set[str] = set()
@@ -141,6 +143,14 @@ class Lowering:
     # ---- called by the driver ----
     def begin(self, node, stem: str):
         self.node, self._stem, self._temps = node, stem, 0
+
+    def body_lowering(self, body) -> "FunctionLowering":
+        """The lowering of a fused body as a local function's nodes (backends/onnx_fused.py)."""
+        return FunctionLowering(body, self.opset, self)
+
+    def fused_call(self, node, ins, outs):
+        """Export fused `node` as a call of a local function holding its body."""
+        onnx_fused.export_call(self, node, ins, outs)
 
     # ---- called by rules ----
     def fail(self, problem: str, hint: str | None = None):
@@ -263,6 +273,36 @@ class Lowering:
         return out
 
 
+class FunctionLowering(Lowering):
+    """A Lowering whose nodes become a local function's body: functions have no
+    initializers, so constants are Constant nodes (shared by content), and no graph inputs
+    to read symbolic sizes from (fused bodies are elementwise and never ask for them)."""
+
+    def __init__(self, body, opset: int, parent: Lowering):
+        super().__init__(body, opset, parent.fused)
+        self.parent = parent
+        self._constants: dict = {}  # (dtype, shape, bytes) -> the Constant's output name
+
+    def const(self, array: np.ndarray, name: str | None = None) -> str:
+        array = np.asarray(array)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        hit = self._constants.get(key)
+        if hit is not None:
+            return hit
+        if name is None:
+            values = ",".join(str(x) for x in array.reshape(-1))
+            shape = "" if array.ndim == 1 else "(scalar)" if array.ndim == 0 else str(list(array.shape))
+            name = f"%{array.dtype.name}{shape}[{values}]"
+        self._constants[key] = name
+        tensor = numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name)
+        self.nodes.append(helper.make_node("Constant", [], [name], name=f"{name}/Constant", value=tensor))
+        return name
+
+    def dim(self, d) -> str:
+        self.fail(f"a local function cannot read the run-time size of symbolic dim {d!r}",
+                  hint="export with fused='inline'")
+
+
 # ---- output names -------------------------------------------------------------------
 
 def output_names(g) -> list[str]:
@@ -284,8 +324,12 @@ def _value_info(name: str, t) -> onnx.ValueInfoProto:
 
 
 def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
-            output_names: list[str] | None = None) -> onnx.ModelProto:
+            output_names: list[str] | None = None, fused: str = "function") -> onnx.ModelProto:
     """Export `g` as an ONNX model of plain ai.onnx operators (plus tapeir local functions).
+
+    fused="function" exports each fused node as a call of a local function holding its
+    body, one per distinct body; fused="inline" writes the bodies' nodes into the graph
+    (backends/onnx_fused.py).
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: tp.softplus(x) * 2.0, tp.Spec(("B", 3)))
@@ -295,12 +339,13 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
     """
     opset = check_opset(opset)
     ir_version = _check_ir_version(ir_version, opset)
+    onnx_fused.check_mode(fused)
     missing = sorted({n.op for n in g.nodes} - set(EXPORT))
     if missing:
         raise TapeirError(f"no ONNX export rule for op(s) {missing}",
                           hint="add a rule to EXPORT in backends/onnx_lowering.py")
     outs = _resolve_output_names(g, output_names)
-    low = Lowering(g, opset)
+    low = Lowering(g, opset, fused)
     names: dict[int, str] = {id(v): v.name for v in g.inputs}
     used_consts = {id(v) for n in g.nodes for v in n.inputs} | {id(v) for v in g.outputs}
     for i, c in enumerate(g.constants):
@@ -335,6 +380,7 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
     graph = helper.make_graph(low.nodes, g.name, inputs, outputs, low.initializers, value_info=value_info)
     opsets = [helper.make_opsetid("", opset)]
     functions = [onnx_functions.make_function(f, opset) for f in sorted(low.functions)]
+    functions += low.fused_functions.values()  # fused_0, fused_1, ... in order of first use
     if functions:
         opsets.append(helper.make_opsetid(onnx_functions.DOMAIN, onnx_functions.DOMAIN_VERSION))
     model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, functions=functions,

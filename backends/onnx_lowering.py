@@ -44,8 +44,12 @@ hand-written rules below override it, in order:
      gives (mean nan, sum 0, none empty), and the pair is the IR's own definition.
  10. an int32 sum is Cast to int64, ReduceSum, Cast back: onnxruntime's ReduceSum saturates
      where numpy's wraps (an int64 sum past 2**63 still saturates there: a listed difference).
+ 11. fused nodes call a local function holding their body (backends/onnx_fused.py), or,
+     with to_onnx(fused="inline"), write the body's nodes, each through its own rule.
 """
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 from onnx import helper, numpy_helper
@@ -306,8 +310,13 @@ def _fused_inline(low, n, ins, outs):
     """A fused node's body, inlined: each body node through its own rule."""
     body = n.attrs["body"]
     names = {id(a): x for a, x in zip(body.inputs, ins)}
-    names.update((id(c), low.const(c.data)) for c in body.constants)
-    results = {id(v): name for v, name in zip(body.outputs, outs)}
+    # a large constant is named by a hash of its bytes (shared by equal bodies), not by its values
+    names.update((id(c), low.const(c.data, None if c.data.size <= 64 else
+                                   f"%const.{hashlib.sha1(c.data.tobytes()).hexdigest()[:16]}.{c.type}"))
+                 for c in body.constants)
+    results: dict = {}
+    for v, name in zip(body.outputs, outs):
+        results.setdefault(id(v), name)
     stem = low.tmp()
     for j, m in enumerate(body.nodes):
         low.begin(m, f"{stem}.{j}")
@@ -315,6 +324,16 @@ def _fused_inline(low, n, ins, outs):
         EXPORT[m.op](low, m, [names[id(v)] for v in m.inputs], res)
         names.update((id(o), r) for o, r in zip(m.outputs, res))
     low.begin(n, stem)
+    for v, name in zip(body.outputs, outs):  # a value the body returns twice: copied
+        if names[id(v)] != name:
+            low.op("Identity", names[id(v)], out=name)
+
+
+def _fused(low, n, ins, outs):
+    if low.fused == "inline":
+        _fused_inline(low, n, ins, outs)
+    else:  # one call of a local function holding the body (backends/onnx_fused.py)
+        low.fused_call(n, ins, outs)
 
 
 EXPORT = {
@@ -328,5 +347,5 @@ EXPORT = {
     "reshape": _reshape, "transpose": _transpose, "broadcast_to": _broadcast_to, "slice": _slice, "pad": _pad,
     "squeeze": _squeeze_axes, "unsqueeze": _squeeze_axes,
     "cross_entropy": _class_loss, "nll_loss": _class_loss,
-    "fused": _fused_inline,
+    "fused": _fused,
 }

@@ -45,9 +45,17 @@ from . import onnx_export
 from .onnx_export import to_onnx
 from .signature import Signature, check_options
 
-OPTIONS = ("providers", "intra_op_num_threads", "graph_optimization_level", "opset")
+OPTIONS = ("providers", "intra_op_num_threads", "graph_optimization_level", "opset", "fused")
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
+
+
+# how fused nodes reach onnxruntime (to_onnx's `fused=`). onnxruntime inlines local functions
+# when it loads a model: the graph it optimizes and runs is the same node for node for both
+# forms (tests/backends/test_onnx_fused.py), and the issue's chain on f32[4096,4096] takes the
+# same time either way (bench/bench_onnx_fused.py). So the default is to_onnx's own:
+# `f.model` is the model tp.to_onnx(g) writes, one box per fused group.
+FUSED_DEFAULT = "function"
 
 
 class OnnxRuntimeFunction:
@@ -60,7 +68,7 @@ class OnnxRuntimeFunction:
     """
 
     def __init__(self, graph, *, providers=None, intra_op_num_threads=None, graph_optimization_level="all",
-                 opset=None):
+                 opset=None, fused=None):
         try:
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - onnxruntime is a dependency of this backend only
@@ -72,7 +80,7 @@ class OnnxRuntimeFunction:
         providers = _check_providers(providers, ort.get_available_providers())
         self.graph = graph
         self.signature = Signature(graph)
-        self.model = to_onnx(graph, opset)
+        self.model = to_onnx(graph, opset, fused=FUSED_DEFAULT if fused is None else fused)
         self._folder = None  # where a model past protobuf's 2 GB limit is saved (_model_source)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])

@@ -39,12 +39,15 @@ BACKENDS = ("numpy", "onnxruntime")
 
 
 def to_onnx(g: Graph, opset: int | None = None, *, ir_version: int | None = None,
-            output_names: list[str] | None = None):
+            output_names: list[str] | None = None, fused: str = "function"):
     """`g` as an onnx.ModelProto of plain ai.onnx ops (+ "tapeir" local functions).
 
     Opset 15 up to what onnxruntime supports (default 20); the model passes
     onnx.checker.check_model(full_check=True) and is byte-identical on every run.
-    See backends/onnx_export.py for names and lowerings.
+    fused="function" (default) exports each fused node as a call of a local function
+    `tapeir.fused_K`, one per distinct body (one box per group in Netron);
+    fused="inline" writes the bodies' nodes into the graph instead.
+    See backends/onnx_export.py and backends/onnx_fused.py for names and lowerings.
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.value_and_grad(tp.trace(lambda w, x: ((x @ w) ** 2.0).sum(), tp.Spec((3,)), tp.Spec(("B", 3))))
@@ -54,11 +57,14 @@ def to_onnx(g: Graph, opset: int | None = None, *, ir_version: int | None = None
     """
     from .backends.onnx_export import to_onnx as _to_onnx
 
-    return _to_onnx(require_graph(g, "tp.to_onnx"), opset, ir_version=ir_version, output_names=output_names)
+    return _to_onnx(require_graph(g, "tp.to_onnx"), opset, ir_version=ir_version, output_names=output_names,
+                    fused=fused)
 
 
 def save_onnx(g: Graph, path, opset: int | None = None, *, external_data: bool | None = None, **kw) -> None:
     """Export `g` with `to_onnx` and write it to `path` (external data above 2 GB, or when asked).
+
+    Keyword options of `to_onnx` (ir_version, output_names, fused) pass through.
 
     >>> import numpy as np, tapeir as tp, tempfile, os, onnx
     >>> with tempfile.TemporaryDirectory() as d:
@@ -76,7 +82,9 @@ def compile(g: Graph, backend: str = "numpy", **options):
 
     The graph is verified first. backend="onnxruntime" exports it and creates one
     InferenceSession; it takes keyword options providers, intra_op_num_threads,
-    graph_optimization_level ("disable", "basic", "extended", "all") and opset.
+    graph_optimization_level ("disable", "basic", "extended", "all"), opset and fused
+    ("function", the default, or "inline": how fused nodes are exported; onnxruntime runs
+    the same graph for both).
     backend="numpy" takes buffer_cache_bytes: how many bytes of reusable intermediate
     buffers the function keeps between calls, all threads together (default 256 MiB).
 

@@ -115,9 +115,12 @@ def _bound(v, default, name):
 
 def _import(model, params, label) -> Graph:
     check_strings(model, label)
-    keep = {(f.domain, f.name, f.overload) for f in model.functions if f.domain == ONNX_DOMAIN}
+    # tapeir's own functions (softplus, ...) import as their ops; other model-local functions,
+    # fused bodies (tapeir.fused_K) among them, are inlined (tp.fuse can group them again)
+    keep = {(f.domain, f.name, f.overload) for f in model.functions
+            if f.domain == ONNX_DOMAIN and f.name in TAPEIR_FUNCTIONS}
     inline_budget(model, keep, label)
-    if any(f.domain != ONNX_DOMAIN for f in model.functions):  # other model-local functions: inline their bodies
+    if any((f.domain, f.name, f.overload) not in keep for f in model.functions):
         try:
             model = onnx.inliner.inline_selected_functions(model, [k[:2] for k in keep], exclude=True)
         except Exception as e:  # noqa: BLE001 - onnx's C++ inliner on a malformed function
