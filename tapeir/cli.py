@@ -64,7 +64,7 @@ def _ops(args) -> int:
 def _demo(args) -> int:
     from .demo import main as demo
 
-    return demo()
+    return demo(epochs=args.epochs, out_dir=args.output)
 
 
 def main(argv=None) -> int:
@@ -81,7 +81,9 @@ def main(argv=None) -> int:
     p.set_defaults(func=_export)
     p = sub.add_parser("ops", help="print the supported-op table (forward / VJP / ONNX export / import)")
     p.set_defaults(func=_ops)
-    p = sub.add_parser("demo", help="trace a small model, print its IR and run it")
+    p = sub.add_parser("demo", help="train an MLP on digits in numpy and onnxruntime, export it, write IR dumps")
+    p.add_argument("-o", "--output", default=None, help="output directory (default: a fresh ./tapeir-demo[-N])")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs per backend (default 15)")
     p.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
