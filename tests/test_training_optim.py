@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tapeir as tp
-from support import assert_close, assert_tree_close
+from support import assert_close, assert_tree_close, traced_path
 
 STEPS = 20
 
@@ -122,7 +122,7 @@ def test_step_graph_names_types_and_text_round_trip():
     assert types["lr"] == "f64[]" and types["opt_state.step"] == "i64[]"
     assert types["opt_state.exp_avg.w1"] == "f32[8,16]"
     updates = [n for n in step.nodes if n.source and n.source.endswith("(Adam update)")]
-    assert updates and all(n.source.startswith("tests/test_training_optim.py:") for n in updates)
+    assert updates and all(n.source.startswith(traced_path(__file__) + ":") for n in updates)
     model = tp.to_onnx(step)
     assert {n.domain for n in model.graph.node} <= {""}, "the step is plain ai.onnx"
 
