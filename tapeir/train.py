@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backends.numpy_backend import compile_numpy
 from .backends.signature import Signature
-from .ir import RunError, TapeirError
+from .ir import RunError, TapeirError, verify
 from .ir.reference_kernels import check_labels
 from .ir.types import resolve_dim
 from .ir.graph import Graph
@@ -128,6 +129,18 @@ class _OrtSteps:
         leaves = [np.array(v.numpy()) for v in self.sets[self.turn]]  # .numpy() is a view of the buffer
         n_p = len(g.input_range(0))
         return unflatten(g.input_tree(0), leaves[:n_p]), unflatten(g.input_tree(1), leaves[n_p:])
+
+
+def _compile(g: Graph, backend: str, options: dict):
+    """tp.compile, without importing the face's __init__ (which imports this module)."""
+    verify(g)
+    if backend == "numpy":
+        return compile_numpy(g, **options)
+    if backend == "onnxruntime":
+        from .backends.onnxruntime_backend import compile_onnxruntime
+
+        return compile_onnxruntime(g, **options)
+    raise TapeirError(f"unknown backend {backend!r}", hint="available backends: numpy, onnxruntime")
 
 
 def _c(a: np.ndarray) -> np.ndarray:
@@ -245,10 +258,8 @@ def fit(step, params, opt_state, data, *, lr, epochs: int = 1, batch_size: int |
     >>> r.params.round(3).tolist(), len(r.losses), r.history[-1]["epoch"]
     ([2.0, -1.0], 80, 20)
     """
-    from . import compile
-
     if isinstance(step, Graph):
-        fn = compile(step, backend, **compile_options)
+        fn = _compile(step, backend, compile_options)
     elif hasattr(step, "signature") and hasattr(step, "graph"):
         fn = step
     else:
