@@ -86,14 +86,17 @@ def peak_bytes(fn) -> int:
     return peak
 
 
-def make_params():
+TINY = ((64, 64, 64, 10), 64)  # the overhead rows: a step small enough that fixed costs show
+
+
+def make_params(sizes=SIZES, batch=BATCH):
     rng = np.random.default_rng(0)
     p = {}
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:]), 1):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
         p[f"w{i}"] = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
         p[f"b{i}"] = np.zeros(b, np.float32)
-    x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
-    y = rng.integers(0, SIZES[-1], BATCH)
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch)
     return p, x, y
 
 
@@ -122,12 +125,12 @@ ADAM_STEPS = 20  # steps per timed call (a short epoch: tp.fit's setup is part o
 
 
 def adam_step_graph(p, x, y):
-    g = tp.trace(mlp_loss, p, tp.Spec(("B", SIZES[0])), tp.Spec(("B",), "int64"))
+    g = tp.trace(mlp_loss, p, tp.Spec(("B", x.shape[1])), tp.Spec(("B",), "int64"))
     return tp.training_step(g, optimizer=tp.optim.Adam())
 
 
-def setup_adam_tapeir(backend):
-    p, x, y = make_params()
+def setup_adam_tapeir(backend, *size):
+    p, x, y = make_params(*size)
     step = tp.compile(adam_step_graph(p, x, y), backend=backend)
     box = [p, tp.init_state(tp.optim.Adam(), p)]
 
@@ -137,9 +140,9 @@ def setup_adam_tapeir(backend):
     return run
 
 
-def setup_adam_fit():
+def setup_adam_fit(*size):
     """tp.fit over ADAM_STEPS batches on onnxruntime (IO binding): the helper's cost per step."""
-    p, x, y = make_params()
+    p, x, y = make_params(*size)
     step = tp.compile(adam_step_graph(p, x, y), backend="onnxruntime")
     batches = [(x, y)] * ADAM_STEPS
     box = [p, tp.init_state(tp.optim.Adam(), p)]
@@ -150,11 +153,11 @@ def setup_adam_fit():
     return run
 
 
-def setup_adam_raw():
+def setup_adam_raw(*size):
     """The same ONNX step through a bare InferenceSession.run (outputs fed back by name)."""
     import onnxruntime as ort
 
-    p, x, y = make_params()
+    p, x, y = make_params(*size)
     fn = tp.compile(adam_step_graph(p, x, y), backend="onnxruntime")
     sess = ort.InferenceSession(fn.model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
@@ -258,11 +261,14 @@ def check_adam(with_torch: bool):
 CONTENDERS = {"tapeir": setup_tapeir, "hand": setup_hand, "torch": setup_torch,
               "adam_numpy": lambda: setup_adam_tapeir("numpy"), "adam_ort": lambda: setup_adam_tapeir("onnxruntime"),
               "adam_fit": setup_adam_fit, "adam_raw": setup_adam_raw, "adam_hand": setup_adam_hand,
-              "adam_torch": setup_adam_torch}
+              "adam_torch": setup_adam_torch, "tiny_ort": lambda: setup_adam_tapeir("onnxruntime", *TINY),
+              "tiny_fit": lambda: setup_adam_fit(*TINY), "tiny_raw": lambda: setup_adam_raw(*TINY)}
 LABELS = {"tapeir": "tapeir numpy backend", "hand": "hand-written numpy", "torch": "PyTorch eager",
           "adam_numpy": "tapeir step, numpy backend", "adam_ort": "tapeir step, onnxruntime backend (tp.compile)",
           "adam_fit": "tp.fit on onnxruntime (IO binding)", "adam_raw": "bare InferenceSession.run, same ONNX step",
-          "adam_hand": "hand-written numpy + numpy Adam", "adam_torch": "PyTorch eager + torch.optim.Adam"}
+          "adam_hand": "hand-written numpy + numpy Adam", "adam_torch": "PyTorch eager + torch.optim.Adam",
+          "tiny_ort": "tp.compile call, MLP 64-64-64-10 batch 64", "tiny_fit": "tp.fit, MLP 64-64-64-10 batch 64",
+          "tiny_raw": "bare InferenceSession.run, MLP 64-64-64-10 batch 64"}
 TARGETS = {"hand": 1.10, "torch": 0.9}  # tapeir / this
 ADAM_TARGETS = [("adam_ort", "adam_torch", 0.8), ("adam_numpy", "adam_hand", 1.1), ("adam_fit", "adam_ort", 1.05)]
 
@@ -361,8 +367,16 @@ def adam_section(args, rounds, with_torch):
             continue
         ratio = best[a] / best[b]
         print(f"- {LABELS[a]} / {LABELS[b]} = {ratio:.3f} (target ≤ {target}) -> {harness.verdict(ratio, target)}")
-    print(f"- per-step overhead over a bare InferenceSession.run: tp.compile call "
-          f"{(best['adam_ort'] - best['adam_raw']) * 1e6:+.0f} us, tp.fit {(best['adam_fit'] - best['adam_raw']) * 1e6:+.0f} us")
+    over = {k: (best[k] - best["adam_raw"]) * 1e6 for k in ("adam_ort", "adam_fit")}
+    print(f"- per-step overhead over a bare InferenceSession.run: tp.compile call {over['adam_ort']:+.0f} us, "
+          f"tp.fit {over['adam_fit']:+.0f} us")
+    tiny = ["tiny_raw", "tiny_ort", "tiny_fit"]
+    times = harness.isolated(__file__, {k: (repeats, 5) for k in tiny}, rounds)
+    t = {k: min(v) / ADAM_STEPS for k, v in times.items()}
+    print(f"- fixed costs on a small Adam step (MLP {'-'.join(map(str, TINY[0]))}, batch {TINY[1]}), us per step: "
+          f"bare InferenceSession.run {t['tiny_raw'] * 1e6:.0f}, tp.compile call {t['tiny_ort'] * 1e6:.0f} "
+          f"({(t['tiny_ort'] - t['tiny_raw']) * 1e6:+.0f}), tp.fit {t['tiny_fit'] * 1e6:.0f} "
+          f"({(t['tiny_fit'] - t['tiny_raw']) * 1e6:+.0f})")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ def readme(step, eval_graph, opt, facts, loss: str, source: str) -> str:
     feeds = []
     for v in ins:
         shape = _example_shape(v.type.shape)
-        feeds.append(f'{v.name!r}: np.random.default_rng(0).standard_normal({shape}).astype(np.{to_numpy(v.type.dtype).name})')
+        npdt = to_numpy(v.type.dtype).name
+        feeds.append(f'{v.name!r}: np.random.default_rng(0).standard_normal({shape}).astype(np.{npdt})')
     if loss == "cross_entropy":
         classes = facts["output"].type.shape[1]
         classes = classes if isinstance(classes, int) else EXAMPLE_BATCH
@@ -192,7 +193,7 @@ def write(model_path: str, out_dir: str, loss: str, optimizer: str, lr: float | 
     """Build everything, then write it into `out_dir` (which must not exist yet) atomically.
 
     >>> import os, tempfile, numpy as np, tapeir as tp
-    >>> d = tempfile.mkdtemp()
+    >>> d = tempfile.mkdtemp(dir=".")
     >>> fwd = tp.trace(lambda x: x @ np.ones((3, 2), np.float32), tp.Spec(("B", 3)))
     >>> tp.save_onnx(fwd, os.path.join(d, "m.onnx"))
     >>> write(os.path.join(d, "m.onnx"), os.path.join(d, "art"), "mse", "sgd")

@@ -29,10 +29,14 @@ def test_fit_on_both_backends_matches_calling_the_step_by_hand(opt):
     step = tp.training_step(g, optimizer=opt)
     seen = []
     results = {}
+
+    def evaluate(p):
+        seen.append(p)
+        return {"mse": float(((x @ p["w"] + p["b"] - y) ** 2).mean())}
     for backend in ("numpy", "onnxruntime"):
         results[backend] = tp.fit(step, p0, tp.init_state(opt, p0), (x, y), lr=lambda k: 0.05 / (1 + k / 50),
                                   epochs=3, batch_size=32, seed=3, backend=backend, progress=False,
-                                  evaluate=lambda p: seen.append(p) or {"mse": float(((x @ p["w"] + p["b"] - y) ** 2).mean())})
+                                  evaluate=evaluate)
     # by hand, numpy backend, the same shuffles
     f = tp.compile(step)
     rng = np.random.default_rng(3)
