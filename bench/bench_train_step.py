@@ -6,7 +6,7 @@ Each implementation is timed in its own child process (bench/harness.py says why
 rotating rounds; the gradients are checked equal in the parent first. Prints a markdown
 table with ratios and the peak memory of one step.
 
-    python bench/bench_train_step.py [--quick] [--interference] [--adam-only]
+    python bench/bench_train_step.py [--quick] [--interference] [--adam-only] [--threads N]
 
 `--interference` also times the steps back to back in one process, alone, right after a
 block of another implementation, and after that block plus harness.IDLE_GAP_S: the
@@ -22,6 +22,7 @@ InferenceSession.run, the per-call overhead). `--adam-only` runs just that secti
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tracemalloc
@@ -64,7 +65,7 @@ def hand_step(p, x, y):
 def make_torch_step(p):
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS") or max(1, torch.get_num_threads())))
     tp_ = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
 
     def step(x, y):
@@ -124,6 +125,12 @@ def setup_torch():
 ADAM_STEPS = 20  # steps per timed call (a short epoch: tp.fit's setup is part of its cost)
 
 
+def threads_option() -> dict:
+    """--threads N (passed to the children as BENCH_THREADS): every contender's pool gets N threads."""
+    n = os.environ.get("BENCH_THREADS")
+    return {"intra_op_num_threads": int(n)} if n else {}
+
+
 def adam_step_graph(p, x, y):
     g = tp.trace(mlp_loss, p, tp.Spec(("B", x.shape[1])), tp.Spec(("B",), "int64"))
     return tp.training_step(g, optimizer=tp.optim.Adam())
@@ -131,7 +138,8 @@ def adam_step_graph(p, x, y):
 
 def setup_adam_tapeir(backend, *size):
     p, x, y = make_params(*size)
-    step = tp.compile(adam_step_graph(p, x, y), backend=backend)
+    opts = threads_option() if backend == "onnxruntime" else {}
+    step = tp.compile(adam_step_graph(p, x, y), backend=backend, **opts)
     box = [p, tp.init_state(tp.optim.Adam(), p)]
 
     def run():
@@ -143,7 +151,7 @@ def setup_adam_tapeir(backend, *size):
 def setup_adam_fit(*size):
     """tp.fit over ADAM_STEPS batches on onnxruntime (IO binding): the helper's cost per step."""
     p, x, y = make_params(*size)
-    step = tp.compile(adam_step_graph(p, x, y), backend="onnxruntime")
+    step = tp.compile(adam_step_graph(p, x, y), backend="onnxruntime", **threads_option())
     batches = [(x, y)] * ADAM_STEPS
     box = [p, tp.init_state(tp.optim.Adam(), p)]
 
@@ -159,7 +167,11 @@ def setup_adam_raw(*size):
 
     p, x, y = make_params(*size)
     fn = tp.compile(adam_step_graph(p, x, y), backend="onnxruntime")
-    sess = ort.InferenceSession(fn.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads_option():
+        so.intra_op_num_threads = threads_option()["intra_op_num_threads"]
+    sess = ort.InferenceSession(fn.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     state = {v.name: a for v, a in zip(fn.graph.inputs, fn.signature.flatten(
         (p, tp.init_state(tp.optim.Adam(), p), 0.0, x, y)))}
@@ -209,7 +221,7 @@ def setup_adam_hand():
 def setup_adam_torch():
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS") or max(1, torch.get_num_threads())))
     p, x, y = make_params()
     tp_ = {k: torch.tensor(a, requires_grad=True) for k, a in p.items()}
     opt = torch.optim.Adam(tp_.values(), lr=1e-3)
@@ -302,6 +314,12 @@ def main(argv=None):
         return harness.run_child(CONTENDERS, child[0])
     argv = list(sys.argv[1:] if argv is None else argv)
     adam_only = "--adam-only" in argv  # only the Adam section (issue 10's rows)
+    if "--threads" in argv:  # one pool size for every contender: children inherit these
+        k = argv.index("--threads")
+        n = argv[k + 1]
+        del argv[k:k + 2]
+        os.environ.update(BENCH_THREADS=n, OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n)
+        print(f"every contender runs {n} thread(s) (numpy's BLAS, PyTorch, onnxruntime)")
     args = harness.parent_args(__doc__, [a for a in argv if a != "--adam-only"])
     args.adam_only = adam_only
     rounds, repeats, inner = (2, 3, 3) if args.quick else (6, 5, 10)
