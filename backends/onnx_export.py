@@ -349,9 +349,9 @@ def to_onnx(g, opset: int | None = None, *, ir_version: int | None = None,
     names: dict[int, str] = {id(v): v.name for v in g.inputs}
     used_consts = {id(v) for n in g.nodes for v in n.inputs} | {id(v) for v in g.outputs}
     for i, c in enumerate(g.constants):
-        names[id(c)] = f"%c{i}"
+        names[id(c)] = c.name or f"%c{i}"  # tp.bind names its constants after the inputs they were
         if id(c) in used_consts:
-            low.const(c.data, f"%c{i}")
+            low.const(c.data, names[id(c)])
     # a graph output produced by a node is that node's result; others (inputs, constants,
     # repeats) are copied with Identity
     direct: dict[int, str] = {}

@@ -124,7 +124,7 @@ def _graph_lines(g, constants_by_name: bool) -> list[str]:
         names[id(c)] = f"%c{i}"
         body = fmt_const(c.data)
         if constants_by_name and body.startswith("base64 "):
-            body = f'initializer "%c{i}"'
+            body = f'initializer "{c.name or f"%c{i}"}"'  # tp.bind names constants after inputs
         lines.append((f"%c{i}: {c.type} = const {body}", None))
     counter = 0
     for n in g.nodes:

@@ -22,6 +22,10 @@ from .frontend.tensor import Tensor
 from .frontend.tracer import Spec
 from .frontend.tracing import call, trace
 from .passes import grad, value_and_grad
+from .passes import optim
+from .passes.bind import bind
+from .passes.optim import init_state, training_step
+from .train import fit
 from .ir import (
     OPS, Graph, ParseError, RunError, TapeirError, TensorType, TraceError, TypeRuleError, VerifyError,
     __version__, load, parse, save, verify,
@@ -32,7 +36,7 @@ __all__ = [
     *_functions.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "OPS", "Graph",
     "ParseError", "RunError", "TapeirError", "TensorType", "TraceError", "TypeRuleError", "VerifyError",
     "load", "parse", "save", "verify", "to_onnx", "save_onnx", "compile", "from_onnx", "run", "BACKENDS",
-    "__version__",
+    "__version__", "optim", "init_state", "training_step", "bind", "fit",
 ]
 
 BACKENDS = ("numpy", "onnxruntime")

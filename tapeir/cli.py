@@ -78,7 +78,16 @@ def _ops(args) -> int:
 def _demo(args) -> int:
     from .demo import main as demo
 
-    return demo()
+    return demo(epochs=args.epochs, out_dir=args.output)
+
+
+def _train_artifacts(args) -> int:
+    from .artifacts import write
+
+    files = write(args.model, args.output, args.loss, args.optimizer, lr=args.lr, clip_grad_norm=args.clip_grad_norm,
+                  opset=args.opset)
+    print(f"wrote {', '.join(files)} to {args.output} (see README.txt there)")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -102,8 +111,20 @@ def main(argv=None) -> int:
     p.set_defaults(func=_viz)
     p = sub.add_parser("ops", help="print the supported-op table (forward / VJP / ONNX export / import)")
     p.set_defaults(func=_ops)
-    p = sub.add_parser("demo", help="trace a small model, print its IR and run it")
+    p = sub.add_parser("demo", help="train an MLP on digits in numpy and onnxruntime, export it, write IR dumps")
+    p.add_argument("-o", "--output", default=None, help="output directory (default: a fresh ./tapeir-demo[-N])")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs per backend (default 15)")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("train-artifacts", help="turn a forward ONNX model into a standard-ONNX training step, "
+                       "eval model, checkpoint and README")
+    p.add_argument("model", help="the forward model (.onnx), e.g. from torch.onnx.export")
+    p.add_argument("--loss", required=True, help="cross_entropy (logits [N, C], integer labels) or mse")
+    p.add_argument("--optimizer", default="adam", help="adam, adamw or sgd (PyTorch's defaults; default adam)")
+    p.add_argument("--lr", type=float, default=None, help="the learning rate the README's loop uses")
+    p.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradients to this global norm")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: tapeir's default)")
+    p.add_argument("-o", "--output", required=True, help="the directory to create (must not exist)")
+    p.set_defaults(func=_train_artifacts)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -19,12 +19,13 @@ def test_mlp_numpy_reaches_95_percent():
     assert set(params) == {"w1", "b1", "w2", "b2"}
 
 
-def test_demo_runs(capsys):
+def test_demo_runs(capsys, tmp_path):
     from tapeir.demo import main
 
-    assert main(epochs=2) == 0
+    assert main(epochs=2, out_dir=str(tmp_path / "out")) == 0
     out = capsys.readouterr().out
     assert "graph mlp_loss(" in out and "test accuracy" in out
+    assert {"forward.tapeir", "backward.tapeir", "optimized_step.tapeir", "model.onnx"} <= set(os.listdir(tmp_path / "out"))
 
 
 def test_mlp_onnxruntime_trains_from_the_exported_step(tmp_path):

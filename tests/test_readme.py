@@ -27,3 +27,14 @@ def test_readme_names_the_two_commands():
     text = _readme()
     assert re.search(r'pip install -e "\.\[test\]" && tapeir demo', text)
     assert re.search(r"^pytest", text, re.M)
+
+
+def test_training_example_runs(tmp_path, monkeypatch, capsys):
+    section = _readme().split("## Training", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    env: dict = {}
+    exec(compile(code, "README.md", "exec"), env)
+    assert env["result"].history[-1]["acc"] >= 0.9, env["result"].history
+    assert sorted(t.name for t in __import__("onnx").load("model.onnx").graph.initializer) == \
+        ["params.b1", "params.b2", "params.w1", "params.w2"]
