@@ -23,6 +23,14 @@ def replace_durably(src: str, dst: str) -> None:
     folder), then flush the folder so the rename itself survives a crash (POSIX)."""
     with open(src, "rb+") as f:
         os.fsync(f.fileno())
+    try:  # the permissions a plain open(dst, "w") would give: dst's own, else 0o666 less the umask
+        mode = os.stat(dst).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        mode = 0o666 & ~mask
+    with contextlib.suppress(OSError):  # a file system without modes (FAT) keeps its own
+        os.chmod(src, mode)
     os.replace(src, dst)
     with contextlib.suppress(OSError):  # opening a folder fails on Windows: nothing to flush there
         dfd = os.open(os.path.dirname(os.path.abspath(dst)), os.O_RDONLY)

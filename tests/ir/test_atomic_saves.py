@@ -53,3 +53,21 @@ def test_saving_again_writes_the_same_bytes(external, tmp_path):
     first = (tmp_path / "g.tapeir").read_bytes()
     tp.save(g, str(tmp_path / "g.tapeir"))
     assert (tmp_path / "g.tapeir").read_bytes() == first and tp.load(str(tmp_path / "g.tapeir")) == g
+
+
+def test_saved_files_get_the_permissions_a_plain_write_gives(tmp_path):
+    """mkstemp makes 0600 files; a saved graph is as readable as any file the user writes."""
+    import stat
+
+    g = tp.trace(lambda x: x + 1.0, tp.Spec((2,)))
+    mask = os.umask(0o022)
+    try:
+        tp.save(g, tmp_path / "a.tpir")
+        tp.save_onnx(g, tmp_path / "a.onnx")
+        assert stat.S_IMODE(os.stat(tmp_path / "a.tpir").st_mode) == 0o644
+        assert stat.S_IMODE(os.stat(tmp_path / "a.onnx").st_mode) == 0o644
+        os.chmod(tmp_path / "a.tpir", 0o600)  # an existing file keeps the mode its owner chose
+        tp.save(g, tmp_path / "a.tpir")
+        assert stat.S_IMODE(os.stat(tmp_path / "a.tpir").st_mode) == 0o600
+    finally:
+        os.umask(mask)
