@@ -11,7 +11,10 @@ Rules:
      buffers from the memory plan (backends/numpy_memory.py), one step per node;
   3. one loop runs any plan; a kernel's exception becomes a RunError naming the node,
      its source line and its operands' shapes (an out-of-range class label, say);
-  4. outputs are the caller's own: read-only ones and views of the inputs are copied.
+  4. outputs are the caller's own: read-only ones and views of the inputs are copied;
+  5. a fused node runs as a FusedKernel (backends/numpy_fused.py): its body in place over
+     cache-sized blocks on `threads` threads (compile option; default: the cores numpy may
+     use, or TAPEIR_THREADS). A failure in its body names the body node and its source line.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from ..ir.errors import RunError, TapeirError
 from ..ir.reference import REFERENCE as IMPL
 from ..ir.registry import OPS
 from ..ir.types import resolve_dim
+from .numpy_fused import BodyError, FusedKernel, default_threads
 from .numpy_memory import may_view, plan_buffers
 from .signature import Signature, check_options
 
@@ -37,7 +41,8 @@ def _owned(x) -> np.ndarray:
 class NumpyFunction:
     """A Graph compiled for the numpy interpreter. Call it with the traced function's pytrees."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, threads: int | None = None):
+        self.threads = default_threads() if threads is None else threads
         for n in graph.nodes:
             if n.op not in IMPL:
                 raise TapeirError(f"the numpy backend has no kernel for op {n.op!r}",
@@ -89,7 +94,7 @@ class NumpyFunction:
             self._io.append((ins, outs))
             self._attrs.append(attrs)
             self._symbolic.append(symbolic)
-            self._kernels.append(None if symbolic else IMPL[n.op](attrs))  # None: built per binding
+            self._kernels.append(None if symbolic else self._kernel(n.op, attrs))  # None: built per binding
         self._nslots = nslots
         self._consts = [c.data for c in g.constants]
         # outputs that may be (views of) the caller's inputs are copied: results are the caller's own
@@ -98,6 +103,11 @@ class NumpyFunction:
             if may_view(n.op) and any(id(v) in views for v in n.inputs):
                 views.update(id(o) for o in n.outputs)
         self._outs = [(slot[id(v)], id(v) in views) for v in g.outputs]
+
+    def _kernel(self, op, attrs):
+        if op == "fused":  # rule 5 (it needs no binding: it reads its operands' shapes)
+            return FusedKernel(attrs["body"], self.threads)
+        return IMPL[op](attrs)
 
     def _plan(self, bindings) -> list:
         """Rule 2: this thread's plan for these dim sizes."""
@@ -117,7 +127,7 @@ class NumpyFunction:
             return tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in shape)
 
         nodes = self.graph.nodes
-        kernels = [k if k is not None else IMPL[n.op]({**a, **{s: resolve(a[s]) for s in sym}})
+        kernels = [k if k is not None else self._kernel(n.op, {**a, **{s: resolve(a[s]) for s in sym}})
                    for n, a, sym, k in zip(nodes, self._attrs, self._symbolic, self._kernels)]
         types = [(resolve(n.outputs[0].type.shape), to_numpy(n.outputs[0].type.dtype)) for n in nodes]
         bufs = plan_buffers(nodes, self.graph.outputs, kernels, types)
@@ -142,6 +152,12 @@ class NumpyFunction:
             i = next(k for k, s in enumerate(steps) if s is step)  # steps are distinct tuples: identity finds it
             n = self.graph.nodes[i]
             shapes = ", ".join(f"{np.shape(env[s])}:{getattr(env[s], 'dtype', '?')}" for s in self._io[i][0])
+            if isinstance(e, BodyError):  # name the body node that failed, with its own source line
+                m = e.node
+                raise RunError(f"{m.op} failed at node {e.index} of the body of fused node {i} of "
+                               f"{self.graph.name}: {e.cause}",
+                               where=f"{m.source or n.source or '<no source>'} "
+                                     f"(operands {', '.join(map(str, e.shapes))}; fused operands {shapes})") from e.cause
             raise RunError(f"{n.op} failed at node {i} of {self.graph.name}: {e}",
                            where=f"{n.source or '<no source>'} (operands {shapes})") from e
         return [np.array(env[s]) if copy else _owned(env[s]) for s, copy in self._outs]
@@ -167,6 +183,16 @@ def _step(kernel, ins, outs, buf) -> tuple:
     return general, -1, -1, -1
 
 
-def compile_numpy(graph, **options) -> NumpyFunction:
-    check_options("numpy", options, ())
-    return NumpyFunction(graph)
+def compile_numpy(graph, threads: int | None = None, **options) -> NumpyFunction:
+    """The numpy backend's compile: `threads` is how many threads a fused node's blocks
+    run on (default: TAPEIR_THREADS, else the cores this process may use).
+
+    >>> import numpy as np, tapeir as tp
+    >>> compile_numpy(tp.trace(lambda x: x * 2.0, tp.Spec((2,))), threads=1)(np.ones(2, np.float32)).tolist()
+    [2.0, 2.0]
+    """
+    check_options("numpy", options, ("threads",))
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TapeirError(f"threads={threads!r}: expected a positive int",
+                          hint="threads=1 runs fused nodes on the calling thread only; omit it for all cores")
+    return NumpyFunction(graph, threads)
