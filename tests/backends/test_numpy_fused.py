@@ -293,3 +293,7 @@ def test_stable_kernels_keep_relative_precision_in_both_tails(dtype, name):
         assert np.isfinite(got).all()
         # relative in both tails: the absolute floor is the smallest normal (subnormal results round coarsely)
         assert_close(got, ref64, dtype=dtype, scale=np.finfo(dtype).tiny, msg=f"{name} {np.dtype(dtype).name}")
+
+
+def test_scalar_domain():
+    agree(lambda x, y: tp.sigmoid(x) * y + 1.0, [tp.Spec(()), tp.Spec(())], [np.float32(-3.5), np.float32(2.0)])
