@@ -47,6 +47,10 @@ from ..ir.reference import REFERENCE
 # four live values) kept one thread within 3% of the best block size and gave two threads their
 # best scaling; 128 KiB blocks cost one thread nothing but two threads lost to GIL traffic.
 BLOCK_BYTES = 1 << 19
+# With several threads each ufunc call takes and drops the GIL: small blocks make the threads queue for
+# it (measured by the issue here: 2 threads on 32K-element blocks scale 1.2x, on 256K-element 1.6-1.75x),
+# so threaded runs trade L2 reuse for fewer calls: blocks of 4 MiB of registers (they stay in L3).
+THREADED_BLOCK_BYTES = 1 << 22
 MIN_BLOCK = 1 << 13  # elements: below this, per-call overhead of a ufunc dominates its work
 SMALL_ELEMS = 1 << 15  # one block, no slicing: the whole domain fits in L2 anyway
 THREAD_ELEMS = 1 << 17  # measured crossover: below ~128K elements a second thread does not pay back the handoff
@@ -238,7 +242,8 @@ class _Layout:
             self.blocks = None  # rule 5: one pass over the whole arrays
             self.scratch = [[np.empty(self.domain, dt) for dt in prog.scratch]]
             return
-        block = max(MIN_BLOCK, BLOCK_BYTES // prog.bytes_per_elem)
+        threaded = threads > 1 and size >= THREAD_ELEMS
+        block = max(MIN_BLOCK, (THREADED_BLOCK_BYTES if threaded else BLOCK_BYTES) // prog.bytes_per_elem)
         dom = (size,) if flat else self.domain
         # the first axis k whose trailing dims fit a block; blocks are ranges of axis k
         k = 0
@@ -248,7 +253,7 @@ class _Layout:
         rows = max(1, block // inner)
         outer = list(np.ndindex(*dom[:k])) if k else [()]
         per_outer = -(-dom[k] // rows)
-        nthreads = min(threads, len(outer) * per_outer) if size >= THREAD_ELEMS else 1
+        nthreads = min(threads, len(outer) * per_outer) if threaded else 1
         if nthreads > 1 and len(outer) == 1:  # balance: a multiple of nthreads blocks of equal size
             per_outer = -(-per_outer // nthreads) * nthreads
             rows = -(-dom[k] // per_outer)
@@ -282,25 +287,20 @@ class FusedKernel:
         self.takes_out = len(body.outputs) == 1  # the memory plan may hand it a buffer (numpy_memory)
         self._local = threading.local()
 
-    def _layout(self, arrays) -> tuple:
-        """This thread's layout for these operands (rule 4), and whether they are blocked flat."""
-        flat_ok = True
-        shapes = []
-        for a in arrays:
-            shapes.append(a.shape)
-        dom = np.broadcast_shapes(*shapes) if shapes else ()
-        for a in arrays:
-            if a.size != 1 and (a.shape != dom or not a.flags.c_contiguous):
-                flat_ok = False
-        key = (tuple(shapes), flat_ok)
+    def _layout(self, arrays) -> _Layout:
+        """This thread's layout for these operands (rule 4); built on the first call with their shapes."""
+        key = tuple((a.shape, a.flags.c_contiguous) for a in arrays)
         cache = getattr(self._local, "layouts", None)
         if cache is None:
             cache = self._local.layouts = {}
         lay = cache.get(key)
         if lay is None:
+            shapes = [a.shape for a in arrays]
+            dom = np.broadcast_shapes(*shapes)
+            flat = all(a.size == 1 or (a.shape == dom and a.flags.c_contiguous) for a in arrays)
             if len(cache) >= 8:
                 cache.pop(next(iter(cache)))
-            lay = cache[key] = _Layout(self.prog, shapes, flat_ok, self.threads)
+            lay = cache[key] = _Layout(self.prog, shapes, flat, self.threads)
         return lay
 
     def __call__(self, *xs, out=None):

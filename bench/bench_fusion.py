@@ -326,11 +326,11 @@ def sweep():
     per_elem = F.FusedKernel(g.nodes[0].attrs["body"], 1).prog.bytes_per_elem
     print(f"{harness.load_note()}\nregisters: {per_elem} bytes per element\n")
     print("| block (elements) | block bytes | 1 thread ms | 2 threads ms | scaling |\n|---:|---:|---:|---:|---:|")
-    for elems in (1 << 13, 1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18):
-        F.BLOCK_BYTES = elems * per_elem
+    for elems in (1 << 13, 1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 19):
+        F.BLOCK_BYTES = F.THREADED_BLOCK_BYTES = elems * per_elem
         t1, t2 = best(tp.compile(g, threads=1), x), best(tp.compile(g, threads=2), x)
         print(f"| {elems} | {elems * per_elem >> 10} KiB | {t1 * 1e3:.1f} | {t2 * 1e3:.1f} | {t1 / t2:.2f} |")
-    F.BLOCK_BYTES = 1 << 19
+    F.BLOCK_BYTES, F.THREADED_BLOCK_BYTES = 1 << 19, 1 << 22
     print("\n| elements | unfused µs | fused 1 thread µs | fused 2 threads µs |\n|---:|---:|---:|---:|")
     unf = compile_unfused(tp.trace(chain, tp.Spec(("N",))))
     g1 = fused_chain_graph(("N",))

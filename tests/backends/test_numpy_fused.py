@@ -52,6 +52,7 @@ def bitwise_equal(a, e, what=""):
 def tiny_blocks(monkeypatch):
     """Blocks of 8 elements, threads from 16 elements: small arrays take the blocked, threaded path."""
     monkeypatch.setattr(numpy_fused, "BLOCK_BYTES", 8 * 12)
+    monkeypatch.setattr(numpy_fused, "THREADED_BLOCK_BYTES", 8 * 12)
     monkeypatch.setattr(numpy_fused, "MIN_BLOCK", 8)
     monkeypatch.setattr(numpy_fused, "SMALL_ELEMS", 0)
     monkeypatch.setattr(numpy_fused, "THREAD_ELEMS", 16)
