@@ -19,8 +19,8 @@ override for op "fused"). Its rules:
      single element, the blocks are ranges of the flat index; otherwise ranges of the
      first axis whose trailing dims fit a block (with the leading indices looped), and each
      operand is sliced on the axes where it is not broadcast.
-  4. blocks are spread over `threads` (contiguous runs of blocks, one per thread, the
-     caller's thread taking the first): ufuncs release the GIL. Scratch is allocated once
+  4. blocks are spread over `threads` (the caller's thread and threads-1 pool workers
+     take the next block from a shared counter): ufuncs release the GIL. Scratch is allocated once
      per (calling thread, operand layout) and per worker, and kept (the last 8 layouts):
      a compiled function stays thread-safe, as NumpyFunction's per-thread plans are.
   5. domains under SMALL_ELEMS elements run the program once on the whole arrays, on the
@@ -31,6 +31,7 @@ override for op "fused"). Its rules:
 from __future__ import annotations
 
 import contextvars
+import itertools
 import math
 import os
 import threading
@@ -328,16 +329,19 @@ class FusedKernel:
         n = lay.nthreads
         blocks = lay.blocks
         if n == 1:
-            self._run_blocks(lay, arrays, outs, blocks, lay.scratch[0])
+            self._run_blocks(lay, arrays, outs, blocks, iter(range(len(blocks))), lay.scratch[0])
             return
-        per = -(-len(blocks) // n)
+        # blocks are handed out one at a time from a shared counter (next() on it is atomic under the
+        # GIL): a thread that loses its core to another process does fewer blocks instead of holding
+        # up the call, as a fixed share per thread would
+        ticket = itertools.count()
         pool = _pool(n - 1)
         futures = [pool.submit(contextvars.copy_context().run,  # the caller's np.errstate holds in the workers
-                               self._run_blocks, lay, arrays, outs, blocks[t * per:(t + 1) * per], lay.scratch[t])
-                   for t in range(1, n) if blocks[t * per:(t + 1) * per]]
+                               self._run_blocks, lay, arrays, outs, blocks, ticket, lay.scratch[t])
+                   for t in range(1, n)]
         err = None
         try:
-            self._run_blocks(lay, arrays, outs, blocks[:per], lay.scratch[0])
+            self._run_blocks(lay, arrays, outs, blocks, ticket, lay.scratch[0])
         except Exception as e:
             err = e
         for f in futures:  # wait for every worker before returning (they write into outs and scratch)
@@ -348,12 +352,17 @@ class FusedKernel:
         if err is not None:
             raise err
 
-    def _run_blocks(self, lay, arrays, outs, blocks, scratch):
+    def _run_blocks(self, lay, arrays, outs, blocks, ticket, scratch):
+        """Run the blocks whose numbers `ticket` yields, with this worker's scratch."""
         run = self.prog.run
         full = lay.rows
         part = None
         flat = lay.flat
-        for idx, s, e in blocks:
+        nblocks = len(blocks)
+        for i in ticket:
+            if i >= nblocks:
+                return
+            idx, s, e = blocks[i]
             if flat:
                 ops = [a if a.ndim == 0 else a[s:e] for a in arrays]
                 os_ = [o[s:e] for o in outs]
