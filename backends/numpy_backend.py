@@ -16,7 +16,10 @@ Rules:
   3. one loop runs any plan; a kernel's exception becomes a RunError naming the node,
      its source line and its operands' shapes (an out-of-range class label, say);
   4. outputs are the caller's own: each leaf is its own array, never a view of an input,
-     a constant, a buffer or another leaf (a value returned twice is copied).
+     a constant, a buffer or another leaf (a value returned twice is copied);
+  5. a fused node runs as a FusedKernel (backends/numpy_fused.py): its body in place over
+     cache-sized blocks on `threads` threads (compile option; default: the cores numpy may
+     use, or TAPEIR_THREADS). A failure in its body names the body node and its source line.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from ..ir.reference import REFERENCE as IMPL
 from ..ir.registry import OPS
 from ..ir.types import resolve_dim
 from . import numpy_memory
+from .numpy_fused import BodyError, FusedKernel, default_threads
 from .numpy_memory import may_view, plan_buffers, plan_nbytes
 from .signature import Signature, check_options
 
@@ -57,7 +61,8 @@ def _owned(x) -> np.ndarray:
 class NumpyFunction:
     """A Graph compiled for the numpy interpreter. Call it with the traced function's pytrees."""
 
-    def __init__(self, graph, buffer_cache_bytes=None):
+    def __init__(self, graph, buffer_cache_bytes=None, threads: int | None = None):
+        self.threads = default_threads() if threads is None else threads
         for n in graph.nodes:
             if n.op not in IMPL:
                 raise TapeirError(f"the numpy backend has no kernel for op {n.op!r}",
@@ -115,7 +120,7 @@ class NumpyFunction:
             self._io.append((ins, outs))
             self._attrs.append(attrs)
             self._symbolic.append(symbolic)
-            self._kernels.append(None if symbolic else IMPL[n.op](attrs))  # None: built per binding
+            self._kernels.append(None if symbolic else self._kernel(n.op, attrs))  # None: built per binding
         self._nslots = nslots
         self._consts = [c.data for c in g.constants]
         # Rule 4. roots[v]: the arrays value v may share memory with (itself, or through views,
@@ -137,6 +142,11 @@ class NumpyFunction:
             r = roots.get(id(v), frozenset((id(v),)))
             self._outs.append((slot[id(v)], bool(r & fixed or r & taken)))
             taken |= r
+
+    def _kernel(self, op, attrs):
+        if op == "fused":  # rule 5 (it needs no binding: it reads its operands' shapes)
+            return FusedKernel(attrs["body"], self.threads)
+        return IMPL[op](attrs)
 
     def _plan(self, bindings) -> list:
         """Rule 2: this thread's steps for these dim sizes."""
@@ -182,7 +192,7 @@ class NumpyFunction:
             return tuple(d if isinstance(d, int) else resolve_dim(d, bindings) for d in shape)
 
         nodes = self.graph.nodes
-        kernels = [k if k is not None else IMPL[n.op]({**a, **{s: resolve(a[s]) for s in sym}})
+        kernels = [k if k is not None else self._kernel(n.op, {**a, **{s: resolve(a[s]) for s in sym}})
                    for n, a, sym, k in zip(nodes, self._attrs, self._symbolic, self._kernels)]
         types = [(resolve(n.outputs[0].type.shape), to_numpy(n.outputs[0].type.dtype)) for n in nodes]
         return _Plan(kernels, types, [_step(k, ins, outs, None) for k, (ins, outs) in zip(kernels, self._io)])
@@ -206,6 +216,12 @@ class NumpyFunction:
             i = next(k for k, s in enumerate(steps) if s is step)  # steps are distinct tuples: identity finds it
             n = self.graph.nodes[i]
             shapes = ", ".join(f"{np.shape(env[s])}:{getattr(env[s], 'dtype', '?')}" for s in self._io[i][0])
+            if isinstance(e, BodyError):  # name the body node that failed, with its own source line
+                m = e.node
+                raise RunError(f"{m.op} failed at node {e.index} of the body of fused node {i} of "
+                               f"{self.graph.name}: {e.cause}",
+                               where=f"{m.source or n.source or '<no source>'} "
+                                     f"(operands {', '.join(map(str, e.shapes))}; fused operands {shapes})") from e.cause
             raise RunError(f"{n.op} failed at node {i} of {self.graph.name}: {e}",
                            where=f"{n.source or '<no source>'} (operands {shapes})") from e
         return [np.array(env[s]) if copy else _owned(env[s]) for s, copy in self._outs]
@@ -244,11 +260,22 @@ def _step(kernel, ins, outs, buf) -> tuple:
     return general, -1, -1, -1
 
 
-def compile_numpy(graph, **options) -> NumpyFunction:
-    check_options("numpy", options, ("buffer_cache_bytes",))
+def compile_numpy(graph, threads: int | None = None, **options) -> NumpyFunction:
+    """The numpy backend's compile: `threads` is how many threads a fused node's blocks
+    run on (default: TAPEIR_THREADS, else the cores this process may use);
+    `buffer_cache_bytes` bounds the buffers kept between calls (rule 2).
+
+    >>> import numpy as np, tapeir as tp
+    >>> compile_numpy(tp.trace(lambda x: x * 2.0, tp.Spec((2,))), threads=1)(np.ones(2, np.float32)).tolist()
+    [2.0, 2.0]
+    """
+    check_options("numpy", options, ("buffer_cache_bytes", "threads"))
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TapeirError(f"threads={threads!r}: expected a positive int",
+                          hint="threads=1 runs fused nodes on the calling thread only; omit it for all cores")
     limit = options.get("buffer_cache_bytes")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
         raise TapeirError(f"buffer_cache_bytes={limit!r} is not a byte count",
                           hint="pass an int >= 0 (0 keeps no buffers between calls); the default is "
                                f"{numpy_memory.CACHE_BYTES} (backends/numpy_memory.py CACHE_BYTES)")
-    return NumpyFunction(graph, None if limit is None else int(limit))
+    return NumpyFunction(graph, None if limit is None else int(limit), threads)

@@ -12,8 +12,9 @@ option overrides it), and only for bindings that recur (numpy_backend.py, rule 2
 plan whose buffers alone exceed the bound gets none: its call allocates as numpy does.
 
 Rules:
-  1. only nodes whose kernel is a numpy ufunc write into buffers, and only outputs of at
-     least MIN_BYTES (small arrays come cheaply from malloc's free lists);
+  1. only nodes whose kernel is a numpy ufunc (or a single-output fused kernel, which
+     takes `out=` too) write into buffers, and only outputs of at least MIN_BYTES (small
+     arrays come cheaply from malloc's free lists);
   2. the output of a shape op or clip may view its inputs (reshape, transpose, slices,
      an identity clip), so it keeps its inputs' buffers alive until its own last use;
      every other kernel returns a fresh array;
@@ -52,7 +53,7 @@ def plan_buffers(nodes, outputs, kernels, types, max_bytes=None) -> list | None:
     empty: frozenset = frozenset()
     for i, node in enumerate(nodes):
         shape, dt = types[i]
-        if (isinstance(kernels[i], np.ufunc) and len(node.outputs) == 1
+        if ((isinstance(kernels[i], np.ufunc) or getattr(kernels[i], "takes_out", False)) and len(node.outputs) == 1
                 and int(np.prod(shape, dtype=np.int64)) * dt.itemsize >= MIN_BYTES):
             pooled[i] = True
             roots[id(node.outputs[0])] = frozenset((i,))

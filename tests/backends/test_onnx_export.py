@@ -578,7 +578,7 @@ def test_unknown_backend_options_are_named():
 
     with pytest.raises(tp.TapeirError, match="no option 'foo'") as info:
         compile_numpy(g, foo=1)
-    assert "its options are buffer_cache_bytes" in str(info.value)
+    assert "its options are buffer_cache_bytes, threads" in str(info.value)
 
 
 def test_backends_package_exports():
