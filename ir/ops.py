@@ -446,7 +446,7 @@ def fused_rule(op, ts, attrs):
     What a body may hold (the contract the kernels and exporters rely on):
       - ELEMENTWISE nodes only (no nested fused node);
       - every body node produces the group's one shape (the domain); inputs and constants
-        broadcast to it;
+        broadcast to it (none is bigger, even an unused one);
       - every body output is produced by a body node (not an input or a constant).
     """
     body = attrs["body"]
@@ -463,6 +463,12 @@ def fused_rule(op, ts, attrs):
                 raise TypeRuleError(f"fused: body values have shapes {list(domain)} and {list(o.type.shape)}; "
                                     "every body node must produce the group's one shape",
                                     hint="keep smaller-shaped ops outside the group; their results become inputs")
+    for a in list(body.inputs) + list(body.constants):  # what the blocked kernels slice: never bigger
+        if domain is not None and (a.type.rank > len(domain) or any(
+                d != 1 and d != e for d, e in zip(a.type.shape[::-1], domain[::-1]))):
+            raise TypeRuleError(f"fused: body input {a.name or 'constant'} is {a.type}, which does not broadcast "
+                                f"to the group's shape {list(domain)}",
+                                hint="a body input is the group's shape or broadcasts to it")
     made = {id(o) for m in body.nodes for o in m.outputs}
     if not body.outputs or any(id(v) not in made for v in body.outputs):
         raise TypeRuleError("fused: every body output must be produced by a body node",

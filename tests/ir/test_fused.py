@@ -81,6 +81,7 @@ def test_bodies_compare_structurally():
     (lambda a, b: ((a + b).sum(axis=1),), "sum, which is not elementwise"),
     (lambda a, b: (tp.tanh(a + b), tp.exp(b)), "every body node must produce the group's one shape"),
     (lambda a, b: (a,), "every body output must be produced by a body node"),
+    (lambda a, b: (tp.exp(b),), "body input a is f32\\[N,3\\], which does not broadcast to the group's shape \\[3\\]"),
 ])
 def test_the_body_contract_is_checked(fn, problem):
     body = tp.trace(fn, tp.Spec(("N", 3)), tp.Spec((3,)))
