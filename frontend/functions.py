@@ -808,10 +808,3 @@ def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
 # Tensor's operators and methods (x + y, x.sum(), np.exp(x)) call the functions above; this
 # module builds on Tensor and so installs itself there rather than being imported by it.
 Tensor._F = sys.modules[__name__]
-
-
-# issue 11's functions (argmax, take, einsum, dropout, batch_norm, ...): their own module
-from . import functions_extra as _extra  # noqa: E402
-from .functions_extra import *  # noqa: E402,F401,F403
-
-__all__ = sorted(__all__ + _extra.__all__)

@@ -485,6 +485,3 @@ def fused_rule(op, ts, attrs):
 
 register("fused", (1, None), Category.FUSED, fused_rule, {"body": Attr("graph")},
          doc="a group of elementwise ops run as one kernel; attrs['body'] is the group as a graph")
-
-
-from . import ops_extra as _ops_extra  # noqa: E402,F401  (argmax, take, cumsum, einsum, ...: issue 11's ops)

@@ -1,8 +1,8 @@
 """The ops real models need beyond the seed set (issue 11): index picking, scans, masks,
 contractions by equation, batch normalization and counter-based random numbers.
 
-Declared like ir/ops.py's (one registration each, the ONNX twin with it); ir/ops.py
-imports this module so the registry is whole once `ir` is imported. Composites that need
+Declared like ir/ops.py's (one registration each, the ONNX twin with it); ir/__init__.py
+imports this module after ir/ops.py, so the registry is whole once `ir` is imported. Composites that need
 no op of their own (stack, flatten, var/std, split, dropout, random_normal, training-mode
 batch norm) live in frontend/functions_extra.py.
 """

@@ -497,4 +497,6 @@ def _nll_loss(g, x, y, a):
     return [-(onehot * w), None]
 
 
-from . import vjp_rules_extra as _extra  # noqa: E402,F401  (issue 11's ops: take, einsum, cumsum, ...)
+from .vjp_rules_extra import VJP_EXTRA  # noqa: E402  (issue 11's ops: take, einsum, cumsum, ...)
+
+VJP.update(VJP_EXTRA)
