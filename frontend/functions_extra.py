@@ -384,7 +384,8 @@ def dropout(x, p: float = 0.5, key=None, training: bool = True):
     """Zero each element with probability p and scale the rest by 1/(1-p), as
     torch.nn.functional.dropout; with training=False (or p=0) it is x. The mask is
     random_uniform(key, x.shape) >= p: pass a new int64 `key` each step, so a training
-    step stays one pure graph. A composite (where(mask, x * 1/(1-p), 0)): its gradient is
+    step stays one pure graph. Two calls with the same key and shape draw the same mask:
+    give each dropout layer its own key (key * 8 + layer). A composite (where(mask, x * 1/(1-p), 0)): its gradient is
     the same mask, and it exports as standard ONNX (onnxruntime draws the same mask).
 
     >>> import numpy as np, tapeir as tp
