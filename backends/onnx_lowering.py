@@ -349,3 +349,7 @@ EXPORT = {
     "cross_entropy": _class_loss, "nll_loss": _class_loss,
     "fused": _fused,
 }
+
+from .onnx_lowering_extra import EXPORT_EXTRA  # noqa: E402  (issue 11's ops: cumsum, trilu, scatter_add, ...)
+
+EXPORT.update(EXPORT_EXTRA)

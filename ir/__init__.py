@@ -1,5 +1,6 @@
 """The IR: dtypes, types, the op registry, Value/Node/Graph, text form, verifier."""
 from . import ops as _ops  # noqa: F401  (fills the registry)
+from . import ops_extra as _ops_extra  # noqa: F401  (and issue 11's ops: argmax, take, einsum, ...)
 from .dtypes import DTYPES, dtype_of
 from .errors import ParseError, RunError, TapeirError, TraceError, TypeRuleError, VerifyError
 from .graph import Graph, Node, Value, constant

@@ -119,3 +119,7 @@ REFERENCE = {
     "nll_loss": _with(K.nll_loss, "reduction", "ignore_index"),
     "fused": _fused,
 }
+
+from .reference_extra import REFERENCE_EXTRA  # noqa: E402  (issue 11's ops: argmax, take, einsum, ...)
+
+REFERENCE.update(REFERENCE_EXTRA)

@@ -32,6 +32,7 @@ class Category(Enum):
     NORMALIZE = "normalize"       # softmax family, layer_norm
     LOSS = "loss"
     FUSED = "fused"               # a group of elementwise ops run as one (its body is a nested graph)
+    RANDOM = "random"             # counter-based random numbers: a pure function of a key input
 
 
 _REQUIRED = object()

@@ -495,3 +495,8 @@ def _nll_loss(g, x, y, a):
     logp, labels = x
     onehot, w = _onehot_and_scale(g, logp, labels, a, "nll_loss")
     return [-(onehot * w), None]
+
+
+from .vjp_rules_extra import VJP_EXTRA  # noqa: E402  (issue 11's ops: take, einsum, cumsum, ...)
+
+VJP.update(VJP_EXTRA)

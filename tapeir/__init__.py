@@ -18,6 +18,8 @@ if not _os.path.isdir(_os.path.join(__path__[0], "ir")):
 from .backends.numpy_backend import compile_numpy as _compile_numpy
 from .frontend import functions as _functions
 from .frontend.functions import *  # noqa: F401,F403  (the tp.* functions: their __all__)
+from .frontend import functions_extra as _functions_extra
+from .frontend.functions_extra import *  # noqa: F401,F403  (issue 11's: argmax, take, einsum, dropout, ...)
 from .frontend.tensor import Tensor
 from .frontend.tracer import Spec
 from .frontend.tracing import call, trace
@@ -33,7 +35,7 @@ from .ir import (
 from .ir.graph import require_graph
 
 __all__ = [
-    *_functions.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "OPS", "Graph",
+    *_functions.__all__, *_functions_extra.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "OPS", "Graph",
     "ParseError", "RunError", "TapeirError", "TensorType", "TraceError", "TypeRuleError", "VerifyError",
     "load", "parse", "save", "verify", "to_onnx", "save_onnx", "compile", "from_onnx", "run", "BACKENDS",
     "__version__", "optim", "init_state", "training_step", "bind", "fit",

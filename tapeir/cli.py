@@ -50,9 +50,9 @@ def op_table() -> str:
 
     try:
         from .backends.onnx_export import EXPORT
-        from .frontend.onnx import IMPORT
+        from .frontend.onnx import IMPORT, TAPEIR_FUNCTIONS
     except ImportError:  # no onnx installed
-        EXPORT = IMPORT = {}
+        EXPORT = IMPORT = TAPEIR_FUNCTIONS = {}
 
     def mark(ok):
         return "yes" if ok else "-"
@@ -66,6 +66,8 @@ def op_table() -> str:
             vjp = "through its body"
         twin = d.onnx
         imp = f"yes (`{twin}`)" if twin and twin in IMPORT else "-"
+        if imp == "-" and name in TAPEIR_FUNCTIONS:  # exported as a tapeir local function, read back
+            imp = f"yes (`tapeir.{name}`)"
         rows.append(f"| `{name}` | {d.category.value} | {mark(name in IMPL)} | {vjp} | {mark(name in EXPORT)} | {imp} |")
     return "\n".join(rows) + "\n"
 

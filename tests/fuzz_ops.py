@@ -1294,4 +1294,77 @@ def _callgrad_torch(op, ns, a):
 row("callgrad", _callgrad_gen, _callgrad_tp, _callgrad_np, _callgrad_torch, weight=2, top_level=True,
     needs_torch=True, exempt=(ORT_SPLIT_TIES, TORCH_THIRD_DERIVATIVE))
 
+
+# ---- issue 11's ops: scans, masks, index picking, stacking --------------------------------
+
+def _cumsum_gen(g, vi, v):
+    axes = [a for a, d in enumerate(v.shape) if isinstance(d, int) and d > 0]
+    if not axes:
+        return None
+    a = g.choice(axes)
+    n = v.shape[a]
+    lo, hi = min(v.lo * n, v.lo, 0.0), max(v.hi * n, v.hi, 0.0)
+    return g.add("cumsum", [vi], v.shape, lo, hi, axis=a, exclusive=g.coin(), reverse=g.coin())
+
+
+def _cumsum_np(op, ns, a):
+    x, ax = a[0], op.p["axis"]
+    x = np.flip(x, ax) if op.p["reverse"] else x
+    y = np.cumsum(x, axis=ax) - (x if op.p["exclusive"] else 0)
+    return np.flip(y, ax) if op.p["reverse"] else y
+
+
+def _cumsum_torch(op, ns, a):
+    x, ax = a[0], op.p["axis"]
+    x = torch.flip(x, (ax,)) if op.p["reverse"] else x
+    y = torch.cumsum(x, ax) - (x if op.p["exclusive"] else 0)
+    return torch.flip(y, (ax,)) if op.p["reverse"] else y
+
+
+row("cumsum", _cumsum_gen,
+    lambda op, ns, a, cache: tp.cumsum(a[0], op.p["axis"], exclusive=op.p["exclusive"], reverse=op.p["reverse"]),
+    _cumsum_np, _cumsum_torch)
+
+
+def _trilu_gen(g, vi, v):
+    if len(v.shape) < 2:
+        return None
+    return g.add("trilu", [vi], v.shape, min(v.lo, 0.0), max(v.hi, 0.0), upper=g.coin(), k=g.i(-1, 1))
+
+
+row("trilu", _trilu_gen,
+    lambda op, ns, a, cache: (tp.triu if op.p["upper"] else tp.tril)(a[0], op.p["k"]),
+    lambda op, ns, a: (np.triu if op.p["upper"] else np.tril)(a[0], op.p["k"]),
+    lambda op, ns, a: (torch.triu if op.p["upper"] else torch.tril)(a[0], op.p["k"]))
+
+
+def _take_gen(g, vi, v):
+    axes = [a for a, d in enumerate(v.shape) if isinstance(d, int) and d > 0]
+    if not axes:
+        return None
+    a = g.choice(axes)
+    n = v.shape[a]
+    idx = tuple(g.i(-n, n - 1) for _ in range(g.i(1, 3)))  # repeats and negative indices
+    return g.add("take", [vi], v.shape[:a] + (len(idx),) + v.shape[a + 1:], v.lo, v.hi, axis=a, idx=idx)
+
+
+row("take", _take_gen,
+    lambda op, ns, a, cache: tp.take(a[0], np.array(op.p["idx"]), axis=op.p["axis"]),
+    lambda op, ns, a: np.take(a[0], op.p["idx"], axis=op.p["axis"]),
+    lambda op, ns, a: torch.index_select(a[0], op.p["axis"], torch.as_tensor(
+        [i % a[0].shape[op.p["axis"]] for i in op.p["idx"]])))
+
+
+def _stack_gen(g, vi, v):
+    same = [k for k, w in enumerate(g.prog.vals) if w.shape == v.shape]
+    k = g.choice(same)
+    ax = g.i(0, len(v.shape))
+    shape = v.shape[:ax] + (2,) + v.shape[ax:]
+    return g.add("stack", [vi, k], shape, min(v.lo, g.prog.vals[k].lo), max(v.hi, g.prog.vals[k].hi), axis=ax)
+
+
+row("stack", _stack_gen, lambda op, ns, a, cache: tp.stack(a, axis=op.p["axis"]),
+    lambda op, ns, a: np.stack(a, axis=op.p["axis"]), lambda op, ns, a: torch.stack(a, dim=op.p["axis"]))
+
+
 KINDS = tuple(name for name, r in ROWS.items() if torch is not None or not r.needs_torch for _ in range(r.weight))

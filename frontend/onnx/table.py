@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from .. import functions as F
+from .. import functions_extra as FX
 from ...ir.registry import OPS
 from .elementwise import ELEMENTWISE
 from .index import INDEX
@@ -37,6 +38,8 @@ TAPEIR_FUNCTIONS = {
     "logsumexp": lambda n, x: F.logsumexp(x, axis=tuple(n.attr("axes")), keepdims=bool(n.attr("keepdims", 0))),
     "gelu": lambda n, x: F.gelu(x),
     "gelu_tanh": lambda n, x: F.gelu(x, approximate="tanh"),
+    "scatter_add": lambda n, data, idx, upd: FX.scatter_add(data, idx, upd, axis=0),
+    "random_uniform": lambda n, key, shape: FX.random_uniform(key, n.dims(shape, "shape")),
 }
 
 STATIC_OPERANDS = {

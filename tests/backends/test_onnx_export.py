@@ -233,6 +233,35 @@ case("mse-l1-bce", lambda a, b: tp.mse_loss(a, b) + tp.l1_loss(a, b, reduction="
 case("mlp", lambda w1, b1, w2, x, y: tp.cross_entropy(tp.tanh(x @ w1 + b1) @ w2, y),
      [A((4, 6)), A((6,)), A((6, 3)), A(("B", 4)), L(("B",), 3)])
 
+# issue 11's ops
+_IDX = np.array([[2, 0, 2], [-1, 1, 0]])
+case("argmax-argmin", lambda x: (tp.argmax(x, 1), tp.argmin(x, 0, keepdims=True)), [A(("B", 4), "distinct")],
+     grad=False)
+case("argmax-int", lambda x: tp.argmax(x), [Z(B)], grad=False)
+case("take-embedding", lambda w, ids: tp.take(w, ids) * 2.0, [A((4, 3)), L(("B", 2), 4)])
+case("take-axis1-const", lambda w: tp.take(w, _IDX, axis=1), [A(("B", 3, 2))])
+case("scatter_add-axis1", lambda d, u: tp.scatter_add(d, _IDX, u, axis=1), [A(("B", 3, 2)), A(("B", 2, 3, 2))])
+case("cumsum", lambda x: tp.cumsum(x, 1) + tp.cumsum(x, 0, exclusive=True, reverse=True), [A(B)])
+case("cumsum-int", lambda x: tp.cumsum(x, 0, reverse=True), [Z(B)], grad=False)
+case("triu-tril", lambda x: tp.triu(x, 1) + tp.tril(x, -2), [A(("B", 3, 5))])
+case("tril-symbolic-causal", lambda x: tp.tril(x), [A(("B", "B"))])
+case("einsum", lambda a, b: tp.einsum("bij,jk->bki", a, b), [A(("B", 2, 3)), A((3, 4))])
+case("var-std-stack-split", lambda x: tp.stack([tp.var(x, 1), tp.std(x, 1, correction=0), tp.split(x, 2, 1)[1][:, 0]]),
+     [A(("B", 4))])
+case("var-symbolic", lambda x: tp.var(x, 0), [A(("B", 4))])
+case("batch_norm", lambda x, w, b, m, v: tp.batch_norm(x, m, v, w, b), [A(("B", 3, 2)), A((3,)), A((3,)), A((3,)),
+                                                                        A((3,), "pos")])
+def _bn_train(x, w, b, m, v):  # one output: y, with the new running statistics folded in
+    y, m2, v2 = tp.batch_norm(x, m, v, w, b, training=True)
+    return y * tp.reshape(m2, (3, 1, 1)) + tp.reshape(v2, (3, 1, 1))
+
+
+case("batch_norm-train", _bn_train,
+     [A(("B", 3, 2, 2)), A((3,)), A((3,)), A((3,)), A((3,), "pos")])
+case("random_uniform", lambda x, k: (tp.random_uniform(k, x.shape), tp.random_normal(k, (3, 2), "float64")),
+     [A(("B", 4)), Z(())], grad=False)
+case("dropout", lambda x, k: tp.dropout(x, 0.25, k), [A(("B", 40)), Z(())])
+
 # the frontend's avg_pool2d has no dilation argument (torch's has none); the IR op has one
 AVG_POOL_DILATED = """graph avg_pool_dilated(x: f32[B,1,6,7]) {
   %0: f32[B,1,3,5] = avg_pool2d(x) {count_include_pad=false, dilation=[2, 2], kernel=[2, 3],

@@ -442,6 +442,15 @@ SAMPLES = {
     "nll_loss": (["f64[B,5,2]", "i32[B,2]"], {"reduction": "sum"}),
     "where": (["bool[B,3]", "f32[B,3]", "f32[3]"], {}),
     "matmul": (["f32[B,2,3]", "f32[3,4]"], {}),
+    "argmax": (["f32[B,3]"], {"axis": 1, "keepdims": False}),
+    "argmin": (["i32[B,3]"], {"axis": 0, "select_last_index": True}),
+    "take": (["f32[B,3]", "i64[2,B]"], {"axis": 1}),
+    "scatter_add": (["f32[4,3]", "i32[B]", "f32[B,3]"], {}),
+    "cumsum": (["f64[B,3]"], {"axis": 0, "exclusive": True}),
+    "trilu": (["f32[B,3,3]"], {"upper": False, "k": -1}),
+    "einsum": (["f32[B,2,3]", "f32[3,4]"], {"equation": "bij,jk->bki"}),
+    "batch_norm": (["f32[B,3,2]", "f32[3]", "f32[3]", "f32[3]", "f32[3]"], {"epsilon": 1e-3}),
+    "random_uniform": (["i64[]"], {"shape": (2, 3), "dtype": "f64"}),
 }
 GENERIC = [["f32[B,3]"], ["f32[B,3]", "f32[3]"], ["i64[B,3]", "i64[B,3]"]]
 

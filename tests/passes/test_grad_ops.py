@@ -302,6 +302,46 @@ case("mlp", lambda w1, b1, w2, x, y: tp.cross_entropy(tp.tanh(x @ w1 + b1) @ w2,
      [A((4, 6)), A((6,)), A((6, 3)), A((5, 4)), L((5,), 3)],
      lambda w1, b1, w2, x, y: T("F.cross_entropy")(T("tanh")(x @ w1 + b1) @ w2, y))
 
+# issue 11's ops: index picking, scans, masks, einsum, statistics, batch norm
+_IDX = np.array([[2, 0, 2], [-1, 1, 0]])  # repeats (the gradient accumulates) and a negative index
+
+
+def _tt(a):  # a numpy index array as a torch tensor (torch is imported lazily)
+    return _tf()[0].as_tensor(a)
+
+
+case("take-embedding", lambda w: tp.take(w, _IDX), [A((4, 3))], lambda w: w[_tt(_IDX % 4)])
+case("take-axis1", lambda w: tp.take(w, _IDX, axis=1), [A((2, 3, 2))], lambda w: w[:, _tt(_IDX % 3)])
+case("scatter_add", lambda d, u: tp.scatter_add(d, _IDX % 4, u), [A((4, 2)), A((2, 3, 2))],
+     lambda d, u: d.index_add(0, _tt((_IDX % 4).reshape(-1)), u.reshape(-1, 2)))
+case("cumsum", lambda x: tp.cumsum(x, 1), [A(S)], lambda x: T("cumsum")(x, 1))
+case("cumsum-exclusive-reverse", lambda x: tp.cumsum(x, 0, exclusive=True, reverse=True), [A(S)],
+     lambda x: T("flip")(T("cumsum")(T("flip")(x, (0,)), 0), (0,)) - x)
+case("triu", lambda x: tp.triu(x, 1), [A((2, 3, 4))], lambda x: T("triu")(x, 1))
+case("tril", lambda x: tp.tril(x, -1), [A(S)], lambda x: T("tril")(x, -1))
+case("einsum-matmul", lambda a, b: tp.einsum("bij,bjk->bik", a, b), [A((2, 3, 4)), A((2, 4, 5))],
+     lambda a, b: T("einsum")("bij,bjk->bik", a, b))
+case("einsum-ellipsis-sum", lambda a, b: tp.einsum("...i,j->...j", a, b), [A((2, 3, 4)), A((5,))],
+     lambda a, b: T("einsum")("...i,j->...j", a, b))
+case("einsum-three", lambda a, b, c: tp.einsum("ij,jk,k", a, b, c), [A((2, 3)), A((3, 4)), A((4,))],
+     lambda a, b, c: T("einsum")("ij,jk,k", a, b, c))
+case("var", lambda x: tp.var(x, axis=1), [A(S)], lambda x: T("var")(x, 1))
+case("std-all-ddof0", lambda x: tp.std(x, correction=0, keepdims=True), [A(S)],
+     lambda x: T("std")(x, correction=0, keepdim=True))
+case("stack-flatten", lambda a, b: tp.flatten(tp.stack([a, b], axis=1), 1), [A(S), A(S)],
+     lambda a, b: T("flatten")(T("stack")([a, b], 1), 1))
+case("split", lambda x: tp.split(x, [1, 3], axis=1)[2] * tp.split(x, 2, axis=1)[0], [A(S)],
+     lambda x: T("tensor_split")(x, [1, 3], 1)[2] * T("tensor_split")(x, 2, 1)[0])
+case("batch_norm", lambda x, w, b, m, v: tp.batch_norm(x, m, v, w, b, eps=1e-3),
+     [A((3, 2, 2, 2)), A((2,)), A((2,)), A((2,)), A((2,), "pos")],
+     # torch's batch_norm refuses gradients for the running statistics: its formula, written out
+     lambda x, w, b, m, v: (x - m.view(2, 1, 1)) / T("sqrt")(v.view(2, 1, 1) + 1e-3) * w.view(2, 1, 1)
+     + b.view(2, 1, 1))
+case("batch_norm-train", lambda x, w, b: tp.batch_norm(x, None, None, w, b, training=True),
+     [A((3, 2, 2)), A((2,)), A((2,))], lambda x, w, b: T("F.batch_norm")(x, None, None, w, b, training=True))
+case("dropout-p0", lambda x: tp.dropout(x, 0.0) + tp.dropout(x, 0.5, training=False), [A(S)],
+     lambda x: x + x)
+
 IDS = [c.id for c in CASES]
 assert len(set(IDS)) == len(IDS), "duplicate case ids"
 
