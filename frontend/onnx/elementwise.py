@@ -75,7 +75,16 @@ def _is_inf(n, x):
     return F.less(F.abs(x), -1.0)  # detects nothing: always false (nan compares false too)
 
 
+def _mod(n, a, b):
+    """Mod on values known at import time folds before any rule runs (torch's
+    nn.MultiheadAttention writes `embed_dim % num_heads` checks); tapeir has no IR op for a
+    remainder of computed tensors."""
+    raise n.error(f"Mod of computed tensors ({value_dtype(a)}, {value_dtype(b)}) has no tapeir op",
+                  hint="tapeir imports Mod only on values known at import time (constants, static shapes)")
+
+
 ELEMENTWISE = {
+    "Mod": _mod,
     "Div": _via_f64(F.div), "Pow": _via_f64(F.power), "Tan": lambda n, x: F.sin(x) / F.cos(x),
     "Celu": lambda n, x: F.elu(x / n.attr("alpha", 1.0)) * n.attr("alpha", 1.0),
     "Selu": lambda n, x: F.elu(x, n.attr("alpha", 1.67326319217681884765625)) * n.attr("gamma", 1.05070102214813232421875),

@@ -230,7 +230,9 @@ def _dimwise(fn, what):
             if r is None:
                 raise n.error(f"cannot compute {x} {what} {y} on symbolic dims")
             return r
-        return np.frompyfunc(one, 2, 1)(_obj(a), _obj(b)).astype(object)
+        # 0-d operands (Shape -> Squeeze gives a scalar dim) make frompyfunc return a bare
+        # dim, not an array: wrap it back
+        return np.asarray(np.frompyfunc(one, 2, 1)(_obj(a), _obj(b)), dtype=object)
     return rule
 
 
@@ -240,6 +242,8 @@ def _int_only(op):
 
 SYMBOLIC = {
     "Identity": lambda n, x: x,
+    # the shape of a vector of dims is static (torch's expand(-1) takes Shape of its target)
+    "Shape": lambda n, x: np.array(x.shape[slice(n.attr("start", 0), n.attr("end", x.ndim))], dtype=np.int64),
     "Cast": lambda n, x: _cast_dims(n, x),
     "Gather": lambda n, x, i: np.take(x, np.asarray(n.ints(i, "indices")).reshape(i.shape), axis=n.attr("axis", 0)),
     "Concat": lambda n, *xs: np.concatenate([_obj(x) for x in xs], axis=n.attr("axis")),
@@ -251,9 +255,29 @@ SYMBOLIC = {
     "Div": _dimwise(dim_divide, "/"),
     "Add": _dimwise(_int_only(lambda x, y: x + y), "+"),
     "Sub": _dimwise(_int_only(lambda x, y: x - y), "-"),
+    "Mod": _dimwise(lambda x, y: x % y if isinstance(x, int) and isinstance(y, int) and y else None, "%"),
+    "Equal": lambda n, a, b: _dimwise(_dim_equal, "==")(n, a, b).astype(bool),
+    "Where": lambda n, c, a, b: np.where(_known_bool(n, c), _obj(a), _obj(b)),
     "Expand": lambda n, x, shape: _expand_dims(n, x, n.ints(shape, "shape")),
     "ConstantOfShape": _constant_of_shape,
 }
+
+
+def _known_bool(n, c):
+    if c.dtype.kind not in "biu":  # the driver stores Equal's known answers as int64 0/1
+        raise n.error(f"a condition on symbolic dims that is unknown at import time: {c.tolist()}")
+    return c.astype(bool)
+
+
+def _dim_equal(x, y):
+    """Dims equal when the same; a symbol (a size, >= 0) is never a negative int (torch's
+    expand(-1) tests its target for -1); other symbol-int pairs are unknown (None)."""
+    if x == y:
+        return True
+    if isinstance(x, str) and isinstance(y, str):
+        return None
+    num = x if isinstance(x, int) else y
+    return False if isinstance(x, int) and isinstance(y, int) or num < 0 else None
 
 
 def _expand_dims(n, x, shape):
