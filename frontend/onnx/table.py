@@ -3,7 +3,7 @@
   IMPORT            derived rows first: each IR op's ONNX twin (`onnx=` in ir/ops.py)
                     imports as that op, same inputs, the attributes the op declares (a
                     missing one takes the op's default, which is ONNX's); then the rules of
-                    elementwise.py, reduce.py, shape.py, index.py and nn.py, which override
+                    elementwise.py, reduce.py, shape.py, index.py, nn.py and recurrent.py, which override
                     a derived row or add an op type.
   TAPEIR_FUNCTIONS  tapeir's local functions (domain ir.registry.ONNX_DOMAIN) come back as
                     the IR ops they were exported from (`softplus`, not its body).
@@ -17,6 +17,7 @@ from ...ir.registry import OPS
 from .elementwise import ELEMENTWISE
 from .index import INDEX
 from .nn import NN
+from .recurrent import RECURRENT
 from .reduce import REDUCE
 from .shape import SHAPE
 
@@ -30,7 +31,7 @@ def _twin(op: str):
 
 
 IMPORT = {**{d.onnx: _twin(op) for op, d in OPS.items() if d.onnx},
-          **ELEMENTWISE, **REDUCE, **SHAPE, **INDEX, **NN}
+          **ELEMENTWISE, **REDUCE, **SHAPE, **INDEX, **NN, **RECURRENT}
 
 TAPEIR_FUNCTIONS = {
     "softplus": lambda n, x: F.softplus(x),
