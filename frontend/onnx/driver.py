@@ -49,8 +49,8 @@ from ...ir.registry import ONNX_DOMAIN
 from ...ir.types import factors
 from ...ir.verifier import verify
 from .fold import can_fold, fold
-from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, elem_name, is_static, \
-    is_symbolic, limits_in_force
+from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, dim_sources, elem_name, \
+    is_static, is_symbolic, limits_in_force, note_dims
 from .shape import SYMBOLIC
 from .table import IMPORT, TAPEIR_FUNCTIONS
 from .validate import DimSymbols, check_arity, check_big_dims, check_dim_value, check_names, check_strings, \
@@ -96,7 +96,7 @@ def from_onnx(model_or_path, params: str = "constants", *, max_nodes=None, max_c
         model, label = model_or_path, "model.onnx"
     else:
         raise TapeirError(f"from_onnx expects an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
-    with limits_in_force(bounds):
+    with limits_in_force(bounds), dim_sources():
         graph = _import(model, params, label)
     try:
         verify(graph)
@@ -214,6 +214,8 @@ def _np_dtype(arr, name, label):
 
 def _interpret(g, env, known, opset, label):
     env = {**known, **env}
+    for v in env.values():
+        note_dims(v)
     builder = current_builder()
     for i, proto in enumerate(g.node):
         where = node_where(label, proto, i)
@@ -234,6 +236,7 @@ def _interpret(g, env, known, opset, label):
         for name, v in zip(proto.output, outs):
             if name:
                 env[name] = np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
+                note_dims(v)
     outs = []
     for o in g.output:
         if o.name not in env:  # check_names saw a writer: a node whose rule made fewer outputs

@@ -10,7 +10,9 @@ import numpy as np
 
 from .. import functions as F
 from ...ir.types import dim_divide, dim_product
-from .node import INT_MAX, check_constant, constant_fits, is_static, limits, prod, rank_of, reshape, shape_of
+from ..tensor import Tensor
+from .node import INT_MAX, check_constant, constant_fits, dim_source, is_static, is_symbolic, limits, prod, rank_of, \
+    reshape, shape_of
 
 # ---- shape ops ----------------------------------------------------------------------
 
@@ -74,7 +76,47 @@ def _slice_index(n, shape, starts, ends, axes, steps):
     return tuple(index)
 
 
+def _run_time_dim(n, d, what):
+    """(tensor, axis) to read symbolic dim `d` from at run time."""
+    src = dim_source(d)
+    if src is None:
+        raise n.error(f"{what} is the symbolic size {d}, which no tensor of the model has as a dim",
+                      hint="tapeir computes with a symbolic size at run time only when it is a dim of some "
+                           "tensor (e.g. the sequence length of an input)")
+    return src
+
+
+def _slice_symbolic(n, x, starts, ends, axes, steps):
+    """Slice with symbolic ends (a buffer cut to the sequence length: mask[:, :, :T, :T]):
+    the static bounds as a slice, each x[:T] as slice_to reading T from a tensor that has it."""
+    starts, ends = n.dims(starts, "starts"), n.dims(ends, "ends")
+    axes = list(range(len(starts))) if axes is None else [n.axis(a, rank_of(x)) for a in n.ints(axes, "axes")]
+    steps = [1] * len(starts) if steps is None else n.ints(steps, "steps")
+    static, dynamic = ([], [], [], []), {}
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        if isinstance(e, str):
+            if isinstance(s, str) or s != 0 or st != 1:
+                raise n.error(f"slicing axis {a} of {list(shape_of(x))} with {s}:{e}:{st}",
+                              hint="tapeir slices to a symbolic end from 0 with step 1 only")
+            if shape_of(x)[a] != e:  # x[:T] of an axis that is T already is the whole axis
+                ref, ref_axis = _run_time_dim(n, e, f"the end of axis {a}")
+                dynamic.setdefault(id(ref), (ref, [], []))
+                dynamic[id(ref)][1].append(a)
+                dynamic[id(ref)][2].append(ref_axis)
+        else:
+            for part, v in zip(static, (a, s, e, st)):
+                part.append(v)
+    y = x
+    if static[0]:
+        y = y[_slice_index(n, shape_of(y), static[1], static[2], static[0], static[3])]
+    for ref, a, ra in dynamic.values():
+        y = F.apply_op("slice_to", [y, ref], {"axes": a, "ref_axes": ra})
+    return y
+
+
 def _slice(n, x, starts=None, ends=None, axes=None, steps=None):
+    if n.opset >= 10 and (is_symbolic(starts) or is_symbolic(ends)):
+        return _slice_symbolic(n, x, starts, ends, axes, steps)
     if n.opset < 10:
         starts, ends, axes, steps = n.attr("starts"), n.attr("ends"), n.attr("axes"), None
     else:
@@ -249,7 +291,9 @@ SYMBOLIC = {
     "Concat": lambda n, *xs: np.concatenate([_obj(x) for x in xs], axis=n.attr("axis")),
     "Unsqueeze": lambda n, x, axes=None: np.reshape(x, shape_of(_unsqueeze_shape(n, x, axes))),
     "Squeeze": lambda n, x, axes=None: np.squeeze(x, axis=_squeeze_axes(n, x, axes)),
-    "Slice": lambda n, x, *rest: x[_slice_index(n, x.shape, *_slice_args(n, rest))],
+    "Slice": lambda n, x, *rest: x[_slice_index(n, x.shape, *_slice_args(n, rest))] if is_symbolic(x)
+    else _slice(n, x, *rest),  # known data (a mask buffer) cut to symbolic ends: IR
+    "Range": lambda n, *bounds: _range_dims(n, *bounds),
     "Reshape": lambda n, x, shape: np.reshape(x, n.ints(shape, "shape")),
     "Mul": _dimwise(lambda x, y: dim_product([x, y]), "*"),
     "Div": _dimwise(dim_divide, "/"),
@@ -278,6 +322,21 @@ def _dim_equal(x, y):
         return None
     num = x if isinstance(x, int) else y
     return False if isinstance(x, int) and isinstance(y, int) or num < 0 else None
+
+
+def _range_dims(n, start, limit, delta):
+    """Range(0, T, 1) over a symbolic dim T (positions over the sequence): iota, reading T
+    from a tensor that has it at run time."""
+    s, d = (n.scalar(v, w) if not is_symbolic(v) else None for v, w in ((start, "start"), (delta, "delta")))
+    t = limit.reshape(-1)[0] if is_symbolic(limit) and limit.size == 1 else None
+    if s != 0 or d != 1 or not isinstance(t, str):
+        raise n.error(f"Range({start.tolist()}, {limit.tolist()}, {delta.tolist()}) on symbolic dims",
+                      hint="tapeir computes Range(0, T, 1) over a symbolic dim T at run time; other bounds "
+                           "need static shapes")
+    ref, axis = _run_time_dim(n, t, "the Range's limit")
+    y = F.apply_op("iota", [ref], {"axis": axis})
+    return y if start.dtype == np.int64 else F.astype(y, "i32" if start.dtype == np.int32 else "f32"
+                                                      if start.dtype == np.float32 else "f64")
 
 
 def _expand_dims(n, x, shape):
