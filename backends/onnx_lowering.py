@@ -45,7 +45,7 @@ hand-written rules below override it, in order:
  10. an int32 sum is Cast to int64, ReduceSum, Cast back: onnxruntime's ReduceSum saturates
      where numpy's wraps (an int64 sum past 2**63 still saturates there: a listed difference).
  11. iota, slice_to and pad_to read their run-time size with Shape: Range(0, n, 1),
-     Slice to Gather(Shape(ref)), Pad by Shape(ref) - Shape(x) on their axes.
+     Slice to Gather(Shape(ref)), pad_to calls a local function (Pad by Shape(ref) - Shape(x) on its axes).
  12. fused nodes call a local function holding their body (backends/onnx_fused.py), or,
      with to_onnx(fused="inline"), write the body's nodes, each through its own rule.
 """
@@ -298,11 +298,9 @@ def _slice_to(low, n, ins, outs):
 
 
 def _pad_to(low, n, ins, outs):
-    r = n.inputs[0].type.rank
-    keep = low.ints([1 if i in n.attrs["axes"] else 0 for i in range(r)])  # other axes: no padding
-    after = low.op("Mul", low.op("Sub", low.op("Shape", ins[1]), low.op("Shape", ins[0])), keep)
-    pads = low.op("Concat", low.ints([0] * r), after, axis=0)
-    low.op("Pad", ins[0], pads, low.scalar(0, n.inputs[0].type.dtype), out=outs[0], mode="constant")
+    axes = n.attrs["axes"]
+    keep = [1 if i in axes else 0 for i in range(n.inputs[0].type.rank)]
+    low.call("pad_to", ins[0], ins[1], out=outs[0], axes=list(axes), keep=keep)
 
 
 def _squeeze_axes(low, n, ins, outs):  # squeeze, unsqueeze: axes as an input

@@ -142,8 +142,8 @@ def _gru(n, x, w, r, b=None, seq_lens=None, h0=None):
             gzr = g[:, :2 * hidden] if h is None else g[:, :2 * hidden] + F.matmul(h, r_zr)
             z, rs = F.sigmoid(gzr[:, :hidden]), F.sigmoid(gzr[:, hidden:])
             gh = g[:, 2 * hidden:]
-            if h is None:  # a zero state: its recurrent terms are the bias alone
-                rec = None if rbh is None else rs * rbh
+            if h is None:  # a zero state: its recurrent term is the bias alone (reset or not)
+                rec = None if rbh is None else rs * rbh if before else rbh
             elif before:
                 hr = F.matmul(h, r_h)
                 rec = rs * (hr if rbh is None else hr + rbh)

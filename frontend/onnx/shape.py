@@ -143,6 +143,59 @@ def _split(n, x, split=None):
     return tuple(x[(slice(None),) * axis + (slice(int(a), int(b)),)] for a, b in zip(bounds[:-1], bounds[1:]))
 
 
+# ---- sequences (the dynamo exporter without its optimizer writes split/unbind so) ---------
+# An ONNX sequence imports as a Python list of values: it lives at import time only (a
+# graph input or output cannot be one), and each element is an ordinary tensor.
+
+class _Seq(list):
+    """A sequence value (a list, so the driver passes it from rule to rule untouched)."""
+
+
+def _split_to_sequence(n, x, split=None):
+    axis = n.axis(n.attr("axis", 0), rank_of(x))
+    size = shape_of(x)[axis]
+    if not isinstance(size, int):
+        raise n.error(f"splitting symbolic axis {axis} of {list(shape_of(x))}")
+    if split is None:
+        parts = [x[(slice(None),) * axis + (slice(i, i + 1),)] for i in range(size)]
+        return _Seq(parts if n.attr("keepdims", 1) else [F.squeeze(p, (axis,)) for p in parts])
+    sizes = n.ints(split, "split")
+    if split.ndim == 0:
+        sizes = [min(sizes[0], size - i) for i in range(0, size, sizes[0])]
+    if sum(sizes) != size:
+        raise n.error(f"split sizes {sizes} do not add up to axis {axis} of size {size}")
+    bounds = np.cumsum([0] + list(sizes))
+    return _Seq(x[(slice(None),) * axis + (slice(int(a), int(b)),)] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def _seq(n, s):
+    if not isinstance(s, _Seq):
+        raise n.error("expects a sequence input")
+    return s
+
+
+def _sequence_at(n, s, position):
+    s, k = _seq(n, s), int(n.scalar(position, "position"))
+    if not -len(s) <= k < len(s):
+        raise n.error(f"position {k} is out of range for a sequence of {len(s)}")
+    return s[k]
+
+
+def _concat_from_sequence(n, s):
+    s, axis = _seq(n, s), n.attr("axis")
+    if n.attr("new_axis", 0):
+        axis = n.axis(axis, rank_of(s[0]) + 1)
+        return F.concatenate([F.expand_dims(v, axis) for v in s], axis)
+    return F.concatenate(list(s), n.axis(axis, rank_of(s[0])))
+
+
+SEQUENCE = {
+    "SplitToSequence": _split_to_sequence, "SequenceAt": _sequence_at,
+    "SequenceConstruct": lambda n, *xs: _Seq(xs), "ConcatFromSequence": _concat_from_sequence,
+    "SequenceLength": lambda n, s: np.array(len(_seq(n, s)), np.int64),
+}
+
+
 def _pad_sides(mode, size, b, e):
     """The pieces of an axis of `size` that Pad puts before and after it (b and e wide), as
     slices; a side of 0 gets none, so the import leaves no dead slice nodes."""
@@ -255,7 +308,7 @@ SHAPE = {
     "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Flatten": _flatten,
     "Split": _split, "Pad": _pad, "Identity": lambda n, x: x,
     "Dropout": _dropout, "Shape": _shape, "Size": _size, "Constant": _constant,
-    "ConstantOfShape": _constant_of_shape,
+    "ConstantOfShape": _constant_of_shape, **SEQUENCE,
 }
 
 

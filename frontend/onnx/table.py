@@ -7,6 +7,7 @@
                     a derived row or add an op type.
   TAPEIR_FUNCTIONS  tapeir's local functions (domain ir.registry.ONNX_DOMAIN) come back as
                     the IR ops they were exported from (`softplus`, not its body).
+  FOLD_ONLY         op types imported only on values known at import time (Mod): not in IMPORT.
   STATIC_OPERANDS   operands that must be known at import time (shapes, axes, pads);
                     tests/backends/test_onnx_conformance.py bakes them into node tests.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from .. import functions as F
 from ...ir.registry import OPS
-from .elementwise import ELEMENTWISE
+from .elementwise import ELEMENTWISE, FOLD_ONLY
 from .index import INDEX
 from .nn import NN
 from .recurrent import RECURRENT
@@ -38,11 +39,13 @@ TAPEIR_FUNCTIONS = {
     "logsumexp": lambda n, x: F.logsumexp(x, axis=tuple(n.attr("axes")), keepdims=bool(n.attr("keepdims", 0))),
     "gelu": lambda n, x: F.gelu(x),
     "gelu_tanh": lambda n, x: F.gelu(x, approximate="tanh"),
+    "pad_to": lambda n, x, ref: F.apply_op("pad_to", [x, ref], {"axes": tuple(n.attr("axes"))}),
 }
 
 STATIC_OPERANDS = {
     "Reshape": (1,), "Expand": (1,), "Pad": (1, 2, 3), "Slice": (1, 2, 3, 4), "Squeeze": (1,),
     "Unsqueeze": (1,), "Split": (1,), "ConstantOfShape": (0,), "Dropout": (1, 2),
-    "Range": (0, 1, 2), "OneHot": (1,), "Trilu": (1,), "CumSum": (1,),
+    "Range": (0, 1, 2), "OneHot": (1,), "Trilu": (1,), "CumSum": (1,), "LSTM": (4,), "GRU": (4,),
+    "SplitToSequence": (1,),
     **{op: (1,) for op in REDUCE if op.startswith("Reduce")},
 }
