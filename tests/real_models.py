@@ -17,10 +17,18 @@ from torch.nn import functional as F
 
 
 def _randomize_bn(model):
-    """Non-trivial running statistics, so eval-mode BatchNorm is not the identity."""
+    """Non-trivial running statistics, so eval-mode BatchNorm is not the identity; and
+    LayerNorm weights off their 1/0 init: the TorchScript exporter merges equal initializers
+    (every LayerNorm's ones) into one, whose gradient is then the sum over all its uses; and
+    every parameter jittered, since nn.TransformerEncoder starts its layers as copies of one."""
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
         for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.5, 0.5, generator=g)
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.running_mean.uniform_(-0.5, 0.5, generator=g)
                 m.running_var.uniform_(0.5, 2.0, generator=g)
@@ -227,18 +235,18 @@ def make(name: str):
     if name == "mobilenet":
         return _randomize_bn(MobileNetV3()).eval(), [_images()], [BATCH]
     if name == "encoder":
-        return Encoder().eval(), [_seq()], [BATCH_SEQ]
+        return _randomize_bn(Encoder()).eval(), [_seq()], [BATCH_SEQ]
     if name == "vit":
-        return ViT().eval(), [_images(size=8)], [BATCH]
+        return _randomize_bn(ViT()).eval(), [_images(size=8)], [BATCH]
     if name == "gpt":
         tokens = np.random.default_rng(0).integers(0, 50, (3, 7)).astype(np.int64)
-        return GPT().eval(), [tokens], [BATCH_SEQ]
+        return _randomize_bn(GPT()).eval(), [tokens], [BATCH_SEQ]
     if name in ("lstm", "gru"):
-        return Recurrent(nn.LSTM if name == "lstm" else nn.GRU).eval(), [_seq(width=6)], [BATCH]
+        return _randomize_bn(Recurrent(nn.LSTM if name == "lstm" else nn.GRU)).eval(), [_seq(width=6)], [BATCH]
     if name == "bn_cnn":
         return _randomize_bn(BNNet()).eval(), [_images(size=8)], [BATCH]
     if name == "dropout_mlp":
-        return DropoutMLP().eval(), [np.random.default_rng(0).standard_normal((4, 12)).astype(np.float32)], [BATCH]
+        return _randomize_bn(DropoutMLP()).eval(), [np.random.default_rng(0).standard_normal((4, 12)).astype(np.float32)], [BATCH]
     raise KeyError(name)
 
 

@@ -62,7 +62,7 @@ def export(model, xs, dyn, mode, opset=17):
             logging.disable(logging.NOTSET)
 
 
-_FAST = [(name, "ts_fold") for name in R.NAMES] + [(name, "ts_nofold") for name in ("gpt", "lstm", "bn_cnn", "vit")]
+_FAST = [(name, "ts_fold") for name in R.NAMES] + [(name, "ts_nofold") for name in ("gpt", "bn_cnn")]
 FAST = [pytest.param(c, id="-".join(c)) for c in _FAST]
 SLOW = [pytest.param((name, mode), marks=pytest.mark.slow_export, id=f"{name}-{mode}")
         for mode in ("dyn_opt", "dyn_raw") for name in R.NAMES]
