@@ -11,6 +11,9 @@ reference (`@axes`), so one function serves every call of its op.
   logsumexp(X; axes, keepdims)
                             m + log(sum(exp(X - m))) with m = max over axes, replaced by 0
                             where it is not finite (an all -inf slice gives -inf, not nan).
+  pad_to(X, Ref; axes, keep) X zero-padded at the end to Ref's sizes on `axes` (keep: 0/1 per
+                            dim), read with Shape at run time; ai.onnx's Pad takes the pads as a
+                            computed tensor, which tp.from_onnx cannot read back as this op.
   gelu(X), gelu_tanh(X)     for opsets below 20, which lack Gelu: the erf and the tanh forms.
 """
 from __future__ import annotations
@@ -118,11 +121,29 @@ def _gelu_tanh(opset):
     ]
 
 
-_BODIES = {"softplus": _softplus, "logsumexp": _logsumexp, "gelu": _gelu, "gelu_tanh": _gelu_tanh}
+def _pad_to(opset):
+    """X zero-padded at the end to Ref's sizes where @keep is 1 (the IR's pad_to; @axes names
+    the same axes, for the importer)."""
+    n = helper.make_node
+    return ["X", "Ref"], ["Y"], ["axes", "keep"], [
+        *_like("zero", 0.0),
+        _ref(n("Constant", [], ["keep_t"]), "value_ints", AttributeProto.INTS, "keep"),
+        n("Shape", ["X"], ["sx"]),
+        n("Shape", ["Ref"], ["sr"]),
+        n("Sub", ["sr", "sx"], ["grow"]),
+        n("Mul", ["grow", "keep_t"], ["after"]),
+        n("Sub", ["keep_t", "keep_t"], ["before"]),
+        n("Concat", ["before", "after"], ["pads"], axis=0),
+        n("Pad", ["X", "pads", "zero"], ["Y"], mode="constant"),
+    ]
+
+
+_BODIES = {"softplus": _softplus, "logsumexp": _logsumexp, "gelu": _gelu, "gelu_tanh": _gelu_tanh, "pad_to": _pad_to}
 _DOCS = {
     "softplus": "stable softplus: max(x,0) + log1p(exp(-|x|))",
     "logsumexp": "stable log(sum(exp(x))) over axes: m + log(sum(exp(x - m)))",
     "gelu": "x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (ai.onnx Gelu needs opset 20)",
+    "pad_to": "x zero-padded at the end to ref's sizes on the axes where keep is 1",
     "gelu_tanh": "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (ai.onnx Gelu needs opset 20)",
 }
 NAMES = tuple(_BODIES)

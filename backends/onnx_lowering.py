@@ -44,7 +44,9 @@ hand-written rules below override it, in order:
      gives (mean nan, sum 0, none empty), and the pair is the IR's own definition.
  10. an int32 sum is Cast to int64, ReduceSum, Cast back: onnxruntime's ReduceSum saturates
      where numpy's wraps (an int64 sum past 2**63 still saturates there: a listed difference).
- 11. fused nodes call a local function holding their body (backends/onnx_fused.py), or,
+ 11. iota, slice_to and pad_to read their run-time size with Shape: Range(0, n, 1),
+     Slice to Gather(Shape(ref)), pad_to calls a local function (Pad by Shape(ref) - Shape(x) on its axes).
+ 12. fused nodes call a local function holding their body (backends/onnx_fused.py), or,
      with to_onnx(fused="inline"), write the body's nodes, each through its own rule.
 """
 from __future__ import annotations
@@ -283,6 +285,24 @@ def _pad(low, n, ins, outs):
     low.op("Pad", ins[0], low.ints(pads), value, out=outs[0], mode="constant")
 
 
+def _iota(low, n, ins, outs):
+    axis = n.attrs["axis"]
+    size = low.op("Squeeze", low.op("Shape", ins[0], start=axis, end=axis + 1), low.ints([0]))
+    low.op("Range", low.scalar(0, "i64"), size, low.scalar(1, "i64"), out=outs[0])
+
+
+def _slice_to(low, n, ins, outs):
+    a = n.attrs
+    ends = low.op("Gather", low.op("Shape", ins[1]), low.ints(a["ref_axes"]))
+    low.op("Slice", ins[0], low.ints([0] * len(a["axes"])), ends, low.ints(a["axes"]), out=outs[0])
+
+
+def _pad_to(low, n, ins, outs):
+    axes = n.attrs["axes"]
+    keep = [1 if i in axes else 0 for i in range(n.inputs[0].type.rank)]
+    low.call("pad_to", ins[0], ins[1], out=outs[0], axes=list(axes), keep=keep)
+
+
 def _squeeze_axes(low, n, ins, outs):  # squeeze, unsqueeze: axes as an input
     if not n.attrs["axes"]:
         low.op("Identity", ins[0], out=outs[0])
@@ -346,6 +366,7 @@ EXPORT = {
     "max_pool2d": _max_pool, "avg_pool2d": _avg_pool,
     "reshape": _reshape, "transpose": _transpose, "broadcast_to": _broadcast_to, "slice": _slice, "pad": _pad,
     "squeeze": _squeeze_axes, "unsqueeze": _squeeze_axes,
+    "iota": _iota, "slice_to": _slice_to, "pad_to": _pad_to,
     "cross_entropy": _class_loss, "nll_loss": _class_loss,
     "fused": _fused,
 }

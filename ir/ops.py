@@ -315,6 +315,39 @@ def conv_transpose2d_rule(op, ts, attrs):
     return [g.with_shape((g.shape[0], w.shape[1] * grp, out[0], out[1]))]
 
 
+def iota_rule(op, ts, attrs):
+    t = ts[0]
+    _check_axes(op, (attrs["axis"],), t.rank, "axis")
+    return [TensorType("i64", (t.shape[attrs["axis"]],))]
+
+
+def _sized_like(op, t, ref, axes, ref_axes, shrink: bool):
+    """t's type with axes[i] resized to ref's dim ref_axes[i] (run-time sizes: slice_to, pad_to)."""
+    if len(axes) != len(ref_axes) or len(set(axes)) != len(axes):
+        raise TypeRuleError(f"{op}: axes {list(axes)} and ref_axes {list(ref_axes)} must pair up, without repeats")
+    _check_axes(op, axes, t.rank)
+    if any(not 0 <= r < ref.rank for r in ref_axes):  # may repeat: mask[:T, :T] reads T twice
+        raise TypeRuleError(f"{op}: ref_axes {list(ref_axes)} out of range for {ref}")
+    shape = list(t.shape)
+    for a, r in zip(axes, ref_axes):
+        want = ref.shape[r]
+        if isinstance(want, int) and isinstance(shape[a], int) and (want > shape[a] if shrink else want < shape[a]):
+            raise TypeRuleError(f"{op}: axis {a} of {t} cannot be {'sliced' if shrink else 'padded'} to size {want} "
+                                f"(axis {r} of {ref})")
+        shape[a] = want
+    return [t.with_shape(tuple(shape))]
+
+
+def slice_to_rule(op, ts, attrs):
+    return _sized_like(op, ts[0], ts[1], attrs["axes"], attrs["ref_axes"], True)
+
+
+def pad_to_rule(op, ts, attrs):
+    if ts[0].rank != ts[1].rank:
+        raise TypeRuleError(f"{op}: ranks differ ({_fmt(ts)})")
+    return _sized_like(op, ts[0], ts[1], attrs["axes"], attrs["axes"], False)
+
+
 def pad_rule(op, ts, attrs):
     t, pads = ts[0], attrs["pads"]
     if len(pads) != 2 * t.rank or min(pads, default=0) < 0:
@@ -430,6 +463,16 @@ register("concatenate", (1, None), S, concatenate_rule, {"axis": Attr("int")}, o
 register("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("ints"),
                                      "stops": Attr("ints"), "steps": Attr("ints")}, onnx="Slice")
 register("pad", 1, S, pad_rule, {"pads": Attr("ints"), "value": Attr("float", 0.0)}, onnx="Pad")
+# run-time sizes: a symbolic dim is only known when the graph runs, so these ops read it
+# from the shape of an operand (`ref`, never differentiated): arange over a dim (positions
+# over a symbolic sequence), a leading slice to a dim (a causal-mask buffer cut to the
+# sequence) and its adjoint, zero padding at the end up to a dim
+register("iota", 1, S, iota_rule, {"axis": Attr("int")}, differentiable=False,
+         doc="0, 1, ..., n-1 (i64) where n is axis `axis` of the operand, read at run time")
+register("slice_to", 2, S, slice_to_rule, {"axes": Attr("ints"), "ref_axes": Attr("ints")},
+         doc="x[:m] on each of `axes`, m the size of `ref`'s matching axis of `ref_axes`, read at run time")
+register("pad_to", 2, S, pad_to_rule, {"axes": Attr("ints")},
+         doc="x zero-padded at the end of `axes` to the sizes of `ref` on those axes (slice_to's adjoint)")
 register("squeeze", 1, S, squeeze_rule, {"axes": Attr("ints")}, onnx="Squeeze")
 register("unsqueeze", 1, S, unsqueeze_rule, {"axes": Attr("ints")}, onnx="Unsqueeze")
 

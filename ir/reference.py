@@ -75,6 +75,24 @@ def _fused(attrs):
     return run
 
 
+def _slice_to(attrs):
+    def run(x, ref):
+        idx = [slice(None)] * x.ndim
+        for a, r in zip(attrs["axes"], attrs["ref_axes"]):
+            idx[a] = slice(0, ref.shape[r])
+        return x[tuple(idx)]
+    return run
+
+
+def _pad_to(attrs):
+    def run(x, ref):
+        widths = [(0, ref.shape[a] - x.shape[a]) if a in attrs["axes"] else (0, 0) for a in range(x.ndim)]
+        if any(w < 0 for _, w in widths):
+            raise ValueError(f"pad_to: {x.shape} is larger than {ref.shape} on axes {attrs['axes']}")
+        return np.pad(x, widths)
+    return run
+
+
 def _with(fn, *names):
     return lambda attrs: (lambda *xs: fn(*xs, **{n: attrs[n] for n in names}))
 
@@ -113,6 +131,8 @@ REFERENCE = {
     "broadcast_to": lambda a: (lambda x, s=a["shape"]: np.broadcast_to(x, s)),
     "concatenate": lambda a: (lambda *xs: np.concatenate(xs, axis=a["axis"])),
     "slice": _slice,
+    "iota": lambda a: (lambda x, axis=a["axis"]: np.arange(x.shape[axis], dtype=np.int64)),
+    "slice_to": _slice_to, "pad_to": _pad_to,
     "squeeze": lambda a: (lambda x, ax=a["axes"]: np.squeeze(x, axis=ax)),
     "unsqueeze": lambda a: (lambda x, ax=a["axes"]: np.expand_dims(x, ax)),
     "cross_entropy": _with(K.cross_entropy, "reduction", "ignore_index"),

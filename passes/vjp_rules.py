@@ -452,6 +452,16 @@ def _pad(g, x, y, a):
     return [g[idx]]
 
 
+@rule("slice_to")
+def _slice_to(g, x, y, a):
+    return [F.apply_op("pad_to", [g, x[0]], {"axes": a["axes"]}), None]
+
+
+@rule("pad_to")
+def _pad_to(g, x, y, a):
+    return [F.apply_op("slice_to", [g, x[0]], {"axes": a["axes"], "ref_axes": a["axes"]}), None]
+
+
 @rule("squeeze")
 def _squeeze(g, x, y, a): return [F.expand_dims(g, a["axes"])]
 @rule("unsqueeze")

@@ -13,6 +13,7 @@
   shape.py        shape ops, known values (Constant, Shape) and SYMBOLIC shape arithmetic
   index.py        Gather, OneHot, ArgMax/ArgMin, Hardmax, Trilu, CumSum, Range
   nn.py           Gemm, convolution, pooling, normalization, losses
+  recurrent.py    LSTM and GRU, unrolled over a static sequence length
 
 Importing this package imports onnx; `import tapeir` does not.
 """

@@ -25,7 +25,8 @@ Rules:
   4. params="inputs": floating-point initializers become graph inputs after the model's
      own, in model order, names kept; integer ones (shapes, axes, indices) stay constants
      because rules need them at import time and they carry no gradient.
-  5. A model with ops outside IMPORT fails once, listing every unsupported op type with
+  5. A model with ops outside IMPORT (and FOLD_ONLY, imported when their inputs are known)
+     fails once, listing every unsupported op type with
      its node count and names.
 """
 from __future__ import annotations
@@ -49,10 +50,10 @@ from ...ir.registry import ONNX_DOMAIN
 from ...ir.types import factors
 from ...ir.verifier import verify
 from .fold import can_fold, fold
-from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, elem_name, is_static, \
-    is_symbolic, limits_in_force
+from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, dim_sources, elem_name, \
+    is_static, is_symbolic, limits_in_force, note_dims
 from .shape import SYMBOLIC
-from .table import IMPORT, TAPEIR_FUNCTIONS
+from .table import FOLD_ONLY, IMPORT, TAPEIR_FUNCTIONS
 from .validate import DimSymbols, check_arity, check_big_dims, check_dim_value, check_names, check_strings, \
     initializer, inline_budget, node_where, sparse_initializer
 
@@ -96,7 +97,7 @@ def from_onnx(model_or_path, params: str = "constants", *, max_nodes=None, max_c
         model, label = model_or_path, "model.onnx"
     else:
         raise TapeirError(f"from_onnx expects an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
-    with limits_in_force(bounds):
+    with limits_in_force(bounds), dim_sources():
         graph = _import(model, params, label)
     try:
         verify(graph)
@@ -170,7 +171,7 @@ def _load(path: str) -> onnx.ModelProto:
 def _check_supported(g, label):
     missing = defaultdict(list)
     for i, n in enumerate(g.node):
-        if n.op_type not in _table(n.domain):
+        if n.op_type not in _table(n.domain) and not (n.domain in _DOMAINS and n.op_type in FOLD_ONLY):
             op = n.op_type if n.domain in _DOMAINS else f"{n.domain}.{n.op_type}"
             missing[op].append(n.name or f"{n.op_type}#{i}")
     if missing:
@@ -214,6 +215,8 @@ def _np_dtype(arr, name, label):
 
 def _interpret(g, env, known, opset, label):
     env = {**known, **env}
+    for v in env.values():
+        note_dims(v)
     builder = current_builder()
     for i, proto in enumerate(g.node):
         where = node_where(label, proto, i)
@@ -234,11 +237,15 @@ def _interpret(g, env, known, opset, label):
         for name, v in zip(proto.output, outs):
             if name:
                 env[name] = np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
+                note_dims(v)
     outs = []
     for o in g.output:
         if o.name not in env:  # check_names saw a writer: a node whose rule made fewer outputs
             raise TapeirError(f"{label}: graph output {o.name!r} is not computed by the node that names it")
         v = env[o.name]
+        if isinstance(v, list):
+            raise TapeirError(f"{label}: output {o.name!r} is a sequence of {len(v)} tensors",
+                              hint="a graph output must be a tensor (sequences live inside the import only)")
         if is_symbolic(v):
             raise TapeirError(f"{label}: output {o.name!r} is a shape with symbolic dims {v.tolist()}",
                               hint="a graph output must be a tensor; give the input static dims")
@@ -269,7 +276,7 @@ def _run(n: OnnxNode, ins):
                 return tuple(_dims_array(v) for v in (outs if isinstance(outs, tuple) else (outs,)))
             if can_fold(n, ins):
                 return fold(n, ins)
-        return IMPORT[n.op](n, *ins)
+        return (IMPORT.get(n.op) or FOLD_ONLY[n.op])(n, *ins)
     except TapeirError as e:
         if e.problem.startswith("ONNX "):
             raise

@@ -75,6 +75,19 @@ def _is_inf(n, x):
     return F.less(F.abs(x), -1.0)  # detects nothing: always false (nan compares false too)
 
 
+def _mod(n, a, b):
+    """Mod on values known at import time folds before any rule runs (torch's
+    nn.MultiheadAttention writes `embed_dim % num_heads` checks); tapeir has no IR op for a
+    remainder of computed tensors."""
+    raise n.error(f"Mod of computed tensors ({value_dtype(a)}, {value_dtype(b)}) has no tapeir op",
+                  hint="tapeir imports Mod only on values known at import time (constants, static shapes)")
+
+
+# op types imported only when their inputs are known (they fold before any rule runs): the
+# driver's op-type check accepts them, and this rule speaks when they are not known.
+# Not in IMPORT: tapeir cannot import them in general (ONNX's node tests compute on inputs)
+FOLD_ONLY = {"Mod": _mod}
+
 ELEMENTWISE = {
     "Div": _via_f64(F.div), "Pow": _via_f64(F.power), "Tan": lambda n, x: F.sin(x) / F.cos(x),
     "Celu": lambda n, x: F.elu(x / n.attr("alpha", 1.0)) * n.attr("alpha", 1.0),

@@ -60,6 +60,37 @@ def limits() -> Limits:
     return _LIMITS.get()
 
 
+# ---- where each symbolic dim can be read at run time ----------------------------------
+# A Range over the sequence length or a Slice to it needs the dim as a run-time size; the
+# IR reads it from the shape of a tensor that has it (iota, slice_to). The driver notes,
+# per import, the first tensor seen with each symbol and the axis it sits on.
+
+_DIM_SOURCES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tapeir_onnx_dims", default=None)
+
+
+@contextlib.contextmanager
+def dim_sources():
+    token = _DIM_SOURCES.set({})
+    try:
+        yield
+    finally:
+        _DIM_SOURCES.reset(token)
+
+
+def note_dims(x) -> None:
+    table = _DIM_SOURCES.get()
+    if table is not None and isinstance(x, Tensor):
+        for axis, d in enumerate(x.shape):
+            if isinstance(d, str):
+                table.setdefault(d, (x, axis))
+
+
+def dim_source(d):
+    """(tensor, axis) holding symbolic dim `d` at run time, or None."""
+    table = _DIM_SOURCES.get()
+    return None if table is None or not isinstance(d, str) else table.get(d)
+
+
 def nbytes(shape, dtype) -> int:
     """Bytes of an array of `shape` (exact, no overflow: Python ints)."""
     return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize

@@ -10,7 +10,9 @@ import numpy as np
 
 from .. import functions as F
 from ...ir.types import dim_divide, dim_product
-from .node import INT_MAX, check_constant, constant_fits, is_static, limits, prod, rank_of, reshape, shape_of
+from ..tensor import Tensor
+from .node import INT_MAX, check_constant, constant_fits, dim_source, is_static, is_symbolic, limits, prod, rank_of, \
+    reshape, shape_of
 
 # ---- shape ops ----------------------------------------------------------------------
 
@@ -74,7 +76,47 @@ def _slice_index(n, shape, starts, ends, axes, steps):
     return tuple(index)
 
 
+def _run_time_dim(n, d, what):
+    """(tensor, axis) to read symbolic dim `d` from at run time."""
+    src = dim_source(d)
+    if src is None:
+        raise n.error(f"{what} is the symbolic size {d}, which no tensor of the model has as a dim",
+                      hint="tapeir computes with a symbolic size at run time only when it is a dim of some "
+                           "tensor (e.g. the sequence length of an input)")
+    return src
+
+
+def _slice_symbolic(n, x, starts, ends, axes, steps):
+    """Slice with symbolic ends (a buffer cut to the sequence length: mask[:, :, :T, :T]):
+    the static bounds as a slice, each x[:T] as slice_to reading T from a tensor that has it."""
+    starts, ends = n.dims(starts, "starts"), n.dims(ends, "ends")
+    axes = list(range(len(starts))) if axes is None else [n.axis(a, rank_of(x)) for a in n.ints(axes, "axes")]
+    steps = [1] * len(starts) if steps is None else n.ints(steps, "steps")
+    static, dynamic = ([], [], [], []), {}
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        if isinstance(e, str):
+            if isinstance(s, str) or s != 0 or st != 1:
+                raise n.error(f"slicing axis {a} of {list(shape_of(x))} with {s}:{e}:{st}",
+                              hint="tapeir slices to a symbolic end from 0 with step 1 only")
+            if shape_of(x)[a] != e:  # x[:T] of an axis that is T already is the whole axis
+                ref, ref_axis = _run_time_dim(n, e, f"the end of axis {a}")
+                dynamic.setdefault(id(ref), (ref, [], []))
+                dynamic[id(ref)][1].append(a)
+                dynamic[id(ref)][2].append(ref_axis)
+        else:
+            for part, v in zip(static, (a, s, e, st)):
+                part.append(v)
+    y = x
+    if static[0]:
+        y = y[_slice_index(n, shape_of(y), static[1], static[2], static[0], static[3])]
+    for ref, a, ra in dynamic.values():
+        y = F.apply_op("slice_to", [y, ref], {"axes": a, "ref_axes": ra})
+    return y
+
+
 def _slice(n, x, starts=None, ends=None, axes=None, steps=None):
+    if n.opset >= 10 and (is_symbolic(starts) or is_symbolic(ends)):
+        return _slice_symbolic(n, x, starts, ends, axes, steps)
     if n.opset < 10:
         starts, ends, axes, steps = n.attr("starts"), n.attr("ends"), n.attr("axes"), None
     else:
@@ -99,6 +141,59 @@ def _split(n, x, split=None):
         raise n.error(f"split sizes {sizes} do not add up to axis {axis} of size {size}")
     bounds = np.cumsum([0] + list(sizes))
     return tuple(x[(slice(None),) * axis + (slice(int(a), int(b)),)] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+# ---- sequences (the dynamo exporter without its optimizer writes split/unbind so) ---------
+# An ONNX sequence imports as a Python list of values: it lives at import time only (a
+# graph input or output cannot be one), and each element is an ordinary tensor.
+
+class _Seq(list):
+    """A sequence value (a list, so the driver passes it from rule to rule untouched)."""
+
+
+def _split_to_sequence(n, x, split=None):
+    axis = n.axis(n.attr("axis", 0), rank_of(x))
+    size = shape_of(x)[axis]
+    if not isinstance(size, int):
+        raise n.error(f"splitting symbolic axis {axis} of {list(shape_of(x))}")
+    if split is None:
+        parts = [x[(slice(None),) * axis + (slice(i, i + 1),)] for i in range(size)]
+        return _Seq(parts if n.attr("keepdims", 1) else [F.squeeze(p, (axis,)) for p in parts])
+    sizes = n.ints(split, "split")
+    if split.ndim == 0:
+        sizes = [min(sizes[0], size - i) for i in range(0, size, sizes[0])]
+    if sum(sizes) != size:
+        raise n.error(f"split sizes {sizes} do not add up to axis {axis} of size {size}")
+    bounds = np.cumsum([0] + list(sizes))
+    return _Seq(x[(slice(None),) * axis + (slice(int(a), int(b)),)] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def _seq(n, s):
+    if not isinstance(s, _Seq):
+        raise n.error("expects a sequence input")
+    return s
+
+
+def _sequence_at(n, s, position):
+    s, k = _seq(n, s), int(n.scalar(position, "position"))
+    if not -len(s) <= k < len(s):
+        raise n.error(f"position {k} is out of range for a sequence of {len(s)}")
+    return s[k]
+
+
+def _concat_from_sequence(n, s):
+    s, axis = _seq(n, s), n.attr("axis")
+    if n.attr("new_axis", 0):
+        axis = n.axis(axis, rank_of(s[0]) + 1)
+        return F.concatenate([F.expand_dims(v, axis) for v in s], axis)
+    return F.concatenate(list(s), n.axis(axis, rank_of(s[0])))
+
+
+SEQUENCE = {
+    "SplitToSequence": _split_to_sequence, "SequenceAt": _sequence_at,
+    "SequenceConstruct": lambda n, *xs: _Seq(xs), "ConcatFromSequence": _concat_from_sequence,
+    "SequenceLength": lambda n, s: np.array(len(_seq(n, s)), np.int64),
+}
 
 
 def _pad_sides(mode, size, b, e):
@@ -213,7 +308,7 @@ SHAPE = {
     "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Flatten": _flatten,
     "Split": _split, "Pad": _pad, "Identity": lambda n, x: x,
     "Dropout": _dropout, "Shape": _shape, "Size": _size, "Constant": _constant,
-    "ConstantOfShape": _constant_of_shape,
+    "ConstantOfShape": _constant_of_shape, **SEQUENCE,
 }
 
 
@@ -230,7 +325,9 @@ def _dimwise(fn, what):
             if r is None:
                 raise n.error(f"cannot compute {x} {what} {y} on symbolic dims")
             return r
-        return np.frompyfunc(one, 2, 1)(_obj(a), _obj(b)).astype(object)
+        # 0-d operands (Shape -> Squeeze gives a scalar dim) make frompyfunc return a bare
+        # dim, not an array: wrap it back
+        return np.asarray(np.frompyfunc(one, 2, 1)(_obj(a), _obj(b)), dtype=object)
     return rule
 
 
@@ -240,20 +337,59 @@ def _int_only(op):
 
 SYMBOLIC = {
     "Identity": lambda n, x: x,
+    # the shape of a vector of dims is static (torch's expand(-1) takes Shape of its target)
+    "Shape": lambda n, x: np.array(x.shape[slice(n.attr("start", 0), n.attr("end", x.ndim))], dtype=np.int64),
     "Cast": lambda n, x: _cast_dims(n, x),
     "Gather": lambda n, x, i: np.take(x, np.asarray(n.ints(i, "indices")).reshape(i.shape), axis=n.attr("axis", 0)),
     "Concat": lambda n, *xs: np.concatenate([_obj(x) for x in xs], axis=n.attr("axis")),
     "Unsqueeze": lambda n, x, axes=None: np.reshape(x, shape_of(_unsqueeze_shape(n, x, axes))),
     "Squeeze": lambda n, x, axes=None: np.squeeze(x, axis=_squeeze_axes(n, x, axes)),
-    "Slice": lambda n, x, *rest: x[_slice_index(n, x.shape, *_slice_args(n, rest))],
+    "Slice": lambda n, x, *rest: x[_slice_index(n, x.shape, *_slice_args(n, rest))] if is_symbolic(x)
+    else _slice(n, x, *rest),  # known data (a mask buffer) cut to symbolic ends: IR
+    "Range": lambda n, *bounds: _range_dims(n, *bounds),
     "Reshape": lambda n, x, shape: np.reshape(x, n.ints(shape, "shape")),
     "Mul": _dimwise(lambda x, y: dim_product([x, y]), "*"),
     "Div": _dimwise(dim_divide, "/"),
     "Add": _dimwise(_int_only(lambda x, y: x + y), "+"),
     "Sub": _dimwise(_int_only(lambda x, y: x - y), "-"),
+    "Mod": _dimwise(lambda x, y: x % y if isinstance(x, int) and isinstance(y, int) and y else None, "%"),
+    "Equal": lambda n, a, b: _dimwise(_dim_equal, "==")(n, a, b).astype(bool),
+    "Where": lambda n, c, a, b: np.where(_known_bool(n, c), _obj(a), _obj(b)),
     "Expand": lambda n, x, shape: _expand_dims(n, x, n.ints(shape, "shape")),
     "ConstantOfShape": _constant_of_shape,
 }
+
+
+def _known_bool(n, c):
+    if c.dtype.kind not in "biu":  # the driver stores Equal's known answers as int64 0/1
+        raise n.error(f"a condition on symbolic dims that is unknown at import time: {c.tolist()}")
+    return c.astype(bool)
+
+
+def _dim_equal(x, y):
+    """Dims equal when the same; a symbol (a size, >= 0) is never a negative int (torch's
+    expand(-1) tests its target for -1); other symbol-int pairs are unknown (None)."""
+    if x == y:
+        return True
+    if isinstance(x, str) and isinstance(y, str):
+        return None
+    num = x if isinstance(x, int) else y
+    return False if isinstance(x, int) and isinstance(y, int) or num < 0 else None
+
+
+def _range_dims(n, start, limit, delta):
+    """Range(0, T, 1) over a symbolic dim T (positions over the sequence): iota, reading T
+    from a tensor that has it at run time."""
+    s, d = (n.scalar(v, w) if not is_symbolic(v) else None for v, w in ((start, "start"), (delta, "delta")))
+    t = limit.reshape(-1)[0] if is_symbolic(limit) and limit.size == 1 else None
+    if s != 0 or d != 1 or not isinstance(t, str):
+        raise n.error(f"Range({start.tolist()}, {limit.tolist()}, {delta.tolist()}) on symbolic dims",
+                      hint="tapeir computes Range(0, T, 1) over a symbolic dim T at run time; other bounds "
+                           "need static shapes")
+    ref, axis = _run_time_dim(n, t, "the Range's limit")
+    y = F.apply_op("iota", [ref], {"axis": axis})
+    return y if start.dtype == np.int64 else F.astype(y, "i32" if start.dtype == np.int32 else "f32"
+                                                      if start.dtype == np.float32 else "f64")
 
 
 def _expand_dims(n, x, shape):

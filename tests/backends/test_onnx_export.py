@@ -90,6 +90,11 @@ class Case:
 CASES: list[Case] = []
 
 
+def _op(name, operands, attrs):
+    from tapeir.frontend.functions import apply_op  # ops the importer records (no tp.* function)
+    return apply_op(name, operands, attrs)
+
+
 def case(id, fn, args, **kw):
     CASES.append(Case(id, fn, tuple(args), **kw))
 
@@ -214,6 +219,11 @@ case("slice-neg-to-start", lambda x: x[:, 3::-1], [A(("B", 6))])
 case("pad", lambda x: tp.pad(x, ((0, 0), (2, 1)), constant_values=-1.5), [A(("B", 3))])
 case("pad-int", lambda x: tp.pad(x, ((1, 2), (0, 3)), constant_values=2), [Z((2, 3))], grad=False)
 case("squeeze", lambda x: tp.squeeze(x, axis=(1, 3)), [A(("B", 1, 4, 1))])
+# run-time sizes (ONNX import of Range/Slice over a symbolic dim): positions over B, a [6, 3]
+# table cut to B rows and padded back (B <= 6 when it runs)
+case("iota", lambda x: x * tp.expand_dims(tp.astype(_op("iota", [x], {"axis": 0}), "float32"), 1), [A(("B", 3))])
+case("slice_to-pad_to", lambda x, p: _op("pad_to", [x + _op("slice_to", [p, x], {"axes": (0,), "ref_axes": (0,)}), p],
+                                         {"axes": (0,)}) * p, [A(("B", 3)), A((6, 3))])
 case("expand_dims", lambda x: tp.expand_dims(x, (0, 2)), [A(("B", 4))])
 # losses
 for _red in ("mean", "sum", "none"):

@@ -451,6 +451,9 @@ SAMPLES = {
     "einsum": (["f32[B,2,3]", "f32[3,4]"], {"equation": "bij,jk->bki"}),
     "batch_norm": (["f32[B,3,2]", "f32[3]", "f32[3]", "f32[3]", "f32[3]"], {"epsilon": 1e-3}),
     "random_uniform": (["i64[]"], {"shape": (2, 3), "dtype": "f64"}),
+    "iota": (["f32[B,T,3]"], {"axis": 1}),
+    "slice_to": (["f32[1,8,8]", "i64[B,T]"], {"axes": (1, 2), "ref_axes": (1, 1)}),
+    "pad_to": (["f32[1,T,T]", "f32[1,8,8]"], {"axes": (1, 2)}),
 }
 GENERIC = [["f32[B,3]"], ["f32[B,3]", "f32[3]"], ["i64[B,3]", "i64[B,3]"]]
 

@@ -96,6 +96,13 @@ def _torch_pad(x, width, value=0.0):
 CASES: list[Case] = []
 
 
+def _padded_head(x):
+    """pad_to(exp(slice_to(x, x[:, :2])), x): the run-time-size ops the ONNX importer records."""
+    from tapeir.frontend.functions import apply_op
+    head = apply_op("slice_to", [x, x[:, :2]], {"axes": (1,), "ref_axes": (1,)})
+    return apply_op("pad_to", [tp.exp(head), x], {"axes": (1,)})
+
+
 def case(id, fn, args, torch=None, **kw):
     CASES.append(Case(id, fn, tuple(args), torch, **kw))
 
@@ -271,6 +278,8 @@ case("slice-twice", lambda x: x[1:, ::2][::-1, 1], [A((4, 6))], lambda x: T("fli
 case("pad", lambda x: tp.pad(x, ((1, 2), (0, 3))), [A((2, 3))], lambda x: _torch_pad(x, ((1, 2), (0, 3))))
 case("pad-value", lambda x: tp.exp(tp.pad(x, ((0, 0), (2, 1)), constant_values=-1.5)), [A((2, 3))],
      lambda x: _torch_pad(x, ((0, 0), (2, 1)), -1.5).exp())
+case("slice_to-pad_to", lambda x: _padded_head(x) * x, [A((3, 4))],
+     lambda x: _tf()[1].pad(x[:, :2].exp(), (0, 2)) * x)
 case("squeeze", lambda x: tp.squeeze(x), [A((3, 1, 4, 1))], lambda x: x.squeeze())
 case("squeeze-axis", lambda x: tp.squeeze(x, axis=-1), [A((3, 1, 1))], lambda x: x.squeeze(-1))
 case("expand_dims", lambda x: tp.expand_dims(x, (0, 2)), [A((3, 4))], lambda x: x.unsqueeze(0).unsqueeze(2))
