@@ -22,16 +22,27 @@ each with its reason:
   6. a constant of at most SMALL_CONST (16) elements goes inside the body (it prints inline
      there and broadcasts per block); a larger one stays outside as an operand, so weights
      are stored once, in the outer graph.
-  7. no cycles: group ids grow in the order groups start, and reach(v) is the largest id of
-     a group that value v depends on (-1: none). A node joins group M only when M is the
-     largest reach of its operands and every operand reaching M is a value of group M
-     itself. Then no operand depends on M through a node outside M, so no path leaves M and
-     comes back: contracting each group to one node leaves the graph acyclic. Nodes are
-     then emitted in their order, each fused node where its last member was, and a node
-     that reads a fused node's output before it is emitted waits for it (a topological
-     sort that keeps the original order where it can).
+  7. no cycles (a group must not both feed and consume a node outside it). Group ids grow
+     in the order groups start; reach(v) is the largest id of a group that value v depends
+     on (-1: none), so a group's own values reach exactly its id. A group is movable while
+     no node outside it has read its values. A node n of domain D:
+       a. joins group T = the largest reach among its operands that are not values of
+          movable groups of domain D, when every such operand reaching T is T's own value;
+       b. else joins the newest movable operand group of domain D, when that is newer
+          than T; else starts a new group (the newest id);
+     and the movable operand groups of domain D merge into n's group (size permitting),
+     each only when it depends on no group at or after n's group (base < id). Why this is
+     safe: an operand left outside n's group reaches below the group's id, so it does not
+     depend on the group (n adds no path group -> outside -> group); a merged group was
+     read by nothing outside it (no path leaves it) and depends on nothing at or after its
+     new group (no path comes into it from there). Each group stays convex, so contracting
+     every group to one node leaves the graph acyclic. A final check in the emission below
+     asserts it. Nodes are then emitted in their order, each fused node where its last
+     member was; a node reading a fused node's output before that waits for it (a
+     topological sort that keeps the original order where it can).
 `fuse` is deterministic (same graph, same text) and linear in graph size: each node is
-visited a constant number of times, each value looked up in dicts. Body nodes keep their
+visited a constant number of times, each value looked up in dicts, groups merged with a
+union-find (path halving). Body nodes keep their
 source lines; the fused node takes its first member's. Body inputs are named after the
 outer value when it is a graph input, else x0, x1, ...; bodies are named fused_0, fused_1, ...
 
@@ -72,42 +83,97 @@ def fuse(g: Graph, max_nodes: int = MAX_NODES) -> Graph:
     nodes = g.nodes
     reach: dict[int, int] = {}        # id(value) -> largest group id it depends on (absent: -1)
     made_by: dict[int, int] = {}      # id(value) -> group id of the node producing it
-    groups: list[list[int]] = []      # group id -> node positions, in order
-    domains: list = []
+    parent: list[int] = []            # group id -> the group it merged into (itself: none)
+    size: list[int] = []              # root group id -> its node count
+    domains: list = []                # root group id -> its shape
+    base: list[int] = []              # root group id -> largest reach of its operands from outside it
+    read_outside: list[bool] = []     # group id -> a node outside it has read one of its values
     group_of = [-1] * len(nodes)
+
+    def find(k):
+        while parent[k] != k:
+            parent[k] = k = parent[parent[k]]
+        return k
+
+    def reach_of(v):
+        r = reach.get(id(v), -1)
+        return find(r) if r >= 0 else -1
+
     for i, n in enumerate(nodes):
-        top = -1
-        for v in n.inputs:
-            r = reach.get(id(v), -1)
-            if r > top:
-                top = r
         out = n.outputs[0].type.shape if len(n.outputs) == 1 else None
-        if OPS[n.op].category is not E or out is None:
+        fusible = out is not None and OPS[n.op].category is E
+        top = -1                      # largest reach of the operands that must stay where they are
+        movable: list[int] = []       # operand groups of n's domain nothing outside has read (rule 7b)
+        for v in n.inputs:
+            j = made_by.get(id(v))
+            j = find(j) if j is not None else -1
+            if fusible and j >= 0 and not read_outside[j] and domains[j] == out:
+                if j not in movable:
+                    movable.append(j)
+            else:
+                top = max(top, reach_of(v))
+        k = -1
+        if fusible:
+            if top >= 0 and domains[top] == out and size[top] < max_nodes and all(
+                    find(made_by.get(id(v), top)) == top and id(v) in made_by
+                    for v in n.inputs if reach_of(v) == top):
+                k = top               # rule 7a: every fixed operand reaching `top` is its own value
+            elif movable and max(movable) > top and size[max(movable)] < max_nodes:
+                k = max(movable)      # rule 7b: the newest movable group; the rest merge into it
+            else:
+                k = len(parent)
+                parent.append(k)
+                size.append(0)
+                domains.append(out)
+                base.append(top)
+                read_outside.append(False)
+            for j in movable:         # rule 7b: merge what fits; what does not is an operand
+                if j != k and base[j] < k and size[j] + size[k] < max_nodes:
+                    parent[j] = k
+                    size[k] += size[j]
+                    base[k] = max(base[k], base[j])
+            for v in n.inputs:        # an operand left outside must not depend on k (rule 7)
+                r = reach_of(v)
+                j = made_by.get(id(v))
+                if (j is None or find(j) != k) and r >= k:
+                    k = -2
+                    break
+            if k == -2:               # rare (a movable group too big to merge): start afresh
+                k = len(parent)
+                parent.append(k)
+                size.append(0)
+                domains.append(out)
+                base.append(max(reach_of(v) for v in n.inputs))
+                read_outside.append(False)
+            for v in n.inputs:
+                j = made_by.get(id(v))
+                if j is None or find(j) != k:
+                    base[k] = max(base[k], reach_of(v))
+            size[k] += 1
+            group_of[i] = k
+            o = n.outputs[0]
+            reach[id(o)] = made_by[id(o)] = k
+        else:
+            top = max((reach_of(v) for v in n.inputs), default=-1)
             if top >= 0:
                 reach.update((id(o), top) for o in n.outputs)
-            continue
-        k = -1
-        if top >= 0 and domains[top] == out and len(groups[top]) < max_nodes:
-            # rule 7: every operand that reaches group `top` must be one of its own values
-            if all(made_by.get(id(v)) == top for v in n.inputs if reach.get(id(v), -1) == top):
-                k = top
-        if k < 0:
-            k = len(groups)
-            groups.append([])
-            domains.append(out)
-        groups[k].append(i)
-        group_of[i] = k
-        o = n.outputs[0]
-        reach[id(o)] = k
-        made_by[id(o)] = k
-    if all(len(m) < 2 for m in groups):
+        for v in n.inputs:
+            j = made_by.get(id(v))
+            if j is not None and find(j) != k:
+                read_outside[find(j)] = True
+    groups: dict[int, list] = {}      # root -> node positions, in order (one pass: linear)
+    for i, k in enumerate(group_of):
+        if k >= 0:
+            group_of[i] = k = find(k)
+            groups.setdefault(k, []).append(i)
+    if all(len(m) < 2 for m in groups.values()):
         return g
     return _rebuild(g, groups, group_of)
 
 
 def _rebuild(g: Graph, groups: list, group_of: list) -> Graph:
     nodes = g.nodes
-    for m in groups:
+    for m in groups.values():
         if len(m) < 2:  # rule 5
             group_of[m[0]] = -1
     made_by = {id(nodes[i].outputs[0]): k for i, k in enumerate(group_of) if k >= 0}
@@ -121,7 +187,7 @@ def _rebuild(g: Graph, groups: list, group_of: list) -> Graph:
     graph_inputs = {id(v): v.name for v in g.inputs}
     taken = set(graph_inputs.values())
     fused: dict[int, Node] = {}       # group id -> its fused node
-    for k, m in enumerate(groups):
+    for k, m in groups.items():
         if len(m) < 2:
             continue
         outs = [nodes[i].outputs[0] for i in m if id(nodes[i].outputs[0]) in escapes]
@@ -139,7 +205,7 @@ def _rebuild(g: Graph, groups: list, group_of: list) -> Graph:
         item = N + k if k in fused else i
         for o in n.outputs:
             item_of_value[id(o)] = item
-    last = {m[-1]: k for k, m in enumerate(groups) if k in fused}
+    last = {m[-1]: k for k, m in groups.items() if k in fused}
     emitted: set[int] = set()
     pending: dict[int, int] = {}      # item -> how many items it still waits for
     waiters: dict[int, list] = {}     # item -> the items waiting for it
