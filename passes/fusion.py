@@ -40,6 +40,8 @@ each with its reason:
      asserts it. Nodes are then emitted in their order, each fused node where its last
      member was; a node reading a fused node's output before that waits for it (a
      topological sort that keeps the original order where it can).
+  8. a group whose operands are all small constants stays plain nodes: a fused node
+     needs an operand, and constant folding (simplify) is what such a group wants.
 `fuse` is deterministic (same graph, same text) and linear in graph size: each node is
 visited a constant number of times, each value looked up in dicts, groups merged with a
 union-find (path halving). Body nodes keep their
@@ -53,7 +55,7 @@ tp.optimize is never one a user cannot differentiate.
 """
 from __future__ import annotations
 
-from ..ir.builder import Builder
+from ..ir.builder import Builder, paused_gc
 from ..ir.graph import Graph, Node, Value
 from ..ir.pytree import LEAF, TreeDef
 from ..ir.registry import OPS, Category
@@ -79,6 +81,11 @@ def fuse(g: Graph, max_nodes: int = MAX_NODES) -> Graph:
     """
     if max_nodes < 2:
         return g
+    with paused_gc():  # a graph holds no cycles: the collector would only rescan it (ir/builder.py)
+        return _fuse(g, max_nodes)
+
+
+def _fuse(g: Graph, max_nodes: int) -> Graph:
     E = Category.ELEMENTWISE
     nodes = g.nodes
     reach: dict[int, int] = {}        # id(value) -> largest group id it depends on (absent: -1)
@@ -195,7 +202,12 @@ def _rebuild(g: Graph, groups: list, group_of: list) -> Graph:
             for i in m:
                 group_of[i] = -1
             continue
-        fused[k] = _fused_node(f"fused_{len(fused)}", [nodes[i] for i in m], outs, graph_inputs, taken)
+        node = _fused_node(f"fused_{len(fused)}", [nodes[i] for i in m], outs, graph_inputs, taken)
+        if node is None:  # rule 8: it reads only small constants
+            for i in m:
+                group_of[i] = -1
+            continue
+        fused[k] = node
     # emit (rule 7): each node at its place, each fused node at its last member's place; an
     # item reading an item not yet emitted waits until that one is
     N = len(nodes)
@@ -238,9 +250,9 @@ def _rebuild(g: Graph, groups: list, group_of: list) -> Graph:
     return g.replace(nodes=out_nodes, constants=[c for c in g.constants if id(c) in used])
 
 
-def _fused_node(name: str, members: list, outs: list, graph_inputs: dict, taken: set) -> Node:
+def _fused_node(name: str, members: list, outs: list, graph_inputs: dict, taken: set) -> Node | None:
     """One fused node computing `members` (in order) and returning `outs`, its body built
-    with the IR builder."""
+    with the IR builder; None when the group reads no operand (rule 8)."""
     b = Builder()
     env: dict[int, Value] = {}
     operands: list[Value] = []
@@ -268,6 +280,8 @@ def _fused_node(name: str, members: list, outs: list, graph_inputs: dict, taken:
         with b.at(m.source):
             r, = b.emit(m.op, args, m.attrs)
         env[id(m.outputs[0])] = r
+    if not operands:
+        return None
     tree = LEAF if len(outs) == 1 else TreeDef("tuple", tuple(LEAF for _ in outs))
     body = b.build(name, params, [env[id(v)] for v in outs], out_tree=tree)
     node = Node("fused", operands, {"body": body}, outs, members[0].source)

@@ -297,3 +297,11 @@ def test_cli_dump_passes(tmp_path, capsys):
     heads = [line for line in out.splitlines() if line.startswith("# ")]
     assert heads == ["# input", "# after canonicalize", "# after dce", "# after fuse"]
     assert "graph fused_0(x: f32[B,8]) {" in out
+
+
+def test_a_group_of_constants_only_stays_plain():
+    # unsimplified: exp(exp(c) * c) reads only a small constant (rule 8); the matmul ends it
+    c = np.array([[1.0, 2.0], [0.5, 0.25]], np.float32)
+    g = tp.trace(lambda x: x @ tp.exp(tp.exp(c) * c), tp.Spec((2, 2)))
+    fz = check_fused_agrees(g)
+    assert _ops(fz) == ["exp", "mul", "exp", "matmul"]
