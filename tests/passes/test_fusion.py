@@ -305,3 +305,17 @@ def test_a_group_of_constants_only_stays_plain():
     g = tp.trace(lambda x: x @ tp.exp(tp.exp(c) * c), tp.Spec((2, 2)))
     fz = check_fused_agrees(g)
     assert _ops(fz) == ["exp", "mul", "exp", "matmul"]
+
+
+def test_readme_fusion_dump_is_what_optimize_prints(tmp_path, monkeypatch, capsys):
+    import os
+    import runpy
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("## Fusion"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = section.split("```\n", 2)[2].split("```", 1)[0]  # the block after the code's
+    (tmp_path / "ex.py").write_text("import tapeir as tp\n\n" + code)  # `def step` on line 3, as in the dump
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path("ex.py")
+    assert capsys.readouterr().out == shown + "\n"  # print adds a newline to the text's own
