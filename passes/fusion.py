@@ -56,7 +56,7 @@ tp.optimize is never one a user cannot differentiate.
 from __future__ import annotations
 
 from ..ir.builder import Builder, paused_gc
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Graph, Node, Value, require_graph
 from ..ir.pytree import LEAF, TreeDef
 from ..ir.registry import OPS, Category
 from ..ir.types import TensorType, solve, substitute
@@ -79,6 +79,7 @@ def fuse(g: Graph, max_nodes: int = MAX_NODES) -> Graph:
     >>> tp.parse(str(f)) == f
     True
     """
+    g = require_graph(g, "tp.fuse")
     if max_nodes < 2:
         return g
     with paused_gc():  # a graph holds no cycles: the collector would only rescan it (ir/builder.py)
@@ -106,6 +107,14 @@ def _fuse(g: Graph, max_nodes: int) -> Graph:
         r = reach.get(id(v), -1)
         return find(r) if r >= 0 else -1
 
+    def new_group(domain):
+        parent.append(len(parent))
+        size.append(0)
+        domains.append(domain)
+        base.append(-1)
+        read_outside.append(False)
+        return parent[-1]
+
     for i, n in enumerate(nodes):
         out = n.outputs[0].type.shape if len(n.outputs) == 1 else None
         fusible = out is not None and OPS[n.op].category is E
@@ -122,36 +131,19 @@ def _fuse(g: Graph, max_nodes: int) -> Graph:
         k = -1
         if fusible:
             if top >= 0 and domains[top] == out and size[top] < max_nodes and all(
-                    find(made_by.get(id(v), top)) == top and id(v) in made_by
-                    for v in n.inputs if reach_of(v) == top):
+                    id(v) in made_by and find(made_by[id(v)]) == top for v in n.inputs if reach_of(v) == top):
                 k = top               # rule 7a: every fixed operand reaching `top` is its own value
             elif movable and max(movable) > top and size[max(movable)] < max_nodes:
                 k = max(movable)      # rule 7b: the newest movable group; the rest merge into it
             else:
-                k = len(parent)
-                parent.append(k)
-                size.append(0)
-                domains.append(out)
-                base.append(top)
-                read_outside.append(False)
+                k = new_group(out)
             for j in movable:         # rule 7b: merge what fits; what does not is an operand
                 if j != k and base[j] < k and size[j] + size[k] < max_nodes:
                     parent[j] = k
                     size[k] += size[j]
                     base[k] = max(base[k], base[j])
-            for v in n.inputs:        # an operand left outside must not depend on k (rule 7)
-                r = reach_of(v)
-                j = made_by.get(id(v))
-                if (j is None or find(j) != k) and r >= k:
-                    k = -2
-                    break
-            if k == -2:               # rare (a movable group too big to merge): start afresh
-                k = len(parent)
-                parent.append(k)
-                size.append(0)
-                domains.append(out)
-                base.append(max(reach_of(v) for v in n.inputs))
-                read_outside.append(False)
+            if any(reach_of(v) >= k and (id(v) not in made_by or find(made_by[id(v)]) != k) for v in n.inputs):
+                k = new_group(out)    # rare: a movable group too big to merge reaches k; start afresh
             for v in n.inputs:
                 j = made_by.get(id(v))
                 if j is None or find(j) != k:
@@ -178,7 +170,7 @@ def _fuse(g: Graph, max_nodes: int) -> Graph:
     return _rebuild(g, groups, group_of)
 
 
-def _rebuild(g: Graph, groups: list, group_of: list) -> Graph:
+def _rebuild(g: Graph, groups: dict, group_of: list) -> Graph:
     nodes = g.nodes
     for m in groups.values():
         if len(m) < 2:  # rule 5

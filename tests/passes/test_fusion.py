@@ -319,3 +319,57 @@ def test_readme_fusion_dump_is_what_optimize_prints(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     runpy.run_path("ex.py")
     assert capsys.readouterr().out == shown + "\n"  # print adds a newline to the text's own
+
+
+def test_fuse_of_a_function_is_a_clear_error():
+    with pytest.raises(tp.TapeirError, match=r"tp.fuse expects a Graph, got a function"):
+        tp.fuse(lambda x: x)
+    with pytest.raises(tp.TapeirError, match=r"tp.optimize expects a Graph"):
+        tp.optimize(3)
+
+
+def _random_dag(seed, n_ops=30):
+    """A random program over f32[4,3] values: elementwise ops (fan-out, diamonds), row sums
+    that broadcast back, matmuls and transposes between them: the shapes of graph where a
+    careless fusion closes a cycle."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((3, 3)).astype(np.float32)
+
+    def fn(x, y):
+        vals = [x, y]
+        for _ in range(n_ops):
+            a, b = (vals[int(i)] for i in rng.integers(max(0, len(vals) - 8), len(vals), 2))
+            kind = int(rng.integers(9))
+            if kind == 0:
+                v = tp.tanh(a)
+            elif kind == 1:
+                v = a * b
+            elif kind == 2:
+                v = a - b * 0.5
+            elif kind == 3:
+                v = tp.where(a > b, a, -b)
+            elif kind == 4:
+                v = a + a.sum(axis=1, keepdims=True) * 0.1   # a reduction read back
+            elif kind == 5:
+                v = tp.tanh(a @ w)                            # a contraction
+            elif kind == 6:
+                v = a.T.T + b                                 # shape ops
+            elif kind == 7:
+                v = tp.sigmoid(b) * a.sum() * 0.01          # a scalar from another path
+            else:
+                v = tp.clip(a + b, -2.0, 2.0)
+            vals.append(v)
+        return sum(v.sum() for v in vals[2:] if rng.random() < 0.3) + vals[-1].sum()
+    return tp.trace(fn, tp.Spec((4, 3)), tp.Spec((4, 3)))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_dags_fuse_without_cycles(seed):
+    g = _random_dag(seed)
+    for max_nodes in (3, MAX_NODES):
+        f = fuse(g, max_nodes=max_nodes)
+        tp.verify(f)  # topological order, one shape per body, every operand defined before use
+        assert all(len(n.attrs["body"].nodes) <= max_nodes for n in _fused(f))
+        check_fused_agrees(g, fused=f, backends=("numpy",))
+    vg = tp.value_and_grad(g, wrt=(0, 1))
+    check_fused_agrees(vg, backends=("numpy",) if seed % 4 else ("numpy", "onnxruntime"))
