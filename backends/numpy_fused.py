@@ -20,9 +20,12 @@ override for op "fused"). Its rules:
      first axis whose trailing dims fit a block (with the leading indices looped), and each
      operand is sliced on the axes where it is not broadcast.
   4. blocks are spread over `threads` (the caller's thread and threads-1 pool workers
-     take the next block from a shared counter): ufuncs release the GIL. Scratch is allocated once
-     per (calling thread, operand layout) and per worker, and kept (the last 8 layouts):
-     a compiled function stays thread-safe, as NumpyFunction's per-thread plans are.
+     take the next block from a shared counter): ufuncs release the GIL. Scratch is per calling
+     thread and per worker: flat arrays that grow to the largest block seen, which each
+     operand layout (the last 8 are kept) views. Its size is bounded by the block size, not
+     by the number of batch sizes a function sees (at most THREADED_BLOCK_BYTES per worker,
+     SMALL_ELEMS elements per register on the small path), and it goes when its thread
+     ends; a compiled function stays thread-safe, as NumpyFunction's per-thread plans are.
   5. domains under SMALL_ELEMS elements run the program once on the whole arrays, on the
      caller's thread (no slicing, no pool); threads are used from THREAD_ELEMS elements.
   6. a failing step raises BodyError naming the body node (its op and source line); the
@@ -241,7 +244,7 @@ class _Layout:
         self.flat = flat
         if size <= SMALL_ELEMS:
             self.blocks = None  # rule 5: one pass over the whole arrays
-            self.scratch = [[np.empty(self.domain, dt) for dt in prog.scratch]]
+            self.scratch_shape, self.nthreads = self.domain, 1
             return
         threaded = threads > 1 and size >= THREAD_ELEMS
         block = max(MIN_BLOCK, (THREADED_BLOCK_BYTES if threaded else BLOCK_BYTES) // prog.bytes_per_elem)
@@ -261,8 +264,7 @@ class _Layout:
         self.k, self.rows = k, rows
         self.blocks = [(idx, s, min(s + rows, dom[k])) for idx in outer for s in range(0, dom[k], rows)]
         self.nthreads = nthreads
-        bshape = (rows, *dom[k + 1:])
-        self.scratch = [[np.empty(bshape, dt) for dt in prog.scratch] for _ in range(nthreads)]
+        self.scratch_shape = (rows, *dom[k + 1:])
 
     def index(self, shape, idx, s, e):
         """Operand of (aligned) shape `shape`: its index for block (idx, s, e) (rule 3: slice where not broadcast)."""
@@ -301,8 +303,22 @@ class FusedKernel:
             flat = all(a.size == 1 or (a.shape == dom and a.flags.c_contiguous) for a in arrays)
             if len(cache) >= 8:
                 cache.pop(next(iter(cache)))
-            lay = cache[key] = _Layout(self.prog, shapes, flat, self.threads)
+            lay = _Layout(self.prog, shapes, flat, self.threads)
+            lay.scratch = self._scratch(lay, cache)
+            cache[key] = lay
         return lay
+
+    def _scratch(self, lay, layouts) -> list:
+        """Views shaped for `lay` of this thread's flat scratch (rule 4), per worker; when the
+        flat arrays must grow, the layouts viewing the old ones are dropped with them."""
+        n = math.prod(lay.scratch_shape)
+        flat = getattr(self._local, "scratch", None)
+        if flat is None or len(flat) < lay.nthreads or (flat and flat[0] and flat[0][0].size < n):
+            size = max(n, flat[0][0].size if flat and flat[0] else 0)
+            flat = self._local.scratch = [[np.empty(size, dt) for dt in self.prog.scratch]
+                                          for _ in range(max(lay.nthreads, len(flat or ())))]
+            layouts.clear()
+        return [[b[:n].reshape(lay.scratch_shape) for b in regs] for regs in flat[:lay.nthreads]]
 
     def __call__(self, *xs, out=None):
         prog = self.prog

@@ -12,7 +12,17 @@ Rules:
      files do not grow). The reference kernels evaluate it.
   4. cse: two nodes with the same op, operands and attributes are one (the first keeps
      its source line); equal constants are one.
-  `canonicalize` applies 2-4 in ONE forward walk: nodes come in topological order and each
+  5. compose (inverse pairs and chains of shape ops; each is exact, so signed zeros and
+     NaN payloads pass through unchanged):
+     - `neg(neg(x))` is x;
+     - `transpose(transpose(x, p), q)` is `transpose(x, [p[i] for i in q])`, and x itself
+       when that permutation is the identity;
+     - `reshape(reshape(x, s), t)` is `reshape(x, t)`: a reshape reads only x's elements in
+       order, never the intermediate shape;
+     - a reshape to x's own type is x.
+     The outer node keeps its output value and source line (only its operand changes), so
+     nothing downstream is rewritten; the inner node dies if nothing else reads it (dce).
+  `canonicalize` applies 2-5 in ONE forward walk: nodes come in topological order and each
   rule looks only at a node's operands, which the walk has already rewritten, so one walk
   reaches the fixed point (linear in graph size). `simplify` is the pipeline
   canonicalize, dce, run through the pass manager (passes/manager.py).
@@ -22,8 +32,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.dtypes import to_numpy
+from ..ir.errors import TapeirError
 from ..ir.graph import Graph, Node, attr_key, constant
 from ..ir.reference import REFERENCE  # folding evaluates exactly what the interpreter runs
+from ..ir.registry import OPS
 from .manager import PassManager
 
 FOLD_LIMIT = 16
@@ -42,8 +54,11 @@ def _fill_of(v):
 
 
 def _rewrite(g: Graph, rules, dedupe: bool = False) -> Graph:
-    """One forward walk over g: the first rule(node, operands, add_constant) that returns
-    replacement values replaces the node's outputs; with dedupe, equal constants are one."""
+    """One forward walk over g. Each rule(node, operands, add_constant, producer) returns
+    None (no change), replacement values for the node's outputs (the node goes; the walk
+    moves on), or a new Node with the same outputs (it takes the node's place and the later
+    rules see it). `producer(v)` is the node of the rewritten graph that computes v (None
+    for inputs and constants). With dedupe, equal constants are one."""
     alias: dict[int, object] = {}
     consts: list = []
     canon: dict = {}
@@ -63,23 +78,32 @@ def _rewrite(g: Graph, rules, dedupe: bool = False) -> Graph:
         if kept is not c:
             alias[id(c)] = kept
     nodes = []
+    made: dict[int, Node] = {}
+
+    def producer(v):
+        return made.get(id(v))
+
     for n in g.nodes:
         inputs = [alias.get(id(v), v) for v in n.inputs]
         for rule in rules:
-            rep = rule(n, inputs, add_constant)
-            if rep is not None:
+            rep = rule(n, inputs, add_constant, producer)
+            if isinstance(rep, Node):
+                n, inputs = rep, list(rep.inputs)
+            elif rep is not None:
                 alias.update((id(o), r) for o, r in zip(n.outputs, rep))
                 break
         else:
             same = all(a is b for a, b in zip(inputs, n.inputs))
-            nodes.append(n if same else Node(n.op, inputs, n.attrs, n.outputs, n.source))
+            n = n if same else Node(n.op, inputs, n.attrs, n.outputs, n.source)
+            nodes.append(n)
+            made.update((id(o), n) for o in n.outputs)
     return g.replace(nodes=nodes, outputs=[alias.get(id(v), v) for v in g.outputs], constants=consts)
 
 
 def _identity_rule():
     fills: dict = {}  # id(constant) -> _fill_of(it): constants are immutable, decide once
 
-    def rule(n, inputs, add_constant):
+    def rule(n, inputs, add_constant, producer):
         spec = _IDENTITY.get(n.op)
         if spec is not None:
             value, const_slots, negative_zero = spec
@@ -96,7 +120,7 @@ def _identity_rule():
     return rule
 
 
-def _fold_rule(n, inputs, add_constant):
+def _fold_rule(n, inputs, add_constant, producer):
     if len(n.outputs) != 1 or not all(v.data is not None for v in inputs):
         return None
     out = n.outputs[0].type
@@ -112,10 +136,44 @@ def _fold_rule(n, inputs, add_constant):
     return [add_constant(constant(r))]
 
 
+def _compose_rule(n, inputs, add_constant, producer):
+    """Rule 5: neg of neg, transpose of transpose, reshape of reshape, identity reshape."""
+    op = n.op
+    if op not in ("neg", "transpose", "reshape"):
+        return None
+    x = inputs[0]
+    inner = producer(x)
+    out = n.outputs[0]
+    if op == "reshape" and x.type == out.type:
+        return [x]
+    if inner is None or inner.op != op:
+        return None
+    if op == "neg":
+        return [inner.inputs[0]]
+    if op == "transpose":
+        p, q = inner.attrs["perm"], n.attrs["perm"]
+        perm = tuple(p[i] for i in q)
+        if perm == tuple(range(len(perm))):
+            return [inner.inputs[0]]
+        return Node("transpose", [inner.inputs[0]], {"perm": perm}, n.outputs, n.source)
+    # reshape: the shape attribute may hold -1 or symbols; keep the rewrite only when the
+    # type rule gives the same result type from the original operand
+    attrs = n.attrs
+    try:
+        t, = OPS["reshape"].infer([inner.inputs[0].type], attrs)
+    except TapeirError:
+        return None
+    if t != out.type:
+        return None
+    if inner.inputs[0].type == out.type:
+        return [inner.inputs[0]]
+    return Node("reshape", [inner.inputs[0]], attrs, n.outputs, n.source)
+
+
 def _cse_rule():
     seen: dict = {}
 
-    def rule(n, inputs, add_constant):
+    def rule(n, inputs, add_constant, producer):
         key = (n.op, tuple(map(id, inputs)), tuple(sorted((k, attr_key(v)) for k, v in n.attrs.items())))
         hit = seen.get(key)
         if hit is not None:
@@ -161,14 +219,14 @@ def cse(g: Graph) -> Graph:
 
 
 def canonicalize(g: Graph) -> Graph:
-    """Rules 2-4 in one forward walk (dead nodes stay: run dce after it).
+    """Rules 2-5 in one forward walk (dead nodes stay: run dce after it).
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: (tp.exp(x) * 1.0, tp.tanh(x))[0] + tp.exp(x), tp.Spec((3,)))
     >>> [n.op for n in g.nodes], [n.op for n in canonicalize(g).nodes]
     (['exp', 'mul', 'tanh', 'exp', 'add'], ['exp', 'tanh', 'add'])
     """
-    return _rewrite(g, [_identity_rule(), _fold_rule, _cse_rule()], dedupe=True)
+    return _rewrite(g, [_identity_rule(), _compose_rule, _fold_rule, _cse_rule()], dedupe=True)
 
 
 def dce(g: Graph) -> Graph:
@@ -195,7 +253,7 @@ SIMPLIFY = PassManager([canonicalize, dce])
 
 
 def simplify(g: Graph) -> Graph:
-    """Rules 2-4 in one walk, then dead-code elimination, through the pass manager.
+    """Rules 2-5 in one walk, then dead-code elimination, through the pass manager.
 
     >>> import numpy as np, tapeir as tp
     >>> g = tp.trace(lambda x: (x * (2.0 - 1.0) + tp.exp(x)) + tp.exp(x), tp.Spec((3,)))

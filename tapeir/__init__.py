@@ -23,7 +23,7 @@ from .frontend.functions_extra import *  # noqa: F401,F403  (issue 11's: argmax,
 from .frontend.tensor import Tensor
 from .frontend.tracer import Spec
 from .frontend.tracing import call, trace
-from .passes import grad, value_and_grad
+from .passes import fuse, grad, optimize, value_and_grad
 from .passes import optim
 from .passes.bind import bind
 from .passes.optim import init_state, training_step
@@ -34,8 +34,10 @@ from .ir import (
 )
 from .ir.graph import require_graph
 
+_optimize = optimize  # compile's keyword of that name shadows the function there
+
 __all__ = [
-    *_functions.__all__, *_functions_extra.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "OPS", "Graph",
+    *_functions.__all__, *_functions_extra.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "fuse", "optimize", "OPS", "Graph",
     "ParseError", "RunError", "TapeirError", "TensorType", "TraceError", "TypeRuleError", "VerifyError",
     "load", "parse", "save", "verify", "to_onnx", "save_onnx", "compile", "from_onnx", "run", "BACKENDS",
     "__version__", "optim", "init_state", "training_step", "bind", "fit",
@@ -83,10 +85,11 @@ def save_onnx(g: Graph, path, opset: int | None = None, *, external_data: bool |
     _save_onnx(require_graph(g, "tp.save_onnx"), path, opset, external_data=external_data, **kw)
 
 
-def compile(g: Graph, backend: str = "numpy", **options):
+def compile(g: Graph, backend: str = "numpy", *, optimize: bool = True, **options):
     """A callable that runs `g` on the same pytrees the traced function took.
 
-    The graph is verified first. backend="onnxruntime" exports it and creates one
+    The graph is verified first, then optimized (tp.optimize: simplify, then fuse
+    elementwise chains) unless optimize=False. backend="onnxruntime" exports it and creates one
     InferenceSession; it takes keyword options providers, intra_op_num_threads,
     graph_optimization_level ("disable", "basic", "extended", "all"), opset and fused
     ("function", the default, or "inline": how fused nodes are exported; onnxruntime runs
@@ -100,6 +103,10 @@ def compile(g: Graph, backend: str = "numpy", **options):
     [1.0, 2.0, 3.0]
     """
     verify(require_graph(g, "tp.compile"))
+    if backend not in BACKENDS:
+        raise TapeirError(f"unknown backend {backend!r}", hint=f"available backends: {', '.join(BACKENDS)}")
+    if optimize:
+        g = _optimize(g)
     if backend == "numpy":
         return _compile_numpy(g, **options)
     if backend == "onnxruntime":

@@ -17,7 +17,14 @@ def _load_any(path: str):
 
 
 def _dump(args) -> int:
-    sys.stdout.write(str(_load_any(args.file)))
+    g = _load_any(args.file)
+    if not args.passes:
+        sys.stdout.write(str(g))
+        return 0
+    from .passes import optimize, print_after
+
+    sys.stdout.write(f"# input\n{g}")
+    optimize(g, dump=lambda name, after: print_after(name, after, file=sys.stdout))
     return 0
 
 
@@ -98,6 +105,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("dump", help="print the text form of a saved graph or of an ONNX model")
     p.add_argument("file", help="a graph saved with tp.save, or a .onnx file")
+    p.add_argument("--passes", action="store_true",
+                   help="print the IR after each pass of tp.optimize (canonicalize, dce, fuse)")
     p.set_defaults(func=_dump)
     p = sub.add_parser("export", help="turn a saved graph into an ONNX model")
     p.add_argument("file", help="a graph saved with tp.save")

@@ -28,6 +28,10 @@ ending in a scalar: a weighted sum of every value nothing else uses. Per program
      tp.call's tp.grad(g)) against central differences of the first gradient (when
      smooth), in onnxruntime and after IR -> ONNX -> IR;
   f. programs with "B" also run at B = 0 (`_check_empty`);
+  g. fusion: tp.compile optimizes by default, so a-e run fused graphs; besides, tp.fuse of
+     the value_and_grad graph gives the unfused results bit for bit on the numpy backend;
+     every third program also checks it in onnxruntime (within its rounding) and the
+     every-value graph on numpy (tests/fusion_check.py);
   callgrad ops (tanh of tp.call(tp.grad(sub-program))) make every first-order check a
   second-order one; their reference gradient is torch's.
 
@@ -64,6 +68,7 @@ from hypothesis import strategies as st
 
 import fuzz_ops
 import tapeir as tp
+from fusion_check import check_fused_agrees
 from fuzz_ops import (KINDS, ORT_F32_CONDITIONED, ORT_F64_FLOAT32_ATTR, ORT_SPLIT_TIES, ROWS, TORCH_THIRD_DERIVATIVE,
                       TORCH_TIE_RULE, torch, torch_np)
 from support import ONNXRUNTIME, assert_close, leaves
@@ -710,6 +715,10 @@ def check_program(prog, hessian=False):
             _check_torch(prog, xs64, val64, grads64, widx, b, gscale)
         if hessian:
             _check_hvp(prog, g64, xs64, wrt, widx, b, smooth)
+        # g: fused vs unfused
+        check_fused_agrees(vg64, xs64, backends=("numpy", "onnxruntime") if hessian else ("numpy",))
+        if hessian:
+            check_fused_agrees(trace_program(prog, "float32", every_value=True), xs32, backends=("numpy",))
     if any(isinstance(d, str) and "B" in d for v in prog.inputs for d in v.shape):
         _check_empty(prog)
 

@@ -70,3 +70,43 @@ def test_gradient_graphs_come_out_simplified():
     gg = tp.grad(g)
     assert [n.op for n in gg.nodes] == ["pow", "mul", "mul", "add"]
     assert_close(tp.run(gg, np.array([0.0, 2.0], np.float32)), [0.0, 16.0])
+
+
+# ---- rule 5: neg/transpose/reshape chains ------------------------------------------------
+
+def test_double_negation_keeps_signed_zeros_and_nan():
+    g = tp.trace(lambda x: -(-(-(-x))) + 0.0 * x, tp.Spec((4,)))
+    s = simplify(g)
+    tp.verify(s)
+    assert [n.op for n in s.nodes] == ["mul", "add"]  # one walk: four negations cancel in pairs
+    x = np.array([-0.0, 0.0, np.nan, -3.5], np.float32)
+    assert_close(tp.run(s, x, optimize=False), tp.run(g, x, optimize=False), exact=True)
+    odd = simplify(tp.trace(lambda x: -(-(-x)), tp.Spec((4,))))
+    assert [n.op for n in odd.nodes] == ["neg"]
+    assert np.signbit(tp.run(odd, x, optimize=False)[:2]).tolist() == [False, True]
+
+
+def test_transpose_of_transpose_composes():
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    g = tp.trace(lambda x: tp.transpose(tp.transpose(x, (1, 2, 0)), (1, 2, 0)), tp.Spec((2, 3, 4)))
+    s = simplify(g)
+    assert [(n.op, n.attrs.get("perm")) for n in s.nodes] == [("transpose", (2, 0, 1))]
+    assert_close(tp.run(s, x), np.transpose(np.transpose(x, (1, 2, 0)), (1, 2, 0)), exact=True)
+    ident = simplify(tp.trace(lambda x: x.T.T * 2.0, tp.Spec((2, 3))))
+    assert [n.op for n in ident.nodes] == ["mul"] and ident.nodes[0].inputs[0] is ident.inputs[0]
+
+
+def test_reshape_of_reshape_and_identity_reshape():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    g = tp.trace(lambda x: x.reshape((6,)).reshape((3, 2)), tp.Spec((2, 3)))
+    s = simplify(g)
+    assert [(n.op, n.inputs[0] is s.inputs[0]) for n in s.nodes] == [("reshape", True)]
+    assert_close(tp.run(s, x), x.reshape(3, 2), exact=True)
+    back = simplify(tp.trace(lambda x: x.reshape((6,)).reshape((3, 2)).reshape((2, 3)) + 1.0, tp.Spec((2, 3))))
+    assert [n.op for n in back.nodes] == ["add"]
+    sym = simplify(tp.trace(lambda x: x.reshape((-1,)).reshape((-1, 3)), tp.Spec(("B", 3))))
+    assert not sym.nodes and sym.outputs[0] is sym.inputs[0]
+    # an inner reshape something else reads stays for it
+    both = simplify(tp.trace(lambda x: (x.reshape((6,)) * 2.0, x.reshape((6,)).reshape((3, 2))), tp.Spec((2, 3))))
+    assert [n.op for n in both.nodes] == ["reshape", "mul", "reshape"]
+    assert both.nodes[2].inputs[0] is both.inputs[0]
