@@ -18,10 +18,9 @@ import time
 import numpy as np
 
 from . import (
-    Spec, bind, compile, cross_entropy, fit, init_state, optim, parse, save, save_onnx, tanh, trace,
+    Spec, bind, compile, cross_entropy, fit, init_state, optim, optimize, parse, save, save_onnx, tanh, trace,
     training_step, value_and_grad,
 )
-from .passes import simplify
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits.npz")
 
@@ -59,13 +58,15 @@ def main(epochs: int = 15, out_dir: str | None = None, progress: bool | None = N
     assert parse(str(vg)) == vg, "text form did not round-trip"
     opt = optim.Adam(lr=1e-2)
     step = training_step(g, optimizer=opt)
-    optimized = simplify(step)  # tp.optimize(step) (simplify, then fuse) replaces this when fusion lands
+    optimized = optimize(step)  # simplify, then fuse the elementwise chains (Adam's update is one group)
     save(g, os.path.join(out_dir, "forward.tapeir"))
     save(vg, os.path.join(out_dir, "backward.tapeir"))
     save(optimized, os.path.join(out_dir, "optimized_step.tapeir"))
     save_onnx(optimized, os.path.join(out_dir, "training_step.onnx"))
+    fused = sum(n.op == "fused" for n in optimized.nodes)
     print(f"# backward: {len(vg.nodes)} nodes; Adam training step: {len(step.nodes)} nodes, one graph "
-          f"(params, opt_state, lr, x, y) -> (loss, new_params, new_opt_state)\n")
+          f"(params, opt_state, lr, x, y) -> (loss, new_params, new_opt_state); optimized: "
+          f"{len(optimized.nodes)} nodes, {fused} of them fused\n")
 
     d = np.load(DATA)
     x = d["images"].reshape(-1, 64).astype(np.float32) / 16.0
