@@ -15,6 +15,7 @@ their raw little-endian bytes in base64, so the round trip is bit-exact.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import re
 
@@ -30,6 +31,23 @@ _KEYWORDS = {"graph", "return", "const", "base64", "true", "false", "none", "inf
 def fmt_name(name: str) -> str:
     """A name prints bare when it is identifier-like (dots allowed), else JSON-quoted."""
     return name if _BARE.match(name) and name not in _KEYWORDS else json.dumps(name)
+
+
+def fmt_source(source: str | None) -> str | None:
+    r"""A node's source as its comment prints it: as is, or JSON-quoted when it holds a newline
+    or another unprintable character (a file named "a\nb.py"), has blanks at either end, is
+    empty, or starts with a quote. Raw, a newline would end the comment and inject a line.
+
+    >>> print(fmt_source("model.py:3"), fmt_source("a\nb.py:3"), fmt_source("é.py:1"), fmt_source(None))
+    model.py:3 "a\nb.py:3" é.py:1 None
+    """
+    if source is None:
+        return None
+    if source and source.isprintable() and source[0] != '"' and source == source.strip():
+        return source
+    # JSON escapes the controls, quotes and backslashes; the rest of what a terminal or a line
+    # splitter could take for a line break (U+0085, U+2028, ...) is escaped as \uXXXX too
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in json.dumps(source, ensure_ascii=False))
 
 
 def fmt_scalar(x) -> str:
@@ -101,6 +119,19 @@ def print_graph(g, *, constants_by_name: bool = False) -> str:
     }
     <BLANKLINE>
     """
+    # the lines make no reference cycles: the collector would only rescan the graph, which
+    # made printing 100k ops cost ~3x per op what 10k cost (ir/builder.py's paused_gc; not
+    # imported from there, which would be an import cycle through ir/graph.py)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _print_graph(g, constants_by_name)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _print_graph(g, constants_by_name: bool) -> str:
     names: dict[int, str] = {}
     for v in g.inputs:
         names[id(v)] = fmt_name(v.name)
@@ -122,15 +153,15 @@ def print_graph(g, *, constants_by_name: bool = False) -> str:
         text = f"{', '.join(binders)} = {n.op}({args})"
         if n.attrs:
             text += " {" + ", ".join(f"{k}={fmt_attr(v)}" for k, v in sorted(n.attrs.items())) + "}"
-        lines.append((text, n.source))
+        lines.append((text, fmt_source(n.source)))
 
     in_types = iter(str(v.type) for v in g.inputs)
     params = ", ".join(f"{fmt_name(a)}: {fmt_tree(td, in_types)}"
                        for a, td in zip(g.arg_names, g.in_tree.children))
-    width = min(max((len(t) for t, s in lines if s), default=0), 72)
+    width = min(max((len(t) for t, s in lines if s is not None), default=0), 72)
     out = [f"graph {fmt_name(g.name)}({params}) {{"]
     for text, source in lines:
-        out.append(f"  {text.ljust(width)}  # {source}" if source else f"  {text}")
+        out.append(f"  {text.ljust(width)}  # {source}" if source is not None else f"  {text}")
     refs = [names.get(id(v), "%?") for v in g.outputs]
     refs = [r if n == d else f"{r} as {fmt_name(n)}"  # only names that differ from the default print
             for r, n, d in zip(refs, g.output_names, default_output_names(g.out_tree))]
