@@ -345,10 +345,9 @@ class _Parser:
                     break
                 end = m.end()
                 after = _WS.match(text, end).end()
-                if source is None:
-                    if after < n and text[after] == "#":
-                        break  # the token parser takes a comment on a later line as the source: so do we
-                else:
+                if after < n and text[after] in "{#":
+                    break  # the token parser takes attributes or a comment on a later line: so do we
+                if source is not None:
                     source = unquote_source(source)
                 nodes.append(Node(op, args, attrs, outs, source))
                 for r, v in zip(names, outs):
