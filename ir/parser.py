@@ -17,6 +17,16 @@ NUMBER, STRING, and `# ...` to end of line, which is a node's source):
     operand  := REF | NAME
     tree     := result | "{" [NAME ":" tree, ...] "}" | "[" [tree, ...] "]" | "(" [tree, ...] ")"
     result   := operand ["as" NAME]      (an output name, printed when it is not the default)
+
+A SOURCE that starts and ends with '"' is a JSON string (the printer quotes a source holding
+a newline or another unprintable character); any other comment is the source as written.
+
+Speed and memory (bench/bench_load.py): a statement line in the printer's own form is read
+by one regex match (`fast_stmts`); any other line, and every line that is wrong, goes to the
+token parser, which reads tokens on demand and gives the errors, so both read one language
+(tests/ir/test_parse_fuzz.py checks they agree). Base64 is decoded from the text itself a
+chunk at a time into the constant's buffer: loading peaks at about twice the file's size.
+Limits: integers of at most 4300 digits; errors quote at most a window of a long line.
 """
 from __future__ import annotations
 

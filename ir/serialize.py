@@ -75,6 +75,9 @@ def save(g, path: str | os.PathLike) -> None:
 def load(path: str | os.PathLike):
     """Read a graph written by `save` (verified: a hand-edited file may be ill-typed).
 
+    Memory peaks at about twice the file's size (its text, then each constant decoded from
+    it); error messages give the file's line numbers, header line included.
+
     >>> import numpy as np, tapeir as tp, tempfile, os
     >>> with tempfile.TemporaryDirectory() as d:
     ...     tp.save(tp.trace(tp.exp, tp.Spec(("B",))), os.path.join(d, "g.tapeir"))
