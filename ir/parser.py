@@ -80,7 +80,7 @@ _SCAL_RE = re.compile(_SCAL)
 _WORDS = {"true": True, "false": False, "none": None}
 
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-_B64_CHUNK = 1 << 20    # characters decoded at a time (a multiple of 4): memory stays flat
+_B64_CHUNK = 1 << 18    # characters decoded at a time (a multiple of 4): memory stays flat
 _STRICT_B64 = {"strict_mode": True} if sys.version_info >= (3, 11) else {}
 
 

@@ -226,3 +226,11 @@ def test_load_counts_the_header_line(tmp_path):
 def test_parse_wants_a_str():
     with pytest.raises(tp.TapeirError, match="expects the text form as a str"):
         tp.parse(b"graph f() {}")
+
+
+def test_a_verify_error_next_to_a_large_constant_cuts_its_line():
+    g, _ = _big_graph(1_000_000)
+    text = str(g).replace("%0: f32[1000000] = mul", "%0: f32[7] = mul")
+    with pytest.raises(tp.VerifyError, match=r"f32\[7\]") as info:
+        tp.parse(text)
+    assert len(str(info.value)) < 2000 and "characters)" in str(info.value)
