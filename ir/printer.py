@@ -34,20 +34,20 @@ def fmt_name(name: str) -> str:
 
 
 def fmt_source(source: str | None) -> str | None:
-    r"""A node's source as its comment prints it: as is, or JSON-quoted when it holds a newline
-    or another unprintable character (a file named "a\nb.py"), has blanks at either end, is
-    empty, or starts with a quote. Raw, a newline would end the comment and inject a line.
+    r"""A node's source as its comment prints it: as is, or JSON-quoted (ASCII) when it holds a
+    newline or another unprintable character (a file named "a\nb.py"), a non-ASCII one, blanks
+    at either end, nothing, or starts with a quote. Raw, a newline would end the comment and
+    inject a line; quoted, the text form stays ASCII like the names, so the text of a saved
+    graph takes one byte a character in memory when it is loaded.
 
     >>> print(fmt_source("model.py:3"), fmt_source("a\nb.py:3"), fmt_source("é.py:1"), fmt_source(None))
-    model.py:3 "a\nb.py:3" é.py:1 None
+    model.py:3 "a\nb.py:3" "\u00e9.py:1" None
     """
     if source is None:
         return None
-    if source and source.isprintable() and source[0] != '"' and source == source.strip():
+    if source.isascii() and source.isprintable() and source and source[0] != '"' and source == source.strip():
         return source
-    # JSON escapes the controls, quotes and backslashes; the rest of what a terminal or a line
-    # splitter could take for a line break (U+0085, U+2028, ...) is escaped as \uXXXX too
-    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in json.dumps(source, ensure_ascii=False))
+    return json.dumps(source)
 
 
 def fmt_scalar(x) -> str:

@@ -38,13 +38,19 @@ def _caret_under(e, text: str, pos: int, window: bool = False):
 
 # ---- item 1: memory and exactness of large constants ----------------------------------
 
-def _big_graph(n: int, dtype=np.float32):
+def _big_graph(n: int, dtype=np.float32, filename: str | None = None):
     w = np.random.default_rng(0).standard_normal(n).astype(dtype)
-    return tp.trace(lambda x: x * w, tp.Spec((n,), np.dtype(dtype).name)), w
+    if filename is None:
+        return tp.trace(lambda x: x * w, tp.Spec((n,), np.dtype(dtype).name)), w
+    ns = {}
+    exec(compile("def f(x):\n    return x * w\n", filename, "exec"), {"w": w}, ns)
+    return tp.trace(ns["f"], tp.Spec((n,), np.dtype(dtype).name)), w
 
 
-def test_loading_a_large_constant_needs_at_most_three_times_the_file(tmp_path):
-    g, w = _big_graph(2 * 2 ** 20)  # 8 MiB of f32: 11 MB of base64
+# a source beyond Latin-1 prints escaped: raw, Python would hold the whole text at 4 bytes a character
+@pytest.mark.parametrize("filename", [None, "\u65e5\u672c\U0001F600.py"])
+def test_loading_a_large_constant_needs_at_most_three_times_the_file(filename, tmp_path):
+    g, w = _big_graph(2 * 2 ** 20, filename=filename)  # 8 MiB of f32: 11 MB of base64
     path = tmp_path / "big.tapeir"
     tp.save(g, path)
     size = path.stat().st_size
