@@ -68,11 +68,11 @@ WINDOW = 100            # an error on a longer line quotes this many characters 
 _TYPE = r"[a-z0-9]+\[[A-Za-z0-9_.,*]*\]"
 _SCAL = r'-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|-?inf|nan|true|false|none|"[^"\\\x00-\x1f]*"'
 _FAST = re.compile(
-    rf"(%[0-9]+: {_TYPE}(?:, %[0-9]+: {_TYPE})*)"   # binders
-    r" = ([a-z_][a-z0-9_]*)\(([^()\"\n#]*)\)"        # op(operands)
-    r"(?: \{([^{}\n#\\]*)\})?"                       # {attrs}
-    r"(?: +#([^\n]*))?"                              # source
-    r"[ \t\r]*(?=\n|\Z)")
+    rf"(%[0-9]+): ({_TYPE})((?:, %[0-9]+: {_TYPE})*)"  # the first binder, then any more
+    r" = ([a-z_][a-z0-9_]*)\(([^()\"\n#]*)\)"          # op(operands)
+    r"(?: \{([^{}\n#\\]*)\})?"                         # {attrs}
+    r"(?: +#([^\n]*))?"                                # source
+    r"[ \t\r]*(?=\n|\Z)[ \t\r\n]*")                   # the line's end, and blanks up to the next token
 _TYPE_PARTS = re.compile(r"([a-z0-9]+)\[(.*)\]\Z")
 _DIM = re.compile(r"(?:[0-9]{1,18}|[A-Za-z_][A-Za-z0-9_.]*)(?:\*(?:[0-9]{1,18}|[A-Za-z_][A-Za-z0-9_.]*))*\Z")
 _ATTR = re.compile(rf'([A-Za-z_][A-Za-z0-9_.]*)=((?:{_SCAL})|\[(?:(?:{_SCAL})(?:, (?:{_SCAL}))*)?\])(?:, |\Z)')
@@ -298,9 +298,6 @@ class _Parser:
     def fast_attrs(self, opdef, attrs_text: str | None) -> dict | None:
         """The normalized attributes of `{attrs_text}`, or None: leave the line to stmt()."""
         key = (opdef.name, attrs_text)
-        attrs = self.attr_cache.get(key)
-        if attrs is not None:
-            return attrs
         attrs = {}
         if attrs_text:
             pos, n = 0, len(attrs_text)
@@ -327,45 +324,57 @@ class _Parser:
         in the printer's own form; leaves self.tok at the first one it cannot settle (an odd
         spelling, an unknown op, an undefined operand, a bad type) for stmt(), which parses it
         token by token and gives the errors."""
-        text, refs, env, types = self.text, self.refs, self.env, self.types
+        text, refs, env, types, attr_cache = self.text, self.refs, self.env, self.types, self.attr_cache
+        sources: dict[str, str | None] = {}  # comment text -> source (a few lines repeat)
         pos, n = self.tok.pos, len(text)
         while True:
             m = _FAST.match(text, pos)
             if not m:
                 break
-            binders_text, op, args_text, attrs_text, source = m.groups()
-            outs, names = [], []
-            for b in (binders_text.split(", %") if ", %" in binders_text else (binders_text,)):
-                ref, _, ttext = b.partition(": ")
-                if ref[0] != "%":
-                    ref = "%" + ref
-                t = types.get(ttext) or self.fast_type(ttext)
-                if t is None or ref in refs or ref in names:
+            ref, ttext, more, op, args_text, attrs_text, source = m.groups()
+            t = types.get(ttext) or self.fast_type(ttext)
+            if t is None or ref in refs:
+                break
+            outs, names = [Value(t)], [ref]
+            if more:
+                for b in more[2:].split(", "):
+                    ref, _, ttext = b.partition(": ")
+                    t = types.get(ttext) or self.fast_type(ttext)
+                    if t is None or ref in refs or ref in names:
+                        break
+                    names.append(ref)
+                    outs.append(Value(t))
+                else:
+                    ref = None
+                if ref is not None:
                     break
-                names.append(ref)
-                outs.append(Value(t))
-            else:
-                opdef = OPS.get(op)
-                if opdef is None:
-                    break
-                args = [refs.get(a) if a[0] == "%" else env.get(a) if a != "inf" and _NAME.match(a) else None
-                        for a in args_text.split(", ")] if args_text else []  # ("inf" lexes as a number)
+            opdef = OPS.get(op)
+            if opdef is None:
+                break
+            args = [refs.get(a) if a[0] == "%" else env.get(a) if a != "inf" and _NAME.match(a) else None
+                    for a in args_text.split(", ")] if args_text else []  # ("inf" lexes as a number)
+            attrs = attr_cache.get((op, attrs_text))
+            if attrs is None:
                 attrs = self.fast_attrs(opdef, attrs_text)
-                if attrs is None or None in args:
-                    break
-                end = m.end()
-                after = _WS.match(text, end).end()
-                if after < n and text[after] in "{#":
-                    break  # the token parser takes attributes or a comment on a later line: so do we
-                if source is not None:
-                    source = unquote_source(source)
-                nodes.append(Node(op, args, attrs, outs, source))
+            if attrs is None or None in args:
+                break
+            after = m.end()
+            if after < n and text[after] in "{#":
+                break  # the token parser takes attributes or a comment on a later line: so do we
+            if source is not None:
+                raw = source
+                source = sources.get(raw, raw)
+                if source is raw:
+                    source = sources[raw] = unquote_source(raw)
+            nodes.append(Node(op, args, attrs, outs, source))
+            if more:
                 for r, v in zip(names, outs):
                     refs[r] = v
-                pos = after
-                if after < n and text[after] == "%":
-                    continue
-            break
+            else:
+                refs[ref] = outs[0]
+            pos = after
+            if after >= n or text[after] != "%":
+                break
         if pos != self.tok.pos:
             self.tok = self.lex(pos)
 

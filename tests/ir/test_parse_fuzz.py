@@ -34,7 +34,7 @@ import tapeir as tp
 from tapeir.ir import parser
 
 CASES = 400
-LONG_CASES = int(os.environ.get("TAPEIR_FUZZ_CASES", "20000"))
+LONG_CASES = int(os.environ.get("TAPEIR_FUZZ_CASES", "10000"))
 BUDGET_S = 20
 MEMORY_SLACK = 4 * 2 ** 20
 
