@@ -25,6 +25,7 @@ their raw little-endian bytes in base64, so the round trip is bit-exact.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import re
 
@@ -40,6 +41,23 @@ _KEYWORDS = {"graph", "return", "const", "base64", "true", "false", "none", "inf
 def fmt_name(name: str) -> str:
     """A name prints bare when it is identifier-like (dots allowed), else JSON-quoted."""
     return name if _BARE.match(name) and name not in _KEYWORDS else json.dumps(name)
+
+
+def fmt_source(source: str | None) -> str | None:
+    r"""A node's source as its comment prints it: as is, or JSON-quoted (ASCII) when it holds a
+    newline or another unprintable character (a file named "a\nb.py"), a non-ASCII one, blanks
+    at either end, nothing, or starts with a quote. Raw, a newline would end the comment and
+    inject a line; quoted, the text form stays ASCII like the names, so the text of a saved
+    graph takes one byte a character in memory when it is loaded.
+
+    >>> print(fmt_source("model.py:3"), fmt_source("a\nb.py:3"), fmt_source("é.py:1"), fmt_source(None))
+    model.py:3 "a\nb.py:3" "\u00e9.py:1" None
+    """
+    if source is None:
+        return None
+    if source.isascii() and source.isprintable() and source and source[0] != '"' and source == source.strip():
+        return source
+    return json.dumps(source)
 
 
 def fmt_scalar(x) -> str:
@@ -111,7 +129,16 @@ def print_graph(g, *, constants_by_name: bool = False) -> str:
     }
     <BLANKLINE>
     """
-    return "\n".join(_graph_lines(g, constants_by_name)) + "\n"
+    # the lines make no reference cycles: the collector would only rescan the graph, which
+    # made printing 100k ops cost ~3x per op what 10k cost (ir/builder.py's paused_gc; not
+    # imported from there, which would be an import cycle through ir/graph.py)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return "\n".join(_graph_lines(g, constants_by_name)) + "\n"
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _graph_lines(g, constants_by_name: bool) -> list[str]:
@@ -141,15 +168,15 @@ def _graph_lines(g, constants_by_name: bool) -> list[str]:
         nested = [v for k, v in sorted(n.attrs.items()) if _is_graph(v)]
         if nested:  # a fused node's body: the graph itself, printed under the node, indented
             bodies[len(lines)] = ["  " + line for sub in nested for line in _graph_lines(sub, constants_by_name)]
-        lines.append((text, n.source))
+        lines.append((text, fmt_source(n.source)))
 
     in_types = iter(str(v.type) for v in g.inputs)
     params = ", ".join(f"{fmt_name(a)}: {fmt_tree(td, in_types)}"
                        for a, td in zip(g.arg_names, g.in_tree.children))
-    width = min(max((len(t) for t, s in lines if s), default=0), 72)
+    width = min(max((len(t) for t, s in lines if s is not None), default=0), 72)
     out = [f"graph {fmt_name(g.name)}({params}) {{"]
     for k, (text, source) in enumerate(lines):
-        out.append(f"  {text.ljust(width)}  # {source}" if source else f"  {text}")
+        out.append(f"  {text.ljust(width)}  # {source}" if source is not None else f"  {text}")
         out.extend("  " + line for line in bodies.get(k, ()))
     refs = [names.get(id(v), "%?") for v in g.outputs]
     refs = [r if n == d else f"{r} as {fmt_name(n)}"  # only names that differ from the default print

@@ -36,9 +36,14 @@ def _fail(g, index: int | None, problem: str, hint: str | None = None):
             # the node's line: header + constants + index
             at = 1 + len(g.constants) + index
             lo, hi = max(1, at - CONTEXT), min(len(lines), at + CONTEXT + 1)
-            where += "\n" + "\n".join(("  > " if i == at else "    ") + lines[i] for i in range(lo, hi))
+            where += "\n" + "\n".join(("  > " if i == at else "    ") + _cut(lines[i]) for i in range(lo, hi))
     raise VerifyError(f"verification failed at node {index}: {problem}" if index is not None
                       else f"verification failed: {problem}", where=where, hint=hint)
+
+
+def _cut(line: str, limit: int = 200) -> str:
+    """A context line, cut short: a constant's base64 line can be megabytes long."""
+    return line if len(line) <= limit else f"{line[:limit]}... ({len(line)} characters)"
 
 
 def verify(g) -> None:

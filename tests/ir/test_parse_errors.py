@@ -159,9 +159,12 @@ def test_attribute_errors():
 def test_python_code_is_a_parse_error():
     e = _error("import os\nos.system(x)\n")
     assert _position(e) == (1, 1) and "expected 'graph', found 'import'" in str(e)
-    # the tokenizer runs first, so a quote character Python would accept fails there
+    # tokens are read on demand, so the first one already fails
     e = _error("__import__('os').system('true')")
-    assert _position(e) == (1, 12) and "unexpected character \"'\"" in str(e)
+    assert _position(e) == (1, 1) and "expected 'graph', found '__import__'" in str(e)
+    # a character no token starts with is reported where the parser reaches it
+    e = _error("graph f(x: f32[3]) {\n  return x'os'\n}\n")
+    assert _position(e) == (2, 11) and "unexpected character \"'\"" in str(e)
 
 
 def test_empty_input_and_stray_characters():
