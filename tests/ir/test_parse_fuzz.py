@@ -67,6 +67,8 @@ def _corpus() -> list[str]:
         tp.trace(mixed, {"odd key": tp.Spec((4, 6)), "b": tp.Spec((4, 6))}, tp.Spec(("T", 2), "float16")),
         tp.trace(ns["evil"], tp.Spec((3,))),
     ]
+    graphs.append(tp.optimize(graphs[0]))  # fused nodes: nested bodies, several outputs
+    assert any(n.op == "fused" for n in graphs[-1].nodes)
     return [str(g) for g in graphs]
 
 
