@@ -66,11 +66,14 @@ def build(model_path: str, loss: str, optimizer: str, lr: float | None = None, c
     out = g.outputs[0]
     out_name = g.output_names[0]
     if loss == "cross_entropy":
-        if out.type.rank != 2 or out.type.dtype not in FLOATS:
-            raise TapeirError(f"--loss cross_entropy needs logits of shape [N, C]; the model's output {out_name!r} "
-                              f"is {out.type}", hint="use --loss mse for a regression output, or export a model "
-                                                     "whose (first) output is [batch, classes] logits")
-        target = Spec(out.type.shape[:1], "int64")
+        # [..., C] logits (a language model's [B, T, V]) with labels [...]: the mean over every
+        # position, classes on the last axis as a user's model writes them (not torch's [N, C, d...])
+        if out.type.rank < 2 or out.type.dtype not in FLOATS:
+            raise TapeirError(f"--loss cross_entropy needs logits of shape [N, C] (or [..., C]); the model's output "
+                              f"{out_name!r} is {out.type}", hint="use --loss mse for a regression output, or export "
+                                                                   "a model whose (first) output is [batch, classes] "
+                                                                   "logits")
+        target = Spec(out.type.shape[:-1], "int64")
     else:
         target = Spec(out.type.shape, out.type.dtype)
     names = [v.name for v in param_vals]
@@ -91,7 +94,11 @@ def build(model_path: str, loss: str, optimizer: str, lr: float | None = None, c
         *xs, t = xs_and_target
         outs = forward(p, *xs)
         y = outs[0] if isinstance(outs, (tuple, list)) else outs
-        return cross_entropy(y, t) if loss == "cross_entropy" else mse_loss(y, t)
+        if loss == "mse":
+            return mse_loss(y, t)
+        if y.type.rank > 2:  # classes last: flatten the positions, so the mean runs over all of them
+            y, t = y.reshape((-1, y.shape[-1])), t.reshape((-1,))
+        return cross_entropy(y, t)
 
     in_specs = [Spec(v.type.shape, v.type.dtype) for v in model_inputs]
     p_specs = {n: Spec(v.type.shape, v.type.dtype) for n, v in zip(names, param_vals)}
@@ -136,7 +143,7 @@ def readme(step, eval_graph, opt, facts, loss: str, source: str) -> str:
         npdt = to_numpy(v.type.dtype).name
         feeds.append(f'{v.name!r}: np.random.default_rng(0).standard_normal({shape}).astype(np.{npdt})')
     if loss == "cross_entropy":
-        classes = facts["output"].type.shape[1]
+        classes = facts["output"].type.shape[-1]
         classes = classes if isinstance(classes, int) else EXAMPLE_BATCH
         tgt = (f"np.random.default_rng(1).integers(0, {classes}, {_example_shape(facts['target'].shape)})")
     else:
