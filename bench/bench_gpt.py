@@ -15,7 +15,8 @@ example's own functions). Contenders, each in its own child process (bench/harne
     python bench/bench_gpt.py [--quick] [--threads N]
 
 Target (issue 11): plain onnxruntime <= 1.0x PyTorch eager per step. The parent first
-checks that the two agree (the losses of 3 steps to 1e-5 relative), untimed.
+checks that the two agree (the losses of 3 steps to 1e-5 relative), untimed. Also prints
+the import time per ONNX node of the exported GPT (issue 11's import-time row).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -103,6 +105,17 @@ def setup_numpy():
     return run
 
 
+def import_time(path: str) -> tuple[float, int]:
+    """Best of 3 tp.from_onnx(path, params="inputs") (what train-artifacts runs first) and the model's node count."""
+    import onnx
+
+    import tapeir as tp
+
+    model = onnx.load(path)
+    best = min(harness.repeat_timed(lambda: tp.from_onnx(model, params="inputs"), 3, 1))
+    return best, len(model.graph.node)
+
+
 CONTENDERS = {"ort": setup_ort, "torch": setup_torch, "numpy": setup_numpy}
 
 
@@ -135,7 +148,10 @@ def main(argv=None):
     rounds, repeats = (2, 2) if args.quick else (5, 3)
     work = tempfile.mkdtemp(prefix="tapeir-bench-gpt-")
     G.export(G.gpt_module(), os.path.join(work, "gpt.onnx"), BATCH)
+    t0 = time.perf_counter()
     write(os.path.join(work, "gpt.onnx"), os.path.join(work, "art"), "cross_entropy", "adam", lr=LR)
+    t_art = time.perf_counter() - t0
+    t_import, n_nodes = import_time(os.path.join(work, "gpt.onnx"))
     os.environ["BENCH_GPT_ART"] = os.path.join(work, "art")
     data = _batches()[:3]
     a, b = G.train_onnxruntime(os.environ["BENCH_GPT_ART"], data, LR), G.train_torch(G.gpt_module(), data, LR)
@@ -157,6 +173,9 @@ def main(argv=None):
     ratio = best["ort"] / best["torch"]
     print(f"\n- {LABELS['ort']} / {LABELS['torch']} = {ratio:.2f} (target ≤ 1.0) -> {harness.verdict(ratio, 1.0)}")
     print(f"- (the losses of 3 steps agree to {gap:.1e} relative)")
+    print(f"- import of the exported GPT ({n_nodes} ONNX nodes): tp.from_onnx {t_import * 1e3:.0f} ms, "
+          f"{t_import / n_nodes * 1e6:.0f} us per node (best of 3); `tapeir train-artifacts` as a whole "
+          f"(import, trace, autodiff, Adam, two exports, checkpoint) {t_art:.2f} s")
     return 0
 
 
