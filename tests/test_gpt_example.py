@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
+import warnings
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
 import tapeir as tp
-from support import ONNXRUNTIME, assert_close
+from support import ONNXRUNTIME, assert_close, checkout_env
+from tapeir.artifacts import export_notes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,3 +94,30 @@ def test_train_artifacts_cross_entropy_over_the_last_axis(tmp_path, batch_dim):
                  why="float64 central differences (error ~1e-10) and onnxruntime's kernels", msg=pname)
     text = (tmp_path / "art" / "README.txt").read_text()
     assert "integers(0, 7," in text  # the README's example labels are classes of the last axis
+
+
+def _norm_mlp(path, training: bool):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 8),
+                                torch.nn.LayerNorm(8), torch.nn.Linear(8, 3))
+    kw = dict(training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False) if training else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(4, 6),), str(path), dynamo=False, input_names=["x"], **kw)
+
+
+def test_an_inference_export_is_named_at_the_cli_and_in_the_readme(tmp_path):
+    """Eval-mode export merges the two LayerNorms' equal weights and renames folded ones:
+    the artifacts would train another model, so the CLI says so (and how to export instead)."""
+    _norm_mlp(tmp_path / "eval.onnx", training=False)
+    _norm_mlp(tmp_path / "train.onnx", training=True)
+    assert export_notes(onnx.load(str(tmp_path / "train.onnx"))) == []
+    notes = export_notes(onnx.load(str(tmp_path / "eval.onnx")))
+    assert any("3.weight = 1.weight" in n and "tied" in n for n in notes), notes
+    assert "TrainingMode.TRAINING" in notes[-1]
+    r = subprocess.run([sys.executable, "-m", "tapeir.cli", "train-artifacts", "eval.onnx", "--loss", "cross_entropy",
+                        "-o", "art"], capture_output=True, text=True, cwd=tmp_path, env=checkout_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "note:" in r.stderr and "do_constant_folding=False" in r.stderr, r.stderr
+    assert "NOTE: " in (tmp_path / "art" / "README.txt").read_text()
