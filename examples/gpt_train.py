@@ -1,8 +1,8 @@
 """A small GPT trained in stock onnxruntime, tracking PyTorch step for step.
 
 A character-level GPT-style decoder (2 layers, width 64, 4 heads, vocabulary 96, context 32)
-written in plain torch, exported by `torch.onnx.export` (TorchScript exporter, batch and
-context fixed), turned into training artifacts by `tapeir train-artifacts` (the same Python
+written in plain torch, exported by `torch.onnx.export` (TorchScript exporter, symbolic
+batch, context fixed), turned into training artifacts by `tapeir train-artifacts` (the same Python
 function the CLI calls), then trained with Adam in a plain `onnxruntime.InferenceSession`:
 only onnxruntime and numpy in the loop, as the artifacts' README.txt shows. PyTorch trains
 the same initial weights on the same batches with `torch.optim.Adam` (same hyperparameters);
@@ -10,10 +10,11 @@ both loss curves are printed with the largest relative gap.
 
     python examples/gpt_train.py [--steps 100] [--batch 16] [--lr 3e-3] [-o DIR]
 
-Why static shapes: the TorchScript exporter writes the positions (`Range` over the sequence
-length) and the causal-mask `Slice` from the input's shape; with a fixed [batch, context]
-input they are constants and the importer folds them. A dynamic sequence axis needs the
-importer to compute with symbolic sizes at run time (issue 11's symbolic Range/Slice item).
+Why the context is fixed: the TorchScript exporter writes the positions (`Range` over the
+sequence length) and the causal-mask `Slice` from the input's shape; with a fixed context
+they are constants and the importer folds them. A dynamic sequence axis needs the importer
+to compute with symbolic sizes at run time (issue 11's symbolic Range/Slice item); a
+dynamic batch imports (the artifacts take any batch size).
 
 Why the loss sees [B*T, V] logits: the model's own output is [B, T, V] (what a GPT returns),
 and `tapeir train-artifacts --loss cross_entropy` takes logits [..., C] with integer labels
@@ -116,7 +117,7 @@ def gpt_module(seed: int = 0):
 
 
 def export(model, path: str, batch: int) -> None:
-    """torch.onnx.export, TorchScript exporter, static [batch, CONTEXT] input.
+    """torch.onnx.export, TorchScript exporter, input [batch, CONTEXT] with a symbolic batch.
 
     Export for training keeps one initializer per parameter, under the parameter's name. In the
     default eval mode the exporter merges initializers with equal values (every LayerNorm
@@ -129,7 +130,7 @@ def export(model, path: str, batch: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(batch, CONTEXT, dtype=torch.long),), path, dynamo=False,
-                          input_names=["idx"], output_names=["logits"],
+                          input_names=["idx"], output_names=["logits"], dynamic_axes={"idx": {0: "batch"}},
                           training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
 
 
