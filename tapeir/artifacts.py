@@ -39,6 +39,46 @@ def _optimizer(name: str, lr: float | None):
     return cls() if lr is None else cls(lr=lr)
 
 
+_NORMS = ("LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization")
+
+
+def export_notes(model) -> list[str]:
+    """Signs that an exporter rewrote the parameters for inference, so training the artifacts
+    would not train the model as written (torch.onnx.export in its default eval mode):
+    exporter-made initializer names (constant folding stored transformed copies, such as
+    transposed Linear weights), and initializers merged because their values were equal
+    (every LayerNorm weight starts as ones): Identity nodes of an initializer, or one
+    initializer feeding several normalization layers.
+
+    >>> import numpy as np, tapeir as tp
+    >>> export_notes(tp.to_onnx(tp.trace(lambda x: x @ np.ones((3, 2), np.float32), tp.Spec(("B", 3)))))
+    []
+    """
+    floats = {t.name for t in model.graph.initializer if t.data_type in (1, 10, 11, 16)}
+    notes = []
+    made = sorted(n for n in floats if n.startswith("onnx::"))
+    if made:
+        notes.append(f"{len(made)} parameter(s) have exporter-made names ({', '.join(made[:3])}"
+                     f"{', ...' if len(made) > 3 else ''}): constant folding stored transformed copies of weights")
+    # merged initializers: the TorchScript exporter keeps one and re-creates the others as
+    # Identity nodes of it; another writer may feed the one initializer to every layer
+    alias = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity" and n.input[0] in floats}
+    uses: dict = {}
+    for node in model.graph.node:
+        if node.op_type in _NORMS:
+            for name in node.input[1:3]:
+                if name in floats:
+                    uses[name] = uses.get(name, 0) + 1
+    merged = sorted(f"{a} = {b}" for a, b in alias.items()) + sorted(n for n, k in uses.items() if k > 1)
+    if merged:
+        notes.append(f"{len(merged)} parameter(s) are shared ({', '.join(merged[:3])}{', ...' if len(merged) > 3 else ''}"
+                     "): they train as one tied parameter; an exporter merges equal-valued initializers in eval mode")
+    if notes:
+        notes.append("if the model was exported by torch.onnx.export, export it for training: "
+                     "training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False")
+    return notes
+
+
 def build(model_path: str, loss: str, optimizer: str, lr: float | None = None, clip_grad_norm: float | None = None):
     """(training step graph, eval graph, checkpoint dict, optimizer, facts for the README)."""
     import onnx
@@ -66,11 +106,14 @@ def build(model_path: str, loss: str, optimizer: str, lr: float | None = None, c
     out = g.outputs[0]
     out_name = g.output_names[0]
     if loss == "cross_entropy":
-        if out.type.rank != 2 or out.type.dtype not in FLOATS:
-            raise TapeirError(f"--loss cross_entropy needs logits of shape [N, C]; the model's output {out_name!r} "
-                              f"is {out.type}", hint="use --loss mse for a regression output, or export a model "
-                                                     "whose (first) output is [batch, classes] logits")
-        target = Spec(out.type.shape[:1], "int64")
+        # [..., C] logits (a language model's [B, T, V]) with labels [...]: the mean over every
+        # position, classes on the last axis as a user's model writes them (not torch's [N, C, d...])
+        if out.type.rank < 2 or out.type.dtype not in FLOATS:
+            raise TapeirError(f"--loss cross_entropy needs logits of shape [N, C] (or [..., C]); the model's output "
+                              f"{out_name!r} is {out.type}", hint="use --loss mse for a regression output, or export "
+                                                                   "a model whose (first) output is [batch, classes] "
+                                                                   "logits")
+        target = Spec(out.type.shape[:-1], "int64")
     else:
         target = Spec(out.type.shape, out.type.dtype)
     names = [v.name for v in param_vals]
@@ -91,7 +134,11 @@ def build(model_path: str, loss: str, optimizer: str, lr: float | None = None, c
         *xs, t = xs_and_target
         outs = forward(p, *xs)
         y = outs[0] if isinstance(outs, (tuple, list)) else outs
-        return cross_entropy(y, t) if loss == "cross_entropy" else mse_loss(y, t)
+        if loss == "mse":
+            return mse_loss(y, t)
+        if y.type.rank > 2:  # classes last: flatten the positions, so the mean runs over all of them
+            y, t = y.reshape((-1, y.shape[-1])), t.reshape((-1,))
+        return cross_entropy(y, t)
 
     in_specs = [Spec(v.type.shape, v.type.dtype) for v in model_inputs]
     p_specs = {n: Spec(v.type.shape, v.type.dtype) for n, v in zip(names, param_vals)}
@@ -108,7 +155,7 @@ def build(model_path: str, loss: str, optimizer: str, lr: float | None = None, c
     for slot in opt.slots:
         ckpt.update({f"opt_state.{slot}.{n}": a for n, a in state[slot].items()})
     facts = {"inputs": model_inputs, "output": out, "output_name": out_name, "target": target.type,
-             "n_params": len(names)}
+             "n_params": len(names), "notes": export_notes(model)}
     return step, eval_graph, ckpt, opt, facts
 
 
@@ -136,7 +183,7 @@ def readme(step, eval_graph, opt, facts, loss: str, source: str) -> str:
         npdt = to_numpy(v.type.dtype).name
         feeds.append(f'{v.name!r}: np.random.default_rng(0).standard_normal({shape}).astype(np.{npdt})')
     if loss == "cross_entropy":
-        classes = facts["output"].type.shape[1]
+        classes = facts["output"].type.shape[-1]
         classes = classes if isinstance(classes, int) else EXAMPLE_BATCH
         tgt = (f"np.random.default_rng(1).integers(0, {classes}, {_example_shape(facts['target'].shape)})")
     else:
@@ -160,9 +207,10 @@ params = {{k: v for k, v in state.items() if k.startswith("params.")}}
 prediction = evaluate.run(None, {{**params, {first_in!r}: batch[{first_in!r}]}})[0]
 np.savez("trained.npz", **state)   # resume later: state = dict(np.load("trained.npz"))
 """
+    notes = "".join(f"NOTE: {n}\n" for n in facts.get("notes", ()))
     return f"""Training artifacts for {source} (written by tapeir train-artifacts)
 loss: {loss} on the model's output {facts['output_name']!r}; optimizer: {opt!r}
-All files are standard ONNX (ai.onnx ops only) or numpy; stock onnxruntime runs them, no
+{notes}All files are standard ONNX (ai.onnx ops only) or numpy; stock onnxruntime runs them, no
 onnxruntime-training needed.
 
 training_step.onnx  one step: forward, loss, backward and the optimizer update.

@@ -91,11 +91,15 @@ def _demo(args) -> int:
 
 
 def _train_artifacts(args) -> int:
-    from .artifacts import write
+    from .artifacts import export_notes, write
 
     files = write(args.model, args.output, args.loss, args.optimizer, lr=args.lr, clip_grad_norm=args.clip_grad_norm,
                   opset=args.opset)
     print(f"wrote {', '.join(files)} to {args.output} (see README.txt there)")
+    import onnx
+
+    for note in export_notes(onnx.load(args.model)):  # also at the top of README.txt
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -210,6 +210,9 @@ case("matmul-batch-bcast", lambda a, b: a @ b, [A((2, 1, 3, 4)), A((5, 4, 2))], 
 case("matmul-1d-3d", tp.matmul, [A((4,)), A((2, 4, 3))], T("matmul"))
 case("matmul-3d-1d", tp.matmul, [A((2, 3, 4)), A((4,))], T("matmul"))
 case("matmul-T", lambda a, b: a @ b.T, [A((3, 4)), A((2, 4))], lambda a, b: a @ b.T)
+# activations [..., M, K] @ a weight [K, N]: the weight's gradient is one flattened GEMM
+case("matmul-3d-2d", lambda a, b: a @ b, [A((2, 3, 4)), A((4, 5))], lambda a, b: a @ b)
+case("matmul-4d-2d", lambda a, b: a @ b, [A((2, 1, 3, 4)), A((4, 2))], lambda a, b: a @ b)
 case("conv2d", tp.conv2d, [A((2, 3, 5, 5)), A((4, 3, 3, 3))], T("F.conv2d"))
 case("conv2d-bias", tp.conv2d, [A((1, 2, 4, 5)), A((3, 2, 2, 3)), A((3,))], T("F.conv2d"))
 case("conv2d-stride-pad", lambda x, w: tp.conv2d(x, w, stride=2, padding=1),
