@@ -52,8 +52,8 @@ from ...ir.verifier import verify
 from .fold import can_fold, fold
 from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, dim_sources, elem_name, \
     is_static, is_symbolic, limits_in_force, note_dims
-from .shape import SYMBOLIC
-from .table import FOLD_ONLY, IMPORT, TAPEIR_FUNCTIONS
+from .shape import SYMBOLIC, run_time_dims
+from .table import FOLD_ONLY, IMPORT, STATIC_OPERANDS, TAPEIR_FUNCTIONS
 from .validate import DimSymbols, check_arity, check_big_dims, check_dim_value, check_names, check_strings, \
     initializer, inline_budget, node_where, sparse_initializer
 
@@ -276,6 +276,11 @@ def _run(n: OnnxNode, ins):
                 return tuple(_dims_array(v) for v in (outs if isinstance(outs, tuple) else (outs,)))
             if can_fold(n, ins):
                 return fold(n, ins)
+        if any(is_symbolic(v) for v in given) and any(isinstance(v, Tensor) for v in given):
+            # sizes mixed with tensors (arange(B) * T): the sizes become run-time values, except
+            # operands that must be known at import time (a Reshape target keeps its dims)
+            static = STATIC_OPERANDS.get(n.op, ())
+            ins = [run_time_dims(n, v) if is_symbolic(v) and i not in static else v for i, v in enumerate(ins)]
         return (IMPORT.get(n.op) or FOLD_ONLY[n.op])(n, *ins)
     except TapeirError as e:
         if e.problem.startswith("ONNX "):

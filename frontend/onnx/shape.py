@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functions as F
-from ...ir.types import dim_divide, dim_product
+from ...ir.types import dim_divide, dim_product, factors
 from ..tensor import Tensor
 from .node import INT_MAX, check_constant, constant_fits, dim_source, is_static, is_symbolic, limits, prod, rank_of, \
     reshape, shape_of
@@ -84,6 +84,26 @@ def _run_time_dim(n, d, what):
                       hint="tapeir computes with a symbolic size at run time only when it is a dim of some "
                            "tensor (e.g. the sequence length of an input)")
     return src
+
+
+def run_time_dims(n, v):
+    """Dims that are partly symbolic (an object array from Shape) as an i64 tensor computed
+    when the graph runs, for a node that mixes them with tensors (torch's row pick
+    h.flatten(0, 1)[arange(B) * T + n - 1]): each symbol is the length of an iota over a
+    tensor that has it as a dim, a product of symbols the product of those lengths."""
+    def one(d):
+        coef, syms = factors(d)
+        out = None
+        for s in syms:
+            ref, axis = _run_time_dim(n, s, f"the symbolic size {s}")
+            size = F.sum(F.astype(F.greater_equal(F.apply_op("iota", [ref], {"axis": axis}), 0), "i64"))
+            out = size if out is None else out * size
+        return np.int64(coef) if out is None else out if coef == 1 else out * coef
+    items = [one(d) for d in v.reshape(-1)]
+    if v.ndim == 0:
+        return items[0]
+    parts = [F.reshape(x, (1,)) if isinstance(x, Tensor) else np.array([x], np.int64) for x in items]
+    return F.reshape(F.concatenate(parts, 0), v.shape)
 
 
 def _slice_symbolic(n, x, starts, ends, axes, steps):
@@ -340,6 +360,7 @@ SYMBOLIC = {
     # the shape of a vector of dims is static (torch's expand(-1) takes Shape of its target)
     "Shape": lambda n, x: np.array(x.shape[slice(n.attr("start", 0), n.attr("end", x.ndim))], dtype=np.int64),
     "Cast": lambda n, x: _cast_dims(n, x),
+    "CastLike": lambda n, x, like: _castlike_dims(n, x, like),
     "Gather": lambda n, x, i: np.take(x, np.asarray(n.ints(i, "indices")).reshape(i.shape), axis=n.attr("axis", 0)),
     "Concat": lambda n, *xs: np.concatenate([_obj(x) for x in xs], axis=n.attr("axis")),
     "Unsqueeze": lambda n, x, axes=None: np.reshape(x, shape_of(_unsqueeze_shape(n, x, axes))),
@@ -400,6 +421,14 @@ def _expand_dims(n, x, shape):
 
 def _cast_dims(n, x):
     if n.attr("to") not in (6, 7):
+        raise n.error("casting symbolic dims to a non-integer type")
+    return x
+
+
+def _castlike_dims(n, x, like):
+    if not is_symbolic(x):  # known data cast like dims: an integer array
+        return x.astype(np.int64 if like.dtype == object else like.dtype)
+    if like.dtype.kind not in "iuO":
         raise n.error("casting symbolic dims to a non-integer type")
     return x
 
