@@ -7,8 +7,10 @@ Concat -> Reshape), evaluated at import time on vectors of dims, some symbolic.
 from __future__ import annotations
 
 import numpy as np
+from onnx import numpy_helper
 
 from .. import functions as F
+from .. import functions_extra as FX
 from ...ir.types import dim_divide, dim_product, factors
 from ..tensor import Tensor
 from .node import INT_MAX, check_constant, constant_fits, dim_source, is_static, is_symbolic, limits, prod, rank_of, \
@@ -275,16 +277,63 @@ def _pad(n, x, pads=None, value=None, axes=None):
     return y
 
 
-def _dropout(n, x, ratio=None, training=None):
+def _dropout(n, x, ratio=None, training=None, key=None):
     train = n.attr("is_test", 1) == 0 if n.opset < 7 else (training is not None and bool(n.scalar(training, "training_mode")))
-    if train and (n.attr("ratio", 0.5) if n.opset < 12 else 0.5 if ratio is None else n.scalar(ratio, "ratio")):
-        raise n.error("Dropout in training mode is random", hint="export the model in eval mode")
+    p = float(n.attr("ratio", 0.5) if n.opset < 12 else 0.5 if ratio is None else n.scalar(ratio, "ratio"))
+    if train and p:
+        if key is None:  # training_mode known only now (computed from constants): no key input was made
+            raise n.error("Dropout in training mode whose training_mode is computed, not a constant",
+                          hint="tapeir gives each training-mode Dropout a key input when training_mode is an "
+                               "initializer or a Constant; export with it constant")
+        if not 0 < p <= 1:
+            raise n.error(f"ratio {p} is not a probability")
+        if p == 1:
+            y, keep = FX.dropout(x, p, key), F.broadcast_to(np.array(False), shape_of(x))
+        else:  # tp.dropout's composite, spelled out to share its mask with the mask output
+            dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+            keep = F.greater_equal(FX.random_uniform(key, shape_of(x), dt), p)
+            y = F.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+        return (y, keep) if n.wants_output(1) else y
     if not n.wants_output(1):
         return x
     shape = shape_of(x)
     if all(isinstance(d, int) for d in shape) and constant_fits(shape, bool):
         return x, np.ones(shape, dtype=bool)
     return x, F.broadcast_to(np.array(True), shape)
+
+
+def training_dropouts(g, opset: int, known: dict) -> dict:
+    """{node index: key input name} of the Dropout nodes that run in training mode with a
+    ratio > 0, read before the import traces (their keys are graph inputs). training_mode
+    and ratio are read from initializers and Constant nodes; anything else is left to the
+    node's rule (which then names the problem)."""
+    drops = [(i, nd) for i, nd in enumerate(g.node) if nd.op_type == "Dropout" and nd.domain in ("", "ai.onnx")]
+    wanted = {name for _, nd in drops for name in nd.input[1:3] if name}
+    consts = {k: v for k, v in known.items() if k in wanted}
+    for nd in g.node:
+        if nd.op_type == "Constant" and nd.output and nd.output[0] in wanted:
+            a = next((a for a in nd.attribute if a.name == "value"), None)
+            try:
+                consts[nd.output[0]] = numpy_helper.to_array(a.t)
+            except Exception:  # noqa: BLE001 - a malformed constant: its own node reports it
+                pass
+
+    def scalar(nd, k, default):
+        v = consts.get(nd.input[k]) if len(nd.input) > k and nd.input[k] else np.array(default)
+        return None if v is None or v.size != 1 else v.reshape(-1)[0]
+    keys = {}
+    for i, nd in drops:
+        attrs = {a.name: a for a in nd.attribute}
+        if opset < 7:
+            train, ratio = "is_test" in attrs and attrs["is_test"].i == 0, attrs["ratio"].f if "ratio" in attrs else 0.5
+        elif opset < 12:
+            train, ratio = False, 0.0  # opsets 7-11: Dropout is inference only
+        else:
+            t, r = scalar(nd, 2, False), scalar(nd, 1, 0.5)
+            train, ratio = t is not None and bool(t), 0.5 if r is None else float(r)  # unknown ratio: assume > 0
+        if train and ratio:
+            keys[i] = f"dropout_key.{nd.name or f'Dropout#{i}'}"
+    return keys
 
 
 def _shape(n, x):

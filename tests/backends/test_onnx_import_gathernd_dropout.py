@@ -103,3 +103,108 @@ def test_gather_nd_bad_index_width_is_a_clear_error():
     with pytest.raises(tp.TapeirError, match=r"GatherND.*indices \[4, 3\]") as e:
         tp.from_onnx(m)
     assert "pick" in str(e.value) and e.value.hint
+
+
+# ---- Dropout in training mode: a key input per node ------------------------------------
+
+def _dropout_model(ratio=0.3, mask=True, opset=18, training="const"):
+    outs = ["y", "m"] if mask else ["y"]
+    if opset < 7:
+        nodes = [helper.make_node("Dropout", ["x"], outs, name="drop", is_test=0, ratio=ratio)]
+        return model(nodes, {"x": (T.FLOAT, ["B", 400])}, outs, opset=opset)
+    c = [helper.make_node("Constant", [], ["r"], value=helper.make_tensor("r", T.FLOAT, [], [ratio]))]
+    if training == "const":
+        c.append(helper.make_node("Constant", [], ["t"], value=helper.make_tensor("t", T.BOOL, [], [True])))
+    inputs = {"x": (T.FLOAT, ["B", 400])}
+    if training == "input":
+        inputs["t"] = (T.BOOL, [])
+    return model(c + [helper.make_node("Dropout", ["x", "r", "t"], outs, name="drop")], inputs, outs, opset=opset)
+
+
+@pytest.mark.parametrize("opset", [6, 18])
+def test_training_dropout_gets_a_key_input_and_draws_by_statistics(opset):
+    p = 0.3
+    g = tp.from_onnx(_dropout_model(p, opset=opset))
+    assert g.arg_names == ["x", "dropout_key.drop"] and g.inputs[1].type.dtype == "i64"
+    exported = tp.to_onnx(g)
+    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    for B in (50, 7):
+        x = rng("dropout", B).uniform(1, 2, (B, 400)).astype(F32)
+        y, m = tp.run(g, x, np.int64(11))
+        n = x.size
+        # zeros ~ Binomial(n, p): within 5 standard deviations
+        assert abs((~m).sum() - n * p) < 5 * np.sqrt(n * p * (1 - p)) + 1
+        assert_close(y, np.where(m, x * np.float32(1 / (1 - p)), 0))
+        # the same key draws the same mask in numpy, the onnxruntime backend and plain onnxruntime
+        for other in (tp.run(g, x, np.int64(11), backend="onnxruntime"), sess.run(None, {"x": x, "dropout_key.drop": np.array(11, I64)})):
+            assert (other[1] == m).all() and (other[0] == y).all()
+        # a new key, a new mask
+        assert (tp.run(g, x, np.int64(12))[1] != m).any()
+
+
+def test_training_dropout_gradient_is_its_mask():
+    p = 0.25
+    g = tp.from_onnx(_dropout_model(p, mask=False))
+    loss = tp.trace(lambda x, k, w: (tp.call(g, x, k) * w).sum(), tp.Spec(("B", 400)), tp.Spec((), "int64"),
+                    tp.Spec((400,)), arg_names=["x", "key", "w"])
+    mask_of = tp.from_onnx(_dropout_model(p))
+    x, w = rng("dropout grad").standard_normal((3, 400)).astype(F32), np.linspace(-1, 1, 400, dtype=F32)
+    for backend in ("numpy", "onnxruntime"):
+        got = tp.run(tp.grad(loss, wrt=0), x, np.int64(4), w, backend=backend)
+        mask = tp.run(mask_of, x, np.int64(4))[1]  # the mask, read back and fed to the reference
+        assert_close(got, np.where(mask, w * np.float32(1 / (1 - p)), 0))
+
+
+def test_dropout_training_mode_as_a_graph_input_is_a_clear_error():
+    with pytest.raises(tp.TapeirError, match="training_mode") as e:
+        tp.from_onnx(_dropout_model(training="input"))
+    assert "drop" in str(e.value)
+
+
+def test_torch_train_mode_dropout_mlp_matches_torch_given_the_same_masks():
+    """DropoutMLP exported in training mode: tapeir's masks (drawn from the key inputs)
+    patched into torch's nn.Dropout layers, then forward and gradients against autograd."""
+    torch = pytest.importorskip("torch")
+    import io
+    import warnings
+    import real_models as R
+    model, xs, dyn = R.make("dropout_mlp")
+    model.train()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(xs[0]),), f, dynamo=False, input_names=["x0"],
+                          dynamic_axes={"x0": {0: "batch"}}, training=torch.onnx.TrainingMode.TRAINING,
+                          do_constant_folding=False)
+    proto = onnx.load_from_string(f.getvalue())
+    g = tp.from_onnx(proto, params="inputs")
+    keys = [k for k in g.arg_names if k.startswith("dropout_key.")]
+    assert len(keys) == 2
+    params = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    names = [k for k in g.arg_names[1:] if k not in keys]
+    key_vals = [np.int64(3), np.int64(9)]
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+
+    def patched(layer, key):  # torch's dropout with tapeir's mask for this key
+        def hook(mod, inp, out):
+            u = tp.run(tp.trace(lambda k: tp.random_uniform(k, inp[0].shape), tp.Spec((), "int64")), key)
+            return inp[0] * torch.from_numpy(u >= np.float32(layer.p)) / (1 - layer.p)
+        return layer.register_forward_hook(hook)
+    handles = [patched(d, k) for d, k in zip(drops, key_vals)]
+    try:
+        x = torch.from_numpy(xs[0])
+        w = rng("dropout mlp").standard_normal((4, 5)).astype(F32)
+        model.zero_grad()
+        loss = (model(x) * torch.from_numpy(w)).sum()
+        loss.backward()
+    finally:
+        for h_ in handles:
+            h_.remove()
+    lg = tp.trace(lambda *a: (tp.call(g, *a[:-1]) * a[-1]).sum(), xs[0], *[params[n] for n in names], *key_vals, w,
+                  arg_names=[*g.arg_names, "w"])
+    vg = tp.value_and_grad(lg, wrt=tuple(range(1, 1 + len(names))))
+    value, grads = tp.run(vg, xs[0], *[params[n] for n in names], *key_vals, w)
+    assert_close(value, loss.item(), ulps=64, why="a 3-layer float32 MLP against torch's kernels")
+    for n, gr in zip(names, grads):
+        assert_close(gr, dict(model.named_parameters())[n].grad.numpy(), ulps=64,
+                     why="a 3-layer float32 MLP against torch's kernels", msg=n)
