@@ -71,8 +71,10 @@ def _slice_index(n, shape, starts, ends, axes, steps):
         if not isinstance(size, int):
             if (s, st) == (0, 1) and e >= 2**31 - 1:
                 continue  # the whole symbolic axis
-            raise n.error(f"slicing symbolic axis {a} ({size}) with {s}:{e}:{st}",
-                          hint="only a full slice keeps a symbolic axis; export with static shapes")
+            raise n.error(f"slicing symbolic axis {a} ({size}) with {s}:{e}:{st}: tapeir's dims are products "
+                          f"(B, 4*T), never sums or differences ({size}-1)",
+                          hint="a full slice and one from 0 to a symbolic end (x[:T], read at run time) import; "
+                               "export with static shapes otherwise")
         s, e, st = slice(max(min(s, INT_MAX), -INT_MAX), max(min(e, INT_MAX), -INT_MAX), st).indices(size)
         index[a] = slice(s, None if e < 0 else e, st)
     return tuple(index)
