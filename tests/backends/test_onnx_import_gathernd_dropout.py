@@ -208,3 +208,47 @@ def test_torch_train_mode_dropout_mlp_matches_torch_given_the_same_masks():
     for n, gr in zip(names, grads):
         assert_close(gr, dict(model.named_parameters())[n].grad.numpy(), ulps=64,
                      why="a 3-layer float32 MLP against torch's kernels", msg=n)
+
+
+# ---- BatchNormalization in training mode -------------------------------------------------
+
+def test_torch_train_mode_batchnorm_cnn_matches_torch_forward_and_gradients():
+    """The TorchScript exporter with TrainingMode.TRAINING writes BatchNormalization with
+    training_mode=1 (the dynamo exporter does not: tests/backends/test_real_models.py):
+    batch statistics, differentiated through, as torch's autograd. The running-statistics
+    outputs follow ONNX (population variance), not torch's unbiased update; the model does
+    not return them. ONNX's own training_mode cases pin those (conformance sweep)."""
+    torch = pytest.importorskip("torch")
+    import io
+    import warnings
+    import real_models as R
+    model, xs, dyn = R.make("bn_cnn")
+    model.train()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(xs[0]),), f, dynamo=False, input_names=["x0"], opset_version=17,
+                          dynamic_axes={"x0": {0: "batch"}}, training=torch.onnx.TrainingMode.TRAINING,
+                          do_constant_folding=False)
+    proto = onnx.load_from_string(f.getvalue())
+    assert all(any(a.name == "training_mode" and a.i == 1 for a in n.attribute)
+               for n in proto.graph.node if n.op_type == "BatchNormalization")
+    g = tp.from_onnx(proto, params="inputs")
+    named = dict(model.named_parameters())
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    params = [inits[n] for n in g.arg_names[1:]]
+    why = "a small CNN with batch statistics in float32 against torch's kernels"
+    for x in (xs[0], xs[0][:2]):
+        w = rng("bn train", len(x)).standard_normal((len(x), 5)).astype(F32)
+        model.zero_grad()
+        loss = (model(torch.from_numpy(x)) * torch.from_numpy(w)).sum()
+        loss.backward()
+        wrt = tuple(i for i, n in enumerate(g.arg_names) if n in named)
+        lg = tp.trace(lambda *a: (tp.call(g, *a[:-1]) * a[-1]).sum(), x, *params, w, arg_names=[*g.arg_names, "w"])
+        value, grads = tp.run(tp.value_and_grad(lg, wrt=wrt), x, *params, w)
+        assert_close(value, loss.item(), ulps=2**10, scale=float(np.abs(w).sum()), why=why)
+        # a conv bias before a training-mode BatchNorm has gradient 0 (the batch mean cancels
+        # it): rounding noise there is measured against the largest gradient of the network
+        big = max(float(np.abs(p.grad.numpy()).max()) for p in named.values())
+        for i, gr in zip(wrt, grads):
+            assert_close(gr, named[g.arg_names[i]].grad.numpy(), ulps=2**10, scale=big, why=why, msg=g.arg_names[i])
