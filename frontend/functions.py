@@ -493,6 +493,12 @@ def expand_dims(x, axis):
     return apply_op("unsqueeze", [x], {"axes": _axes(x, axis, "expand_dims", rank=x.ndim + n_new)})
 
 
+def _slice_text(i: slice) -> str:
+    """slice(1, None, None) -> '1:' (as the user wrote it)."""
+    text = f"{'' if i.start is None else i.start}:{'' if i.stop is None else i.stop}"
+    return text if i.step is None else f"{text}:{i.step}"
+
+
 def getitem(x: Tensor, index) -> Tensor:
     """`x[index]`: basic indexing with ints, slices, ... and None, as numpy's.
 
@@ -537,8 +543,15 @@ def getitem(x: Tensor, index) -> Tensor:
         if isinstance(i, slice):
             if i.start is not None or i.stop is not None or i.step not in (None, 1):
                 if not isinstance(n, int):
-                    raise TraceError(f"cannot slice symbolic axis {axis} ({n}) of {x.type} with {i}",
-                                     where=user_source(), hint="only a full slice ':' keeps a symbolic axis")
+                    # x[:, 1:] of a symbolic T would be T - 1: dims are products (B, 4*T), never differences
+                    raise TraceError(f"cannot slice symbolic axis {axis} ({n}) of {x.type} with "
+                                     f"'{_slice_text(i)}': tapeir's dims are products of symbols and integers "
+                                     f"(B, 4*T, B*T), never sums or differences ({n}-1, {n}+1)",
+                                     where=user_source(),
+                                     hint="only ':' keeps a symbolic axis; slice outside the graph and pass the "
+                                          "pieces as inputs of symbolic size (a language model's inputs "
+                                          "tokens[:, :-1] and targets tokens[:, 1:], both [B, T]), or trace "
+                                          "with a fixed size on that axis")
                 s, e, st = i.indices(n)
                 if not range(s, e, st):  # empty: indices() may give start -1 (x[-9::-1]), which slice rejects
                     s, e, st = 0, 0, 1

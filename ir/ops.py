@@ -202,8 +202,14 @@ def concatenate_rule(op, ts, attrs):
                                 hint=f"all operands need the same rank and sizes except on axis {axis}")
     sizes = [t.shape[axis] for t in ts]
     if not all(isinstance(s, int) for s in sizes):
-        raise TypeRuleError(f"concatenate: cannot concatenate along symbolic axis {axis} ({_fmt(ts)})",
-                            hint="concatenate along a static axis, or give that axis a fixed size")
+        # the sizes would add (T + 1, T + T): a dim is a product of symbols and an integer (B,
+        # 4*T, B*T), never a sum, and the gradient's slices back would need symbolic offsets
+        raise TypeRuleError(f"concatenate: cannot concatenate along symbolic axis {axis} ({_fmt(ts)}): the result "
+                            f"would have {' + '.join(map(str, sizes))} elements, and tapeir's dims are products "
+                            "(B, 4*T, B*T), never sums",
+                            hint="give that axis a fixed size when tracing, concatenate along a static axis, or "
+                                 "build the longer tensor outside the graph and pass it in (a fixed-context "
+                                 "buffer plus a position mask, as GPT decoders do)")
     return [first.with_shape(first.shape[:axis] + (sum(sizes),) + first.shape[axis + 1:])]
 
 

@@ -180,6 +180,15 @@ class GPT(nn.Module):
         return self.head(self.ln(self.blocks(x)))
 
 
+class GPTLast(GPT):
+    """The GPT's logits at the last real token of each row (lengths given): h[arange(B), n - 1],
+    which the dynamo exporter writes as GatherND over the symbolic batch and sequence."""
+
+    def forward(self, idx, lengths):
+        h = super().forward(idx)
+        return h[torch.arange(h.shape[0]), lengths - 1]
+
+
 class Recurrent(nn.Module):
     def __init__(self, cell, n_in=6, hidden=8, layers=2, bidirectional=True, classes=4):
         super().__init__()
@@ -241,6 +250,10 @@ def make(name: str):
     if name == "gpt":
         tokens = np.random.default_rng(0).integers(0, 50, (3, 7)).astype(np.int64)
         return _randomize_bn(GPT()).eval(), [tokens], [BATCH_SEQ]
+    if name == "gpt_last":
+        gen = np.random.default_rng(0)
+        tokens, lengths = gen.integers(0, 50, (3, 7)).astype(np.int64), np.array([7, 2, 5], np.int64)
+        return _randomize_bn(GPTLast()).eval(), [tokens, lengths], [BATCH_SEQ, BATCH]
     if name in ("lstm", "gru"):
         return _randomize_bn(Recurrent(nn.LSTM if name == "lstm" else nn.GRU)).eval(), [_seq(width=6)], [BATCH]
     if name == "bn_cnn":
@@ -250,4 +263,4 @@ def make(name: str):
     raise KeyError(name)
 
 
-NAMES = ["resnet", "mobilenet", "encoder", "vit", "gpt", "lstm", "gru", "bn_cnn", "dropout_mlp"]
+NAMES = ["resnet", "mobilenet", "encoder", "vit", "gpt", "gpt_last", "lstm", "gru", "bn_cnn", "dropout_mlp"]

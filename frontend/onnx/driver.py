@@ -25,7 +25,14 @@ Rules:
   4. params="inputs": floating-point initializers become graph inputs after the model's
      own, in model order, names kept; integer ones (shapes, axes, indices) stay constants
      because rules need them at import time and they carry no gradient.
-  5. A model with ops outside IMPORT (and FOLD_ONLY, imported when their inputs are known)
+  5. Dropout in training mode (ratio > 0, training_mode known true; opset < 7: is_test=0)
+     gets its own int64 scalar key input, `dropout_key.<node name>` (nodes without a name:
+     `Dropout#<index>`), after every other input: its mask is tapeir's
+     random_uniform(key, x.shape) >= ratio (frontend/functions_extra.dropout), so a
+     training step stays one pure graph and a new key per step draws a new mask. numpy and
+     onnxruntime (after tp.to_onnx) draw the same mask bit for bit; it is not the mask the
+     original Dropout node would draw in onnxruntime (its own RNG, seeded by `seed`).
+  6. A model with ops outside IMPORT (and FOLD_ONLY, imported when their inputs are known)
      fails once, listing every unsupported op type with
      its node count and names.
 """
@@ -52,8 +59,8 @@ from ...ir.verifier import verify
 from .fold import can_fold, fold
 from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, dim_sources, elem_name, \
     is_static, is_symbolic, limits_in_force, note_dims
-from .shape import SYMBOLIC
-from .table import FOLD_ONLY, IMPORT, TAPEIR_FUNCTIONS
+from .shape import SYMBOLIC, run_time_dims, training_dropouts
+from .table import FOLD_ONLY, IMPORT, STATIC_OPERANDS, TAPEIR_FUNCTIONS
 from .validate import DimSymbols, check_arity, check_big_dims, check_dim_value, check_names, check_strings, \
     initializer, inline_budget, node_where, sparse_initializer
 
@@ -144,8 +151,12 @@ def _import(model, params, label) -> Graph:
                 specs.append(Spec(arr.shape, _np_dtype(arr, name, label)))
                 del known[name]
 
+    keys = training_dropouts(g, opset, known)
+    names += list(keys.values())
+    specs += [Spec((), "int64") for _ in keys]
+
     def interpret(*xs):
-        return _interpret(g, dict(zip(names, xs)), known, opset, label)
+        return _interpret(g, dict(zip(names, xs)), known, opset, label, keys)
     gname = re.sub(r"\W", "_", g.name).strip("_") or "onnx_model"
     return trace(interpret, *specs, arg_names=names, name=gname, output_names=[o.name for o in g.output])
 
@@ -213,7 +224,7 @@ def _np_dtype(arr, name, label):
         raise TapeirError(f"{label}: initializer {name!r} has dtype {arr.dtype}, which tapeir has no dtype for") from None
 
 
-def _interpret(g, env, known, opset, label):
+def _interpret(g, env, known, opset, label, keys=None):
     env = {**known, **env}
     for v in env.values():
         note_dims(v)
@@ -230,6 +241,8 @@ def _interpret(g, env, known, opset, label):
             ins.append(env[name] if name else None)
         while ins and ins[-1] is None:
             ins.pop()
+        if keys and i in keys:  # a training-mode Dropout: its key input goes last
+            ins = ins + [None] * (3 - len(ins)) + [env[keys[i]]]
         with builder.at(where):  # IR recorded for this ONNX node points at it
             outs = _run(n, ins)
         outs = outs if isinstance(outs, tuple) else (outs,)
@@ -276,6 +289,11 @@ def _run(n: OnnxNode, ins):
                 return tuple(_dims_array(v) for v in (outs if isinstance(outs, tuple) else (outs,)))
             if can_fold(n, ins):
                 return fold(n, ins)
+        if any(is_symbolic(v) for v in given) and any(isinstance(v, Tensor) for v in given):
+            # sizes mixed with tensors (arange(B) * T): the sizes become run-time values, except
+            # operands that must be known at import time (a Reshape target keeps its dims)
+            static = STATIC_OPERANDS.get(n.op, ())
+            ins = [run_time_dims(n, v) if is_symbolic(v) and i not in static else v for i, v in enumerate(ins)]
         return (IMPORT.get(n.op) or FOLD_ONLY[n.op])(n, *ins)
     except TapeirError as e:
         if e.problem.startswith("ONNX "):

@@ -10,6 +10,13 @@ Trilu, CumSum, Range.
   4. Hardmax: one_hot(argmax). OneHot: where(equal(ids, iota), on, off).
   5. Trilu, CumSum: the IR's trilu and cumsum (any size, symbolic included).
   6. Range: only with bounds known at import time (then it folds).
+  7. GatherND (GPT-2's "the last token of each row" with computed indices, batch_dims 0
+     or more): the index tuples become row-major flat indices into data reshaped to
+     [prod(data.shape[:b+m]), *data.shape[b+m:]], then one `take`. No op of its own: it
+     differentiates as take (scatter_add) and exports as Reshape + Gather. A symbolic
+     stride (the sequence length) is read at run time as the length of an iota over it.
+     A component out of range whose flat index lands in range is not caught (ONNX would
+     fail); the flat index out of range is, when the graph runs.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import numpy as np
 from .. import functions as F
 from .. import functions_extra as FX
 from ..tensor import Tensor
-from .node import check_constant, constant_fits, prod, rank_of, reshape, shape_of
+from .node import check_constant, constant_fits, is_static, prod, rank_of, reshape, shape_of
 
 
 def _static_size(n, x, axis):
@@ -133,8 +140,45 @@ def _range(n, *bounds):
     raise n.error("Range with bounds computed at run time: its length must be known at import time")
 
 
+def _run_dim(x, axis):
+    """Dim `axis` of x: an int, or (symbolic) an i64 scalar computed when the graph runs."""
+    d = shape_of(x)[axis]
+    if isinstance(d, int):
+        return d
+    return F.sum(F.astype(F.greater_equal(F.apply_op("iota", [x], {"axis": axis}), 0), "i64"))
+
+
+def _gather_nd(n, data, indices):
+    b, ds, ishape = n.attr("batch_dims", 0), shape_of(data), shape_of(indices)
+    m = ishape[-1] if ishape else None
+    if not isinstance(m, int) or not 1 <= m <= len(ds) - b or not 0 <= b < len(ishape):
+        raise n.error(f"GatherND of data {list(ds)} with indices {list(ishape)} and batch_dims {b}",
+                      hint="indices' last dim must be a static m with 1 <= m <= rank(data) - batch_dims")
+    if tuple(ishape[:b]) != tuple(ds[:b]):
+        raise n.error(f"GatherND: batch dims of indices {list(ishape[:b])} differ from data's {list(ds[:b])}")
+    if is_static(indices) and all(isinstance(d, int) for d in ds[:b + m]):
+        idx = np.asarray(indices, dtype=np.int64)  # known indices (a folded model): numpy
+        where, less = np.where, np.less
+    else:
+        idx, where, less = indices, F.where, F.less
+    lead = len(ishape) - 1
+    flat = None
+    for axis in range(b + m):
+        size = _run_dim(data, axis) if flat is not None or axis >= b else None
+        if axis < b:  # the batch coordinate: an iota over that axis, broadcast over the rest
+            d = ds[axis]
+            comp = np.arange(d, dtype=np.int64) if isinstance(d, int) else F.apply_op("iota", [data], {"axis": axis})
+            comp = reshape(comp, tuple(d if a == axis else 1 for a in range(lead)))
+        else:
+            comp = idx[(slice(None),) * lead + (axis - b,)]
+            comp = where(less(comp, 0), comp + size, comp)
+        flat = comp if flat is None else flat * size + comp
+    table = reshape(data, (prod(ds[:b + m]),) + tuple(ds[b + m:]))
+    return FX.take(table, flat, axis=0)
+
+
 INDEX = {
-    "Gather": _gather, "ArgMax": _arg(True), "ArgMin": _arg(False), "Hardmax": _hardmax,
+    "Gather": _gather, "GatherND": _gather_nd, "ArgMax": _arg(True), "ArgMin": _arg(False), "Hardmax": _hardmax,
     "OneHot": _one_hot_rule, "Trilu": _trilu, "CumSum": _cumsum, "Range": _range,
     "Einsum": _einsum,
 }

@@ -7,9 +7,11 @@ Concat -> Reshape), evaluated at import time on vectors of dims, some symbolic.
 from __future__ import annotations
 
 import numpy as np
+from onnx import numpy_helper
 
 from .. import functions as F
-from ...ir.types import dim_divide, dim_product
+from .. import functions_extra as FX
+from ...ir.types import dim_divide, dim_product, factors
 from ..tensor import Tensor
 from .node import INT_MAX, check_constant, constant_fits, dim_source, is_static, is_symbolic, limits, prod, rank_of, \
     reshape, shape_of
@@ -69,8 +71,10 @@ def _slice_index(n, shape, starts, ends, axes, steps):
         if not isinstance(size, int):
             if (s, st) == (0, 1) and e >= 2**31 - 1:
                 continue  # the whole symbolic axis
-            raise n.error(f"slicing symbolic axis {a} ({size}) with {s}:{e}:{st}",
-                          hint="only a full slice keeps a symbolic axis; export with static shapes")
+            raise n.error(f"slicing symbolic axis {a} ({size}) with {s}:{e}:{st}: tapeir's dims are products "
+                          f"(B, 4*T), never sums or differences ({size}-1)",
+                          hint="a full slice and one from 0 to a symbolic end (x[:T], read at run time) import; "
+                               "export with static shapes otherwise")
         s, e, st = slice(max(min(s, INT_MAX), -INT_MAX), max(min(e, INT_MAX), -INT_MAX), st).indices(size)
         index[a] = slice(s, None if e < 0 else e, st)
     return tuple(index)
@@ -84,6 +88,26 @@ def _run_time_dim(n, d, what):
                       hint="tapeir computes with a symbolic size at run time only when it is a dim of some "
                            "tensor (e.g. the sequence length of an input)")
     return src
+
+
+def run_time_dims(n, v):
+    """Dims that are partly symbolic (an object array from Shape) as an i64 tensor computed
+    when the graph runs, for a node that mixes them with tensors (torch's row pick
+    h.flatten(0, 1)[arange(B) * T + n - 1]): each symbol is the length of an iota over a
+    tensor that has it as a dim, a product of symbols the product of those lengths."""
+    def one(d):
+        coef, syms = factors(d)
+        out = None
+        for s in syms:
+            ref, axis = _run_time_dim(n, s, f"the symbolic size {s}")
+            size = F.sum(F.astype(F.greater_equal(F.apply_op("iota", [ref], {"axis": axis}), 0), "i64"))
+            out = size if out is None else out * size
+        return np.int64(coef) if out is None else out if coef == 1 else out * coef
+    items = [one(d) for d in v.reshape(-1)]
+    if v.ndim == 0:
+        return items[0]
+    parts = [F.reshape(x, (1,)) if isinstance(x, Tensor) else np.array([x], np.int64) for x in items]
+    return F.reshape(F.concatenate(parts, 0), v.shape)
 
 
 def _slice_symbolic(n, x, starts, ends, axes, steps):
@@ -255,16 +279,63 @@ def _pad(n, x, pads=None, value=None, axes=None):
     return y
 
 
-def _dropout(n, x, ratio=None, training=None):
+def _dropout(n, x, ratio=None, training=None, key=None):
     train = n.attr("is_test", 1) == 0 if n.opset < 7 else (training is not None and bool(n.scalar(training, "training_mode")))
-    if train and (n.attr("ratio", 0.5) if n.opset < 12 else 0.5 if ratio is None else n.scalar(ratio, "ratio")):
-        raise n.error("Dropout in training mode is random", hint="export the model in eval mode")
+    p = float(n.attr("ratio", 0.5) if n.opset < 12 else 0.5 if ratio is None else n.scalar(ratio, "ratio"))
+    if train and p:
+        if key is None:  # training_mode known only now (computed from constants): no key input was made
+            raise n.error("Dropout in training mode whose training_mode is computed, not a constant",
+                          hint="tapeir gives each training-mode Dropout a key input when training_mode is an "
+                               "initializer or a Constant; export with it constant")
+        if not 0 < p <= 1:
+            raise n.error(f"ratio {p} is not a probability")
+        if p == 1:
+            y, keep = FX.dropout(x, p, key), F.broadcast_to(np.array(False), shape_of(x))
+        else:  # tp.dropout's composite, spelled out to share its mask with the mask output
+            dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+            keep = F.greater_equal(FX.random_uniform(key, shape_of(x), dt), p)
+            y = F.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+        return (y, keep) if n.wants_output(1) else y
     if not n.wants_output(1):
         return x
     shape = shape_of(x)
     if all(isinstance(d, int) for d in shape) and constant_fits(shape, bool):
         return x, np.ones(shape, dtype=bool)
     return x, F.broadcast_to(np.array(True), shape)
+
+
+def training_dropouts(g, opset: int, known: dict) -> dict:
+    """{node index: key input name} of the Dropout nodes that run in training mode with a
+    ratio > 0, read before the import traces (their keys are graph inputs). training_mode
+    and ratio are read from initializers and Constant nodes; anything else is left to the
+    node's rule (which then names the problem)."""
+    drops = [(i, nd) for i, nd in enumerate(g.node) if nd.op_type == "Dropout" and nd.domain in ("", "ai.onnx")]
+    wanted = {name for _, nd in drops for name in nd.input[1:3] if name}
+    consts = {k: v for k, v in known.items() if k in wanted}
+    for nd in g.node:
+        if nd.op_type == "Constant" and nd.output and nd.output[0] in wanted:
+            a = next((a for a in nd.attribute if a.name == "value"), None)
+            try:
+                consts[nd.output[0]] = numpy_helper.to_array(a.t)
+            except Exception:  # noqa: BLE001 - a malformed constant: its own node reports it
+                pass
+
+    def scalar(nd, k, default):
+        v = consts.get(nd.input[k]) if len(nd.input) > k and nd.input[k] else np.array(default)
+        return None if v is None or v.size != 1 else v.reshape(-1)[0]
+    keys = {}
+    for i, nd in drops:
+        attrs = {a.name: a for a in nd.attribute}
+        if opset < 7:
+            train, ratio = "is_test" in attrs and attrs["is_test"].i == 0, attrs["ratio"].f if "ratio" in attrs else 0.5
+        elif opset < 12:
+            train, ratio = False, 0.0  # opsets 7-11: Dropout is inference only
+        else:
+            t, r = scalar(nd, 2, False), scalar(nd, 1, 0.5)
+            train, ratio = t is not None and bool(t), 0.5 if r is None else float(r)  # unknown ratio: assume > 0
+        if train and ratio:
+            keys[i] = f"dropout_key.{nd.name or f'Dropout#{i}'}"
+    return keys
 
 
 def _shape(n, x):
@@ -340,6 +411,7 @@ SYMBOLIC = {
     # the shape of a vector of dims is static (torch's expand(-1) takes Shape of its target)
     "Shape": lambda n, x: np.array(x.shape[slice(n.attr("start", 0), n.attr("end", x.ndim))], dtype=np.int64),
     "Cast": lambda n, x: _cast_dims(n, x),
+    "CastLike": lambda n, x, like: _castlike_dims(n, x, like),
     "Gather": lambda n, x, i: np.take(x, np.asarray(n.ints(i, "indices")).reshape(i.shape), axis=n.attr("axis", 0)),
     "Concat": lambda n, *xs: np.concatenate([_obj(x) for x in xs], axis=n.attr("axis")),
     "Unsqueeze": lambda n, x, axes=None: np.reshape(x, shape_of(_unsqueeze_shape(n, x, axes))),
@@ -400,6 +472,14 @@ def _expand_dims(n, x, shape):
 
 def _cast_dims(n, x):
     if n.attr("to") not in (6, 7):
+        raise n.error("casting symbolic dims to a non-integer type")
+    return x
+
+
+def _castlike_dims(n, x, like):
+    if not is_symbolic(x):  # known data cast like dims: an integer array
+        return x.astype(np.int64 if like.dtype == object else like.dtype)
+    if like.dtype.kind not in "iuO":
         raise n.error("casting symbolic dims to a non-integer type")
     return x
 

@@ -30,7 +30,8 @@ RTOL, ATOL = 1e-3, 1e-5
 DTYPE = ("an input, Cast target or constant has a dtype tapeir's IR lacks (it has f16/f32/f64, i32/i64, bool; "
          "not int8/uint8/int16/uint16/uint32/uint64/int4/bfloat16/float8/float4/string)")
 THREE_D = "3-D convolution or pooling: the IR has 2-D conv/pool ops (1-D runs as 2-D, 3-D does not)"
-RANDOM = "Dropout in training mode with ratio > 0 is random; the IR has no random op (ratio 0 imports)"
+RANDOM = ("Dropout in training mode with ratio > 0: tapeir draws the mask from a key input (dropout_key.<node>, its "
+          "counter-based stream), not from the RNG the expected outputs came from (ratio 0 imports and passes)")
 NOT_A_TENSOR = "a sequence or optional graph input or output: the IR has tensor values only (sequences import inside a model)"
 ARGMAX_OUTPUT = "MaxPool's Indices output: the IR's max_pool2d has no argmax output"
 
