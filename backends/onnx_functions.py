@@ -18,7 +18,7 @@ reference (`@axes`), so one function serves every call of its op.
 """
 from __future__ import annotations
 
-from onnx import AttributeProto, helper
+from onnx import AttributeProto, TensorProto, helper
 
 from ..ir.registry import ONNX_DOMAIN as DOMAIN, onnx_axes_are_input
 
@@ -26,7 +26,9 @@ DOMAIN_VERSION = 1
 
 
 def _const(name, value):
-    return helper.make_node("Constant", [], [name], value_float=value)
+    # a double, cast to X's dtype by CastLike: a float attribute would round sqrt(2) and
+    # 0.044715 to float32 first, 5e-9 off in a float64 model
+    return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.DOUBLE, [], [value]))
 
 
 def _like(name, value, x="X"):

@@ -786,3 +786,14 @@ def test_float64_constant_subexpressions_import_exactly():
         g = tp.trace(lambda x: x + part().sum(), tp.Spec((), "float64"))
         x = np.float64(0.5)
         assert float(tp.run(tp.from_onnx(tp.to_onnx(g)), x)) == float(tp.run(g, x))
+
+
+def test_local_function_constants_are_doubles_cast_to_the_input_dtype():
+    """gelu_tanh's 0.044715 and sqrt(2/pi) as float attributes were rounded to float32 before
+    CastLike: a float64 model was 2e-7 off. They are double tensors now."""
+    import onnx
+
+    x = np.linspace(-3, 3, 7)
+    m = tp.to_onnx(tp.trace(lambda x: tp.gelu(x, approximate="tanh"), x), opset=18)
+    consts = [a.t for f in m.functions for node in f.node if node.op_type == "Constant" for a in node.attribute]
+    assert consts and all(t.data_type == onnx.TensorProto.DOUBLE for t in consts)
