@@ -152,20 +152,23 @@ def conv2d(x, w, b=None, *, stride, padding, dilation, groups):
 
 
 def conv_transpose2d(g, w, *, stride, padding, dilation, groups, output_padding):
-    """The adjoint of conv2d in its input: scatter each kernel tap back (kh*kw matmuls)."""
+    """The adjoint of conv2d in its input: one matrix product gives every kernel tap's
+    contribution (col2im's columns, per group), then each tap is added back at its stride."""
     n, o, oh, ow = g.shape
     _, cg, kh, kw = w.shape
     h = conv_transpose_out(oh, kh, stride[0], padding[0], dilation[0], output_padding[0])
     wd = conv_transpose_out(ow, kw, stride[1], padding[1], dilation[1], output_padding[1])
     hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
     out = np.zeros((n, groups, cg, hp, wp), dtype=g.dtype)
-    gg = g.reshape(n, groups, o // groups, oh, ow)
-    wg = w.reshape(groups, o // groups, cg, kh, kw)
+    og = o // groups
+    rows = g.reshape(n, groups, og, oh * ow).transpose(1, 0, 3, 2).reshape(groups, n * oh * ow, og)
+    cols = np.matmul(rows, w.reshape(groups, og, cg * kh * kw))        # [groups, n*oh*ow, cg*kh*kw]
+    cols = cols.reshape(groups, n, oh, ow, cg, kh, kw).transpose(1, 0, 4, 5, 6, 2, 3)  # n, g, cg, kh, kw, oh, ow
     for i in range(kh):
         for j in range(kw):
             r0, c0 = i * dilation[0], j * dilation[1]
-            tap = np.einsum("ngohw,goc->ngchw", gg, wg[:, :, :, i, j])
-            out[:, :, :, r0:r0 + stride[0] * (oh - 1) + 1:stride[0], c0:c0 + stride[1] * (ow - 1) + 1:stride[1]] += tap
+            out[:, :, :, r0:r0 + stride[0] * (oh - 1) + 1:stride[0], c0:c0 + stride[1] * (ow - 1) + 1:stride[1]] \
+                += cols[:, :, :, i, j]
     out = out.reshape(n, groups * cg, hp, wp)
     return np.ascontiguousarray(out[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + wd])
 
