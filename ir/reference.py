@@ -29,9 +29,13 @@ def _fixed(fn):
 
 
 def _reduce(fn):
+    # numpy sums in memory order: a transposed view (or an elementwise result laid out like
+    # one) would round differently from the same values in C order. Reducing C-ordered data
+    # makes the result depend on the values only (a fused group writes C order; the unfused
+    # ops keep their operand's layout), at the cost of a copy of a non-contiguous operand.
     def make(attrs):
         axes, keep = attrs["axes"], attrs["keepdims"]
-        return lambda x: np.asarray(fn(x, axis=axes, keepdims=keep), dtype=x.dtype)
+        return lambda x: np.asarray(fn(np.asarray(x, order="C"), axis=axes, keepdims=keep), dtype=x.dtype)
     return make
 
 

@@ -73,6 +73,7 @@ class Row:
     nchw: bool = False          # prefers 4-d operands with static C, H, W
     top_level: bool = False     # not inside a sub-program (call, callgrad)
     needs_torch: bool = False   # its reference is torch's
+    min_opset: int = 0          # the lowest ONNX opset its forward or gradient exports at
 
 
 ROWS: dict[str, Row] = {}
@@ -216,7 +217,9 @@ for _n in ("tanh", "sin", "cos"):
 unary("sigmoid", lambda lo, hi: _mono(lambda x: 1 / (1 + math.exp(-x)), lo, hi), ("tp",),
       lambda x, ns: 1 / (1 + np.exp(-x)), lambda x: torch.sigmoid(x))
 unary("softplus", lambda lo, hi: _mono(lambda x: max(x, 0) + math.log1p(math.exp(-abs(x))), lo, hi), ("tp",),
-      lambda x, ns: np.logaddexp(ns.dtype.type(0), x), lambda x: F.softplus(x))
+      # torch's F.softplus returns x itself past its threshold (x > 20), 1e-10 relative off in
+      # float64, past the programs' tolerance; logaddexp(x, 0) is exact there and has its gradient
+      lambda x, ns: np.logaddexp(ns.dtype.type(0), x), lambda x: torch.logaddexp(x, torch.zeros_like(x)))
 unary("erf", lambda lo, hi: _mono(math.erf, lo, hi), ("tp",), lambda x, ns: _erf_np(x), lambda x: torch.erf(x))
 unary("abs", lambda lo, hi: (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi))),
       ("op", "tp", "np"), lambda x, ns: np.abs(x), lambda x: torch.abs(x), near=True)
@@ -1352,7 +1355,8 @@ row("take", _take_gen,
     lambda op, ns, a, cache: tp.take(a[0], np.array(op.p["idx"]), axis=op.p["axis"]),
     lambda op, ns, a: np.take(a[0], op.p["idx"], axis=op.p["axis"]),
     lambda op, ns, a: torch.index_select(a[0], op.p["axis"], torch.as_tensor(
-        [i % a[0].shape[op.p["axis"]] for i in op.p["idx"]])))
+        [i % a[0].shape[op.p["axis"]] for i in op.p["idx"]])),
+    min_opset=16)  # its gradient, scatter_add, is ScatterND with reduction="add" (opset 16)
 
 
 def _stack_gen(g, vi, v):

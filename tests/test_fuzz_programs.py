@@ -583,13 +583,24 @@ def _sizes(prog):
 ORT_F64_GAPS = ("Conv", "ConvTranspose", "AveragePool", "Erf", "Elu", "LeakyRelu")
 
 
+def _all_ops(prog):
+    """The program's ops and those of its sub-programs (tp.call, callgrad)."""
+    for op in prog.ops:
+        yield op
+        sub = op.p.get("sub")
+        if isinstance(sub, Program):
+            yield from _all_ops(sub)
+
+
 def _opset(prog):
     """The ONNX opset a program exports at: the lowerings differ (axes as attributes below
-    18, layer_norm decomposed below 17, gelu a local function below 20)."""
+    18, layer_norm decomposed below 17, gelu a local function below 20), at least the
+    opset every op in it exports at (fuzz_ops.Row.min_opset)."""
     from tapeir.backends.onnx_export import DEFAULT_OPSET, MIN_OPSET, max_opset
 
-    return int(np.random.default_rng([prog.seed, 4]).choice(
-        [MIN_OPSET, 16, 17, 18, 19, DEFAULT_OPSET, DEFAULT_OPSET, max_opset()]))
+    low = max([MIN_OPSET] + [ROWS[op.kind].min_opset for op in _all_ops(prog)])
+    return max(low, int(np.random.default_rng([prog.seed, 4]).choice(
+        [MIN_OPSET, 16, 17, 18, 19, DEFAULT_OPSET, DEFAULT_OPSET, max_opset()])))
 
 
 def _ort(g, opset=None):
