@@ -53,7 +53,6 @@ def test_viz_writes_dot_text_of_a_saved_graph(tmp_path):
 
 
 def test_viz_of_an_onnx_model(tmp_path):
-    pytest.importorskip("onnx")
     g, _ = _saved_grad_graph(tmp_path)
     model = tmp_path / "loss.onnx"
     tp.save_onnx(g, model)

@@ -29,7 +29,7 @@ def _example():
 
 
 def test_gpt_trained_in_onnxruntime_tracks_torch_adam(tmp_path):
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     gpt = _example()
     ort_losses, torch_losses, gap = gpt.run(steps=10, batch=4, out_dir=str(tmp_path), verbose=False)
     assert len(ort_losses) == len(torch_losses) == 10
@@ -107,7 +107,7 @@ def test_train_artifacts_cross_entropy_over_the_last_axis(tmp_path, batch_dim):
 
 
 def _norm_mlp(path, training: bool):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 8),
                                 torch.nn.LayerNorm(8), torch.nn.Linear(8, 3))

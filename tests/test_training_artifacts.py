@@ -26,7 +26,7 @@ def _cli(*args, cwd=None) -> subprocess.CompletedProcess:
 
 
 def _torch_mlp(path, dynamo=False):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     if dynamo:
         pytest.importorskip("onnxscript", reason="the torch.export-based exporter needs onnxscript")
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def test_cli_writes_artifacts_whose_readme_loop_trains(tmp_path, dynamo):
 
 
 def test_artifact_step_matches_torch_adam(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     model = _torch_mlp(tmp_path / "mlp.onnx")
     from tapeir.artifacts import write
 

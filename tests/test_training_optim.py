@@ -50,7 +50,7 @@ def run_tapeir(opt, backend, clip=None, base_lr=0.05):
 
 
 def run_torch(make_opt, clip=None, base_lr=0.05):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     params, x, y = make_data()
     p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     opt = make_opt(torch.optim, [p[k] for k in sorted(p)], base_lr)

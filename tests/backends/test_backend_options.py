@@ -7,8 +7,6 @@ import pytest
 
 import tapeir as tp
 
-pytest.importorskip("onnxruntime")
-
 
 def _g():
     return tp.trace(lambda x: x * 2.0, tp.Spec((2,)))

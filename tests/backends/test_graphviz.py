@@ -150,7 +150,6 @@ def test_plain_sgd_step_has_optimizer_nodes():
 
 
 def test_a_step_imported_from_onnx_is_recognised_by_its_names(tmp_path):
-    pytest.importorskip("onnx")
     step, _ = _adam_step(_loss())
     names = ["loss"] + ["new_params." + n.split(".", 1)[1] for n in step.output_names[1:5]] + \
         ["new_opt_state." + n.split(".", 2)[2] for n in step.output_names[5:]]

@@ -210,8 +210,6 @@ def _twice(x):
 
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
 def test_no_two_result_leaves_share_memory(backend):
-    if backend == "onnxruntime":
-        pytest.importorskip("onnxruntime")
     x = np.zeros((3, 1), np.float32) + 0.5
     g = tp.trace(_twice, x)
     out = leaves(tp.compile(g, backend=backend)(x))

@@ -164,7 +164,7 @@ def test_dropout_training_mode_as_a_graph_input_is_a_clear_error():
 def test_torch_train_mode_dropout_mlp_matches_torch_given_the_same_masks():
     """DropoutMLP exported in training mode: tapeir's masks (drawn from the key inputs)
     patched into torch's nn.Dropout layers, then forward and gradients against autograd."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     import io
     import warnings
     import real_models as R
@@ -218,7 +218,7 @@ def test_torch_train_mode_batchnorm_cnn_matches_torch_forward_and_gradients():
     batch statistics, differentiated through, as torch's autograd. The running-statistics
     outputs follow ONNX (population variance), not torch's unbiased update; the model does
     not return them. ONNX's own training_mode cases pin those (conformance sweep)."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     import io
     import warnings
     import real_models as R

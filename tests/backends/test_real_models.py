@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
 import onnx  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 

@@ -188,7 +188,7 @@ def test_dropout_by_statistics():
 
 def test_dropout_matches_torch_with_the_mask_fed_in():
     """The same mask, fed to torch: forward and gradient equal torch's dropout arithmetic."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     p = 0.3
     x = rng("drop").standard_normal((6, 8)).astype(np.float32)
     mask = tp.run(tp.trace(lambda k: tp.random_uniform(k, (6, 8)) >= p, I64), np.int64(5))
@@ -204,7 +204,7 @@ def test_dropout_matches_torch_with_the_mask_fed_in():
 # ---- batch norm ---------------------------------------------------------------------------------
 
 def test_batch_norm_training_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     gen = rng("bn")
     x = gen.standard_normal((5, 3, 4, 4)) * 3 + 1
     w, b = gen.standard_normal(3), gen.standard_normal(3)
@@ -231,7 +231,7 @@ def test_batch_norm_training_matches_torch():
 
 
 def test_batch_norm_inference_matches_torch_in_both_backends():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     gen = rng("bn-eval")
     x = gen.standard_normal((2, 3, 5)).astype(np.float32)
     w, b, rm = (gen.standard_normal(3).astype(np.float32) for _ in range(3))

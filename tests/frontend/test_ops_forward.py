@@ -783,7 +783,7 @@ def test_gelu_modes_differ():
 # ---- torch, where installed: an extra, independent reference --------------------------------
 
 def _torch():
-    return pytest.importorskip("torch")
+    return pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
 
 
 @pytest.mark.parametrize("i", range(len(CONV)))

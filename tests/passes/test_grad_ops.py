@@ -432,7 +432,7 @@ def test_f32_matches_f64(c: Case):
 @pytest.mark.parametrize("c", CASES, ids=IDS)
 def test_torch(c: Case):
     """float64 gradients equal PyTorch's autograd on the same function."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     assert c.torch is not None, f"{c.id} has no torch twin"
     args = _args(c)
     _, grads, w = _grads(c, args)

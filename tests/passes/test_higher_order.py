@@ -226,7 +226,7 @@ def test_gradient_penalty_matches_finite_differences():
 
 
 def test_gradient_penalty_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional test oracle; .ci/run installs it")
     pg = _penalty_graph()
     value, grads = tp.run(tp.value_and_grad(pg, wrt=0), GP_P, GP_X)
     tparams = {k: torch.tensor(a, requires_grad=True) for k, a in GP_P.items()}
