@@ -30,8 +30,10 @@ hand-written rules below override it, in order:
   6. reshape and broadcast_to build their shape tensor at run time when it holds a symbolic
      dim; a reshape to a shape with a 0, or with a symbolic dim (0 when B is 0), sets
      allowzero (ONNX reads 0 as "copy the dim") and spells out its -1.
-  7. conv_transpose2d: an output_padding of at least the stride (allowed when dilation is
-     larger) becomes a smaller end padding, plus zero rows when the padding runs out.
+  7. conv2d and conv_transpose2d (backends/onnx_conv.py): Conv / ConvTranspose, or one
+     MatMul on the backward pass's shapes where onnxruntime's kernels are slow; an
+     output_padding of at least the stride (allowed when dilation is larger) becomes a
+     smaller end padding, plus zero rows when the padding runs out.
   8. matmul of a matrix (or batch) and a vector is MatMul with the vector as a [K, 1]
      matrix, then Squeeze: onnxruntime 1.32 computes Transpose -> MatMul with a 1-D
      right operand wrongly after its graph optimizations (x.T @ v).
@@ -58,6 +60,7 @@ from onnx import helper, numpy_helper
 
 from ..ir.dtypes import INTS, to_numpy
 from ..ir.registry import OPS, onnx_axes_are_input
+from .onnx_conv import conv, conv_transpose, window
 
 INT64_MIN = -(2 ** 63)
 
@@ -207,40 +210,8 @@ def _layer_norm_decomposed(low, n, ins, outs):
         low.op("Cast", y, out=outs[0], to=elem_type(x.type.dtype))
 
 
-def _pairs(p):
-    return [p[0], p[1], p[0], p[1]]
-
-
-def _window(a, kernel, dilations=True):
-    """The ONNX attributes of a conv/pool window (pads symmetric)."""
-    out = dict(kernel_shape=list(kernel), strides=list(a["stride"]), pads=_pairs(a["padding"]))
-    return {**out, "dilations": list(a["dilation"])} if dilations else out
-
-
-def _conv(low, n, ins, outs):
-    low.op("Conv", *ins, out=outs[0], group=n.attrs["groups"], **_window(n.attrs, n.inputs[1].type.shape[2:]))
-
-
-def _conv_transpose(low, n, ins, outs):
-    a = n.attrs
-    w = n.inputs[1].type.shape
-    stride, pad, outpad = a["stride"], a["padding"], a["output_padding"]
-    common = dict(kernel_shape=list(w[2:]), strides=list(stride), dilations=list(a["dilation"]), group=a["groups"])
-    if all(op < s for op, s in zip(outpad, stride)):
-        low.op("ConvTranspose", *ins, out=outs[0], pads=_pairs(pad), output_padding=list(outpad), **common)
-        return
-    # output_padding only extends the end of the output: crop less there, and pad zeros
-    # for what the padding cannot give back
-    ends = [p - op for p, op in zip(pad, outpad)]
-    extra = [max(0, -e) for e in ends]
-    y = low.op("ConvTranspose", *ins, out=None if any(extra) else outs[0],
-               pads=list(pad) + [max(0, e) for e in ends], **common)
-    if any(extra):
-        low.op("Pad", y, low.ints([0, 0, 0, 0, 0, 0] + extra), out=outs[0], mode="constant")
-
-
 def _max_pool(low, n, ins, outs):
-    low.op("MaxPool", ins[0], out=outs[0], **_window(n.attrs, n.attrs["kernel"]))
+    low.op("MaxPool", ins[0], out=outs[0], **window(n.attrs, n.attrs["kernel"]))
 
 
 def _avg_pool(low, n, ins, outs):
@@ -248,7 +219,7 @@ def _avg_pool(low, n, ins, outs):
     if a["dilation"] != (1, 1):
         low.require(19, "avg_pool2d with dilation (AveragePool dilations)")
     low.op("AveragePool", ins[0], out=outs[0], count_include_pad=int(a["count_include_pad"]),
-           **_window(a, a["kernel"], dilations=a["dilation"] != (1, 1)))
+           **window(a, a["kernel"], dilations=a["dilation"] != (1, 1)))
 
 
 def _reshape(low, n, ins, outs):
@@ -362,7 +333,7 @@ EXPORT = {
     "softplus": lambda low, n, ins, outs: low.call("softplus", ins[0], out=outs[0]),
     "gelu": _gelu, "clip": _clip, "cast": _cast, "not_equal": _not_equal, "where": _where,
     "sum": _reduce, "mean": _reduce, "max": _reduce, "min": _reduce, "logsumexp": _logsumexp,
-    "layer_norm": _layer_norm, "matmul": _matmul, "conv2d": _conv, "conv_transpose2d": _conv_transpose,
+    "layer_norm": _layer_norm, "matmul": _matmul, "conv2d": conv, "conv_transpose2d": conv_transpose,
     "max_pool2d": _max_pool, "avg_pool2d": _avg_pool,
     "reshape": _reshape, "transpose": _transpose, "broadcast_to": _broadcast_to, "slice": _slice, "pad": _pad,
     "squeeze": _squeeze_axes, "unsqueeze": _squeeze_axes,

@@ -20,7 +20,7 @@ from ..frontend import functions as F
 from ..ir.dtypes import FLOATS
 from ..ir.errors import TraceError
 from ..ir.types import dim_product
-from ..ir.windows import conv_transpose_out, window_counts
+from ..ir.windows import conv_out, conv_transpose_out, window_counts
 
 VJP: dict = {}
 
@@ -107,9 +107,18 @@ def conv_weight_grad(x, gy, w_shape, stride, padding, dilation, groups):
     xt = F.reshape(x, (n, groups, c // groups if isinstance(c, int) else cg, h, wd))
     xt = F.reshape(F.transpose(xt, (2, 1, 0, 3, 4)), (cg, -1, h, wd))
     wt = F.transpose(gy, (1, 0, 2, 3))
+    # with stride > 1 the conv over the symmetrically padded input runs past the kernel (a
+    # 1x1 stride-2 conv's gradient came out 2x2, then was cut to 1x1): pad the far end less,
+    # or cut the input there, so it computes exactly kH x kW taps and nothing is thrown away
+    over = [conv_out((h, wd)[i], gy.shape[2 + i], dilation[i], 2 * padding[i], stride[i]) - (kh, kw)[i]
+            for i in range(2)]
+    if any(over):
+        ends = [padding[i] - over[i] * dilation[i] for i in range(2)]
+        xt = F.pad(xt, ((0, 0), (0, 0), (padding[0], max(ends[0], 0)), (padding[1], max(ends[1], 0))))
+        if min(ends) < 0:
+            xt = xt[:, :, :xt.shape[2] + min(ends[0], 0), :xt.shape[3] + min(ends[1], 0)]
+        padding = (0, 0)
     r = F.conv2d(xt, wt, stride=dilation, padding=padding, dilation=stride, groups=groups)
-    if r.shape[2] != kh or r.shape[3] != kw:
-        r = r[:, :, :kh, :kw]
     return F.transpose(r, (1, 0, 2, 3))
 
 
