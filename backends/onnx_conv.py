@@ -31,6 +31,10 @@ OUTPUT_TAPS_MAX_POSITIONS = 9
 # long to transpose as the Slices do)
 GATHER_MAX_ROWS = 2048
 GATHER_MAX_WEIGHT = 2 ** 14
+# ... or, past those (a weight gradient of the first stages: many rows of few channels), batch
+# last (whole [C*B] rows gathered) when the output, transposed at the end, and the weight are small
+BATCH_LAST_MAX_OUTPUT = 2 ** 14
+BATCH_LAST_MAX_WEIGHT = 2 ** 16
 # conv_transpose2d is one GEMM with a gathered weight [O*H*W, yH*yW*C] when its output has
 # no more positions than the kernel has taps (most taps fall in the padding: the last stage
 # of a ResNet, 2x2 -> 2x2 with a 3x3 kernel, 4.5x faster than ConvTranspose) and that weight
@@ -64,12 +68,15 @@ def conv(low, n, ins, outs):
 def _conv_output_taps(low, n, ins, outs):
     """y[b, o, i, j] = sum over c, u, v of xpad[b, c, i*s + u*d, j*s + v*d] * w[o, c, u, v]:
     the input windows of the OH*OW output positions stacked to cols [B*OH*OW, C*kH*kW]
-    (or [B*OH*OW, kH*kW*C]), times the weight as [O, C*kH*kW] (or [O, kH*kW*C]) transposed."""
-    a = n.attrs
+    (or [B*OH*OW, kH*kW*C]), times the weight as [O, C*kH*kW] (or [O, kH*kW*C]) transposed;
+    or, batch last, one product per output position (_conv_batch_last)."""
     (b, c, _, _), (o, _, kh, kw), (_, _, oh, ow) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
     if b * kh * kw <= GATHER_MAX_ROWS and o * c * kh * kw <= GATHER_MAX_WEIGHT:
         cols = _windows_gathered(low, n, ins[0])
         w2 = low.op("Reshape", low.op("Transpose", ins[1], perm=[0, 2, 3, 1]), low.ints([o, kh * kw * c]))
+    elif o * b * oh * ow <= BATCH_LAST_MAX_OUTPUT and o * c * kh * kw <= BATCH_LAST_MAX_WEIGHT:
+        _conv_batch_last(low, n, ins, outs)
+        return
     else:
         cols = _windows_sliced(low, n, ins[0])
         w2 = low.op("Reshape", ins[1], low.ints([o, c * kh * kw]))
@@ -80,6 +87,41 @@ def _conv_output_taps(low, n, ins, outs):
     if len(ins) > 2:
         y = low.op("Add", y, low.op("Reshape", ins[2], low.ints([o, 1, 1, 1])))
     low.op("Transpose", y, out=outs[0], perm=[1, 0, 2, 3])
+
+
+def _conv_batch_last(low, n, ins, outs):
+    """The input as [H*W + 1, C*B] (a zero row last), so that one Gather of whole rows builds
+    every window: [OH*OW, kH*kW*C, B]; then one [O, kH*kW*C] product per output position,
+    [OH*OW, O, B], turned to [B, O, OH, OW] (small: only taken for a small output). For
+    conv2d's weight gradient on a large image: the batch is the forward channels, the rows
+    the forward batch and its pixels."""
+    (b, c, h, wd), (o, _, kh, kw), (_, _, oh, ow) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
+    x = low.op("Reshape", low.op("Transpose", ins[0], perm=[2, 3, 1, 0]), low.ints([h * wd, c * b]))
+    x = low.op("Pad", x, low.ints([0, 0, 1, 0]), mode="constant")
+    cols = low.op("Gather", x, _named_const(low, "windows", _window_cells(n)), axis=0)    # [OH*OW, kH*kW, C*B]
+    cols = low.op("Reshape", cols, low.ints([oh * ow, kh * kw * c, b]))
+    w2 = low.op("Reshape", low.op("Transpose", ins[1], perm=[0, 2, 3, 1]), low.ints([o, kh * kw * c]))
+    y = low.op("MatMul", w2, cols)                                                        # [OH*OW, O, B]
+    if len(ins) > 2:
+        y = low.op("Add", y, low.op("Reshape", ins[2], low.ints([1, o, 1])))
+    low.op("Reshape", low.op("Transpose", y, perm=[2, 1, 0]), low.ints([b, o, oh, ow]), out=outs[0])
+
+
+def _window_cells(n):
+    """[OH*OW, kH*kW]: the flat input cell each kernel tap of each output position reads,
+    H*W (one past the last cell: a zero row) where it reads the padding."""
+    a = n.attrs
+    (_, _, h, wd), (_, _, kh, kw), (_, _, oh, ow) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
+    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+    cells = np.full((oh * ow, kh * kw), h * wd, np.int64)
+    for i in range(oh):
+        for j in range(ow):
+            for u in range(kh):
+                for v in range(kw):
+                    r, col = i * sh + u * dh - ph, j * sw + v * dw - pw
+                    if 0 <= r < h and 0 <= col < wd:
+                        cells[i * ow + j, u * kw + v] = r * wd + col
+    return cells
 
 
 def _windows_sliced(low, n, x):
@@ -104,20 +146,10 @@ def _windows_sliced(low, n, x):
 def _windows_gathered(low, n, x):
     """cols [B*OH*OW, kH*kW*C]: one Gather of the input as [B, H*W + 1, C] (channels last,
     then a zero row that every tap in the padding reads) by a constant map of window cells."""
-    a = n.attrs
     (b, c, h, wd), (_, _, kh, kw), (_, _, oh, ow) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
-    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
-    cells = np.full((oh * ow, kh * kw), h * wd, np.int64)
-    for i in range(oh):
-        for j in range(ow):
-            for u in range(kh):
-                for v in range(kw):
-                    r, col = i * sh + u * dh - ph, j * sw + v * dw - pw
-                    if 0 <= r < h and 0 <= col < wd:
-                        cells[i * ow + j, u * kw + v] = r * wd + col
     x = low.op("Reshape", low.op("Transpose", x, perm=[0, 2, 3, 1]), low.ints([b, h * wd, c]))
     x = low.op("Pad", x, low.ints([0, 0, 0, 0, 1, 0]), mode="constant")
-    cols = low.op("Gather", x, _named_const(low, "windows", cells), axis=1)              # [B, OH*OW, kH*kW, C]
+    cols = low.op("Gather", x, _named_const(low, "windows", _window_cells(n)), axis=1)   # [B, OH*OW, kH*kW, C]
     return low.op("Reshape", cols, low.ints([b * oh * ow, kh * kw * c]))
 
 

@@ -65,11 +65,13 @@ SMALL_OUTPUT = [
 ]
 
 
-@pytest.mark.parametrize("windows", ["gathered", "sliced"])
+@pytest.mark.parametrize("windows", ["gathered", "batch_last", "sliced"])
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,bias", SMALL_OUTPUT)
 def test_conv2d_with_a_small_output_is_one_matmul(xs, ws, stride, padding, dilation, bias, windows, monkeypatch):
-    if windows == "sliced":
+    if windows != "gathered":
         monkeypatch.setattr(onnx_conv, "GATHER_MAX_ROWS", 0)
+    if windows == "sliced":
+        monkeypatch.setattr(onnx_conv, "BATCH_LAST_MAX_OUTPUT", 0)
     gen = rng()
     x, w = gen.standard_normal(xs).astype(np.float32), gen.standard_normal(ws).astype(np.float32)
     b = gen.standard_normal(ws[0]).astype(np.float32)
@@ -77,7 +79,9 @@ def test_conv2d_with_a_small_output_is_one_matmul(xs, ws, stride, padding, dilat
     g = tp.trace(lambda *a: tp.conv2d(*a, stride=stride, padding=padding, dilation=dilation), *args)
     f = _ort(g)
     assert "Conv" not in _op_types(f) and "MatMul" in _op_types(f)
-    assert ("Gather" in _op_types(f)) == (windows == "gathered")
+    gathers = [nd for nd in f.model.graph.node if nd.op_type == "Gather"]
+    assert [a.i for nd in gathers for a in nd.attribute if a.name == "axis"] == \
+        {"gathered": [1], "batch_last": [0], "sliced": []}[windows]
     expected = ref_conv2d(x, w, stride, padding, dilation) + (b[None, :, None, None] if bias else 0)
     assert_close(f(*args), expected, dtype="float32")
     assert_close(f(*args), tp.run(g, *args), dtype="float32")
