@@ -23,18 +23,17 @@ import numpy as np
 
 # conv2d takes the output-taps GEMM when its output has at most this many positions
 OUTPUT_TAPS_MAX_POSITIONS = 9
-# ... and builds its windows with one Gather of [C]-long rows when there are at most this many
-# rows per output position (batch * kernel taps; each costs ~8 ns), else with one Slice per
-# output position (~15 us each in onnxruntime, whatever the size); and when the weight,
-# which the Gather's channels-last windows need transposed to [O, kH, kW, C], is small (a
-# weight gradient's "weight" is the output gradient; a real weight of 128x128x3x3 took as
-# long to transpose as the Slices do)
-GATHER_MAX_ROWS = 2048
-GATHER_MAX_WEIGHT = 2 ** 14
-# ... or, past those (a weight gradient of the first stages: many rows of few channels), batch
-# last (whole [C*B] rows gathered) when the output, transposed at the end, and the weight are small
+# ... batch last (whole [C*B] rows gathered, one product per output position) when the output,
+# transposed at the end, and the weight are small (a weight gradient of the first stages:
+# many rows of few channels; its "weight" is the output gradient)
 BATCH_LAST_MAX_OUTPUT = 2 ** 14
 BATCH_LAST_MAX_WEIGHT = 2 ** 16
+# ... else with one Gather of [C]-long rows when there are at most this many rows per output
+# position (batch * kernel taps; each costs ~8 ns) and the weight, which these channels-last
+# windows need as [O, kH*kW, C] (made once for conv2d and its input gradient), is not huge;
+# else with one Slice per output position (~15 us each in onnxruntime, whatever the size)
+GATHER_MAX_ROWS = 2048
+GATHER_MAX_WEIGHT = 2 ** 18
 # conv_transpose2d is one GEMM with a gathered weight [O*H*W, yH*yW*C] when its output has
 # no more positions than the kernel has taps (most taps fall in the padding: the last stage
 # of a ResNet, 2x2 -> 2x2 with a 3x3 kernel, 4.5x faster than ConvTranspose) and that weight
@@ -71,12 +70,12 @@ def _conv_output_taps(low, n, ins, outs):
     (or [B*OH*OW, kH*kW*C]), times the weight as [O, C*kH*kW] (or [O, kH*kW*C]) transposed;
     or, batch last, one product per output position (_conv_batch_last)."""
     (b, c, _, _), (o, _, kh, kw), (_, _, oh, ow) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
-    if b * kh * kw <= GATHER_MAX_ROWS and o * c * kh * kw <= GATHER_MAX_WEIGHT:
-        cols = _windows_gathered(low, n, ins[0])
-        w2 = low.op("Reshape", low.op("Transpose", ins[1], perm=[0, 2, 3, 1]), low.ints([o, kh * kw * c]))
-    elif o * b * oh * ow <= BATCH_LAST_MAX_OUTPUT and o * c * kh * kw <= BATCH_LAST_MAX_WEIGHT:
+    if o * b * oh * ow <= BATCH_LAST_MAX_OUTPUT and o * c * kh * kw <= BATCH_LAST_MAX_WEIGHT:
         _conv_batch_last(low, n, ins, outs)
         return
+    if b * kh * kw <= GATHER_MAX_ROWS and o * c * kh * kw <= GATHER_MAX_WEIGHT:
+        cols = _windows_gathered(low, n, ins[0])
+        w2 = low.op("Reshape", taps_last(low, ins[1], n.inputs[1].type.shape), low.ints([o, kh * kw * c]))
     else:
         cols = _windows_sliced(low, n, ins[0])
         w2 = low.op("Reshape", ins[1], low.ints([o, c * kh * kw]))
@@ -96,11 +95,16 @@ def _conv_batch_last(low, n, ins, outs):
     conv2d's weight gradient on a large image: the batch is the forward channels, the rows
     the forward batch and its pixels."""
     (b, c, h, wd), (o, _, kh, kw), (_, _, oh, ow) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
-    x = low.op("Reshape", low.op("Transpose", ins[0], perm=[2, 3, 1, 0]), low.ints([h * wd, c * b]))
-    x = low.op("Pad", x, low.ints([0, 0, 1, 0]), mode="constant")
+    # [B, C, H, W] -> [H*W, C*B] as [C, B] and a 2-D transpose: onnxruntime cancels the first
+    # against conv_weight_grad's transpose of x, and runs 2-D transposes fast (4-D ones
+    # moving the batch to the end took 150 us for [16, 8, 16, 16])
+    x = low.op("Reshape", low.op("Transpose", ins[0], perm=[1, 0, 2, 3]), low.ints([c * b, h * wd]))
+    x = low.op("Pad", low.op("Transpose", x, perm=[1, 0]), low.ints([0, 0, 1, 0]), mode="constant")
     cols = low.op("Gather", x, _named_const(low, "windows", _window_cells(n)), axis=0)    # [OH*OW, kH*kW, C*B]
     cols = low.op("Reshape", cols, low.ints([oh * ow, kh * kw * c, b]))
-    w2 = low.op("Reshape", low.op("Transpose", ins[1], perm=[0, 2, 3, 1]), low.ints([o, kh * kw * c]))
+    # the weight (here the output gradient, transposed) as [O, kH*kW*C] the same way
+    w2 = low.op("Reshape", low.op("Transpose", ins[1], perm=[1, 0, 2, 3]), low.ints([c, o * kh * kw]))
+    w2 = low.op("Reshape", low.op("Transpose", w2, perm=[1, 0]), low.ints([o, kh * kw * c]))
     y = low.op("MatMul", w2, cols)                                                        # [OH*OW, O, B]
     if len(ins) > 2:
         y = low.op("Add", y, low.op("Reshape", ins[2], low.ints([1, o, 1])))
@@ -147,10 +151,18 @@ def _windows_gathered(low, n, x):
     """cols [B*OH*OW, kH*kW*C]: one Gather of the input as [B, H*W + 1, C] (channels last,
     then a zero row that every tap in the padding reads) by a constant map of window cells."""
     (b, c, h, wd), (_, _, kh, kw), (_, _, oh, ow) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
-    x = low.op("Reshape", low.op("Transpose", x, perm=[0, 2, 3, 1]), low.ints([b, h * wd, c]))
+    x = low.op("Transpose", low.op("Reshape", x, low.ints([b, c, h * wd])), perm=[0, 2, 1])
     x = low.op("Pad", x, low.ints([0, 0, 0, 0, 1, 0]), mode="constant")
     cols = low.op("Gather", x, _named_const(low, "windows", _window_cells(n)), axis=1)   # [B, OH*OW, kH*kW, C]
     return low.op("Reshape", cols, low.ints([b * oh * ow, kh * kw * c]))
+
+
+def taps_last(low, w, shape):
+    """The weight [O, C, kH, kW] as [O, kH*kW, C]. Written the same way wherever a weight is
+    needed so (conv2d's gathered windows, the dense conv_transpose2d of its gradient), so that
+    onnxruntime's common-subexpression pass makes it once."""
+    o, c, kh, kw = shape
+    return low.op("Transpose", low.op("Reshape", w, low.ints([o, c, kh * kw])), perm=[0, 2, 1])
 
 
 def _named_const(low, what, array):
@@ -197,8 +209,7 @@ def _conv_transpose_dense(low, n, ins, outs):
                     r, col = i * sh + u * dh - ph, j * sw + v * dw - pw
                     if 0 <= r < yh and 0 <= col < yw:
                         T[i * wd + j, r * yw + col] = u * kw + v
-    wt = low.op("Transpose", low.op("Reshape", ins[1], low.ints([o, c, K])), perm=[0, 2, 1])   # [O, K, C]
-    wt = low.op("Pad", wt, low.ints([0, 0, 0, 0, 1, 0]), mode="constant")                        # [O, K+1, C]
+    wt = low.op("Pad", taps_last(low, ins[1], (o, c, kh, kw)), low.ints([0, 0, 0, 0, 1, 0]), mode="constant")                        # [O, K+1, C]
     big = low.op("Gather", wt, _named_const(low, "taps", T), axis=1)                            # [O, H*W, yH*yW, C]
     big = low.op("Reshape", big, low.ints([o * h * wd, yh * yw * c]))
     y = low.op("MatMul", low.op("Reshape", ins[0], low.ints([b, o * h * wd])), big)

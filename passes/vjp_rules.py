@@ -104,8 +104,11 @@ def conv_weight_grad(x, gy, w_shape, stride, padding, dilation, groups):
     """d<gy, conv2d(x, w)>/dw as a conv2d of x (channels as batch) with gy (batch as channels)."""
     n, c, h, wd = x.shape
     o, cg, kh, kw = w_shape
-    xt = F.reshape(x, (n, groups, c // groups if isinstance(c, int) else cg, h, wd))
-    xt = F.reshape(F.transpose(xt, (2, 1, 0, 3, 4)), (cg, -1, h, wd))
+    if groups == 1:  # a plain transpose: the ONNX export cancels it against its own (backends/onnx_conv.py)
+        xt = F.transpose(x, (1, 0, 2, 3))
+    else:
+        xt = F.reshape(x, (n, groups, c // groups if isinstance(c, int) else cg, h, wd))
+        xt = F.reshape(F.transpose(xt, (2, 1, 0, 3, 4)), (cg, -1, h, wd))
     wt = F.transpose(gy, (1, 0, 2, 3))
     # with stride > 1 the conv over the symmetrically padded input runs past the kernel (a
     # 1x1 stride-2 conv's gradient came out 2x2, then was cut to 1x1): pad the far end less,

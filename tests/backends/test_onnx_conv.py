@@ -68,10 +68,10 @@ SMALL_OUTPUT = [
 @pytest.mark.parametrize("windows", ["gathered", "batch_last", "sliced"])
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,bias", SMALL_OUTPUT)
 def test_conv2d_with_a_small_output_is_one_matmul(xs, ws, stride, padding, dilation, bias, windows, monkeypatch):
-    if windows != "gathered":
-        monkeypatch.setattr(onnx_conv, "GATHER_MAX_ROWS", 0)
-    if windows == "sliced":
+    if windows != "batch_last":  # the first choice on these small shapes
         monkeypatch.setattr(onnx_conv, "BATCH_LAST_MAX_OUTPUT", 0)
+    if windows == "sliced":
+        monkeypatch.setattr(onnx_conv, "GATHER_MAX_ROWS", 0)
     gen = rng()
     x, w = gen.standard_normal(xs).astype(np.float32), gen.standard_normal(ws).astype(np.float32)
     b = gen.standard_normal(ws[0]).astype(np.float32)
