@@ -168,7 +168,10 @@ def _abs(g, x, y, a):
 
 @rule("relu")
 def _relu(g, x, y, a):
-    return [F.where(x[0] > 0, g, 0.0)]
+    # the mask from the output (y > 0 exactly where x > 0, nan included), as torch's
+    # threshold_backward: the backward then leaves the input unread, so onnxruntime fuses
+    # the conv before a relu with it
+    return [F.where(y > 0, g, 0.0)]
 
 
 @rule("leaky_relu")
