@@ -271,9 +271,11 @@ def _slice(low, n, ins, outs):
     if not a["axes"]:
         low.op("Identity", ins[0], out=outs[0])
         return
-    stops = [INT64_MIN if (stop < 0 and step < 0) else stop for stop, step in zip(a["stops"], a["steps"])]
-    low.op("Slice", ins[0], low.ints(a["starts"]), low.ints(stops), low.ints(a["axes"]), low.ints(a["steps"]),
-           out=outs[0])
+    # symbolic bounds (a slice of a symbolic axis) are computed from the inputs' shapes
+    stops = [INT64_MIN if (isinstance(stop, int) and stop < 0 and step < 0) else stop
+             for stop, step in zip(a["stops"], a["steps"])]
+    low.op("Slice", ins[0], low.shape_tensor(a["starts"]), low.shape_tensor(stops), low.ints(a["axes"]),
+           low.ints(a["steps"]), out=outs[0])
 
 
 def _pad(low, n, ins, outs):
@@ -282,7 +284,7 @@ def _pad(low, n, ins, outs):
         low.op("Identity", ins[0], out=outs[0])
         return
     value = low.scalar(n.attrs["value"], n.inputs[0].type.dtype)
-    low.op("Pad", ins[0], low.ints(pads), value, out=outs[0], mode="constant")
+    low.op("Pad", ins[0], low.shape_tensor(pads), value, out=outs[0], mode="constant")
 
 
 def _iota(low, n, ins, outs):
