@@ -39,6 +39,15 @@ class Signature:
         self.specs = [(v.name, v.type.dtype, to_numpy(v.type.dtype), v.type.shape) for v in graph.inputs]
         self.constraints = size_constraints(graph)
 
+    def subset(self, positions) -> "Signature":
+        """The checks of some inputs only (a training loop checks its batch per step, its
+        parameters once), with the size constraints those inputs' symbols decide."""
+        sub = Signature.__new__(Signature)
+        sub.graph, sub.specs = self.graph, [self.specs[k] for k in positions]
+        bound = {s for _, _, _, shape in sub.specs for d in shape for s in symbols_of(d)}
+        sub.constraints = [(d, what) for d, what in self.constraints if set(symbols_of(d)) <= bound]
+        return sub
+
     def flatten(self, args) -> list:
         """The leaves of the call's arguments, in graph input order; checks their structure."""
         g = self.graph

@@ -195,24 +195,27 @@ def dim_divide(num: DimT, den: DimT) -> DimT | None:
         return None
     if not n:
         return 0
-    def lead(p):
-        return max(p.items(), key=lambda kv: (len(kv[0]), kv[0]))
-    # a one-term den divides term by term; a sum divides when the quotient is one term
-    # (2*T+2 by T+1), which is every case shapes produce
-    dm, dc = lead(q)
-    parts = n.items() if len(q) == 1 else [lead(n)]
-    out: dict = {}
-    for m, c in parts:
-        rest = list(m)
-        for s in dm:
-            if s not in rest:
+    # exact multivariate division: take the leading term (graded order, which a product
+    # respects) of what is left, divide it by den's, subtract; any remainder means None
+    names = sorted({x for m in list(n) + list(q) for x in m})
+
+    def key(m):
+        return (len(m), tuple(m.count(x) for x in names))
+    dm = max(q, key=key)
+    dc = q[dm]
+    rest, out = {m: c for m, c in n.items() if c}, {}
+    while rest:
+        lm = max(rest, key=key)
+        left = list(lm)
+        for x in dm:
+            if x not in left:
                 return None
-            rest.remove(s)
-        if c % dc:
+            left.remove(x)
+        if rest[lm] % dc:
             return None
-        out[tuple(rest)] = c // dc
-    if len(q) > 1 and from_poly(_mul(out, q)) != from_poly(n):
-        return None
+        t = {tuple(left): rest[lm] // dc}
+        out = _add(out, t)
+        rest = {m: c for m, c in _add(rest, _mul(t, q), -1).items() if c}
     return from_poly(out)
 
 
