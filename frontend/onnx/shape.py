@@ -10,7 +10,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from .. import functions as F
-from .. import functions_extra as FX
+from .. import functions_random as FX  # dropout, random_uniform (the alias the Dropout rule uses)
 from ...ir.types import dim_divide, dim_product, factors
 from ..tensor import Tensor
 from .node import INT_MAX, check_constant, constant_fits, dim_source, is_static, is_symbolic, limits, prod, rank_of, \
