@@ -373,6 +373,8 @@ EXPORT = {
     "fused": _fused,
 }
 
-from .onnx_lowering_extra import EXPORT_EXTRA  # noqa: E402  (issue 11's ops: cumsum, trilu, scatter_add, ...)
+# the op families beyond ir/ops.py with rules beyond their twins (ir/ops_nn.py's need none)
+from .onnx_lowering_index import EXPORT_INDEX  # noqa: E402  (cumsum, trilu, scatter_add)
+from .onnx_lowering_random import EXPORT_RANDOM  # noqa: E402  (random_uniform)
 
-EXPORT.update(EXPORT_EXTRA)
+EXPORT.update(**EXPORT_INDEX, **EXPORT_RANDOM)

@@ -28,7 +28,7 @@ Rules:
   5. Dropout in training mode (ratio > 0, training_mode known true; opset < 7: is_test=0)
      gets its own int64 scalar key input, `dropout_key.<node name>` (nodes without a name:
      `Dropout#<index>`), after every other input: its mask is tapeir's
-     random_uniform(key, x.shape) >= ratio (frontend/functions_extra.dropout), so a
+     random_uniform(key, x.shape) >= ratio (frontend/functions_random.dropout), so a
      training step stays one pure graph and a new key per step draws a new mask. numpy and
      onnxruntime (after tp.to_onnx) draw the same mask bit for bit; it is not the mask the
      original Dropout node would draw in onnxruntime (its own RNG, seeded by `seed`).

@@ -10,7 +10,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from .. import functions as F
-from .. import functions_extra as FX
+from .. import functions_random as FR
 from ...ir.types import dim_divide, dim_product, dim_sub, dim_sum, poly, symbols_of
 from ..tensor import Tensor
 from .node import INT_MAX, check_constant, constant_fits, dim_source, is_static, is_symbolic, limits, prod, rank_of, \
@@ -314,10 +314,10 @@ def _dropout(n, x, ratio=None, training=None, key=None):
         if not 0 < p <= 1:
             raise n.error(f"ratio {p} is not a probability")
         if p == 1:
-            y, keep = FX.dropout(x, p, key), F.broadcast_to(np.array(False), shape_of(x))
+            y, keep = FR.dropout(x, p, key), F.broadcast_to(np.array(False), shape_of(x))
         else:  # tp.dropout's composite, spelled out to share its mask with the mask output
             dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-            keep = F.greater_equal(FX.random_uniform(key, shape_of(x), dt), p)
+            keep = F.greater_equal(FR.random_uniform(key, shape_of(x), dt), p)
             y = F.where(keep, x * (1.0 / (1.0 - p)), 0.0)
         return (y, keep) if n.wants_output(1) else y
     if not n.wants_output(1):
