@@ -45,7 +45,7 @@ from ..ir.dtypes import to_numpy
 from ..ir.errors import TapeirError
 from ..ir.printer import print_graph
 from ..ir.serialize import atomic_write, replace_durably
-from ..ir.types import factors, from_factors
+from ..ir.types import factors, from_factors, from_poly, linear_in_one, poly
 from . import onnx_functions, onnx_fused
 from .onnx_lowering import EXPORT, elem_type
 
@@ -136,6 +136,11 @@ class Lowering:
         self._shapes: dict[str, str] = {}   # input name -> its Shape
         self._dims: dict = {}               # dim -> 1-D int64 [1] tensor of its size
         self._symbols = self._symbol_sources(graph)
+        self._held = {}  # symbolic dim -> (input name, axis) of the first input that has it
+        for v in graph.inputs:
+            for axis, d in enumerate(v.type.shape):
+                if isinstance(d, str):
+                    self._held.setdefault(d, (v.name, axis))
         self.node = None        # the IR node being lowered
         self._stem = ""
         self._temps = 0
@@ -222,20 +227,44 @@ class Lowering:
         return parts[0] if len(parts) == 1 else self.op("Concat", *parts, axis=0)
 
     def dim(self, d) -> str:
-        """A 1-D int64 [1] tensor holding the run-time size of symbolic dim `d` (`%dim(B)`)."""
+        """A 1-D int64 [1] tensor holding the run-time size of symbolic dim `d` (`%dim(B)`):
+        a product is built from its prefix (reused when another dim made it), a sum from its
+        terms (T+1: Add; T-1: Sub)."""
         hit = self._dims.get(d)
         if hit is not None:
             return hit
-        coef, syms = factors(d)
-        if len(syms) == 1 and coef == 1:
-            out = self._symbol(syms[0])
-        elif coef == 1:  # B*T: (all symbols but the last) * the last, each through dim() so
-            # a prefix another dim already made ("%dim(B*B)" for B*B*B) is reused, not made twice
-            out = self._global(f"%dim({d})", lambda o, a=self.dim(from_factors(1, syms[:-1])),
-                               b=self.dim(syms[-1]): helper.make_node("Mul", [a, b], [o]))
+        terms = poly(d)
+        held = self._held.get(d)
+        if held is not None and (len(terms) > 1 or factors(d)[0] != 1):  # an input holds it: read it there
+            out = self._global(f"%dim({d})", lambda o: helper.make_node(
+                "Gather", [self._shape_of(held[0]), self.ints([held[1]])], [o], axis=0))
+        elif len(terms) > 1:
+            # positive terms first, so no Sub starts from nothing; each partial sum is a dim of its
+            # own (%dim(B*T+B) for B*T+B+1), made once
+            ordered = sorted(terms.items(), key=lambda kv: (kv[1] < 0, -len(kv[0]), kv[0]))
+            (m, c), rest = ordered[0], ordered[1:]
+            acc = {m: c}
+            out = self.dim(from_poly(acc)) if m else self.ints([c])
+            for m, c in rest:
+                part = self.dim(from_poly({m: abs(c)})) if m else self.ints([abs(c)])
+                acc[m] = c
+                name = from_poly(acc)
+                hit = self._dims.get(name)
+                if hit is None:
+                    hit = self._dims[name] = self._global(f"%dim({name})", lambda o, a=out, b=part, c=c:
+                                                          helper.make_node("Add" if c > 0 else "Sub", [a, b], [o]))
+                out = hit
         else:
-            out = self._global(f"%dim({d})", lambda o, a=self.dim(from_factors(1, syms)):
-                               helper.make_node("Mul", [a, self.ints([coef])], [o]))
+            coef, syms = factors(d)
+            if len(syms) == 1 and coef == 1:
+                out = self._symbol(syms[0])
+            elif coef == 1:  # B*T: (all symbols but the last) * the last, each through dim() so
+                # a prefix another dim already made ("%dim(B*B)" for B*B*B) is reused, not made twice
+                out = self._global(f"%dim({d})", lambda o, a=self.dim(from_factors(1, syms[:-1])),
+                                   b=self.dim(syms[-1]): helper.make_node("Mul", [a, b], [o]))
+            else:
+                out = self._global(f"%dim({d})", lambda o, a=self.dim(from_factors(1, syms)):
+                                   helper.make_node("Mul", [a, self.ints([coef])], [o]))
         self._dims[d] = out
         return out
 
@@ -243,15 +272,16 @@ class Lowering:
         if sym not in self._symbols:
             self.fail(f"symbolic dim {sym!r} appears in no graph input's shape, so its size is unknown "
                       f"at run time", hint="trace with an input whose shape carries the symbol")
-        name, axis, coef = self._symbols[sym]
-        shape = self._shapes.get(name)
-        if shape is None:
-            shape = self._shapes[name] = self._global(f"%shape({name})",
-                                                      lambda o: helper.make_node("Shape", [name], [o]))
-        picked = f"%dim({sym})" if coef == 1 else f"%dim({name}[{axis}])"
+        name, axis, coef, const = self._symbols[sym]
+        shape = self._shape_of(name)
+        plain = coef == 1 and const == 0
+        picked = f"%dim({sym})" if plain else f"%dim({name}[{axis}])"
         out = self._global(picked, lambda o: helper.make_node("Gather", [shape, self.ints([axis])], [o], axis=0))
-        if coef != 1:  # the input holds coef*sym
-            out = self._global(f"%dim({sym})", lambda o: helper.make_node("Div", [out, self.ints([coef])], [o]))
+        if const:  # the input holds coef*sym + const
+            out = self._global(f"%dim({name}[{axis}]-{const})" if coef != 1 else f"%dim({sym})",
+                               lambda o, a=out: helper.make_node("Sub", [a, self.ints([const])], [o]))
+        if coef != 1:
+            out = self._global(f"%dim({sym})", lambda o, a=out: helper.make_node("Div", [a, self.ints([coef])], [o]))
         return out
 
     def _global(self, out: str, make) -> str:
@@ -261,15 +291,25 @@ class Lowering:
         self.nodes.append(node)
         return out
 
+    def _shape_of(self, name: str) -> str:
+        shape = self._shapes.get(name)
+        if shape is None:
+            shape = self._shapes[name] = self._global(f"%shape({name})",
+                                                      lambda o: helper.make_node("Shape", [name], [o]))
+        return shape
+
     @staticmethod
     def _symbol_sources(graph) -> dict:
-        """symbol -> (input name, axis, coefficient) for the first input dim that holds it alone."""
+        """symbol -> (input name, axis, a, c) for the first input dim a*symbol + c that tells
+        the symbol's size, preferring a dim that is the symbol alone (a=1, c=0)."""
         out: dict = {}
         for v in graph.inputs:
             for axis, d in enumerate(v.type.shape):
-                coef, syms = factors(d)
-                if len(syms) == 1 and (syms[0] not in out or (out[syms[0]][2] != 1 and coef == 1)):
-                    out[syms[0]] = (v.name, axis, coef)
+                lin = linear_in_one(d)
+                if lin is not None:
+                    sym, a, c = lin
+                    if sym not in out or ((a, c) == (1, 0) and out[sym][2:] != (1, 0)):
+                        out[sym] = (v.name, axis, a, c)
         return out
 
 

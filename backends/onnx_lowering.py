@@ -267,9 +267,11 @@ def _slice(low, n, ins, outs):
     if not a["axes"]:
         low.op("Identity", ins[0], out=outs[0])
         return
-    stops = [INT64_MIN if (stop < 0 and step < 0) else stop for stop, step in zip(a["stops"], a["steps"])]
-    low.op("Slice", ins[0], low.ints(a["starts"]), low.ints(stops), low.ints(a["axes"]), low.ints(a["steps"]),
-           out=outs[0])
+    # symbolic bounds (a slice of a symbolic axis) are computed from the inputs' shapes
+    stops = [INT64_MIN if (isinstance(stop, int) and stop < 0 and step < 0) else stop
+             for stop, step in zip(a["stops"], a["steps"])]
+    low.op("Slice", ins[0], low.shape_tensor(a["starts"]), low.shape_tensor(stops), low.ints(a["axes"]),
+           low.ints(a["steps"]), out=outs[0])
 
 
 def _pad(low, n, ins, outs):
@@ -278,7 +280,7 @@ def _pad(low, n, ins, outs):
         low.op("Identity", ins[0], out=outs[0])
         return
     value = low.scalar(n.attrs["value"], n.inputs[0].type.dtype)
-    low.op("Pad", ins[0], low.ints(pads), value, out=outs[0], mode="constant")
+    low.op("Pad", ins[0], low.shape_tensor(pads), value, out=outs[0], mode="constant")
 
 
 def _iota(low, n, ins, outs):
@@ -367,6 +369,8 @@ EXPORT = {
     "fused": _fused,
 }
 
-from .onnx_lowering_extra import EXPORT_EXTRA  # noqa: E402  (issue 11's ops: cumsum, trilu, scatter_add, ...)
+# the op families beyond ir/ops.py with rules beyond their twins (ir/ops_nn.py's need none)
+from .onnx_lowering_index import EXPORT_INDEX  # noqa: E402  (cumsum, trilu, scatter_add)
+from .onnx_lowering_random import EXPORT_RANDOM  # noqa: E402  (random_uniform)
 
-EXPORT.update(EXPORT_EXTRA)
+EXPORT.update(**EXPORT_INDEX, **EXPORT_RANDOM)

@@ -14,12 +14,17 @@ the same inputs with the same errors.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..ir.dtypes import to_numpy
 from ..ir.errors import RunError, TapeirError
 from ..ir.pytree import flatten, unflatten
-from ..ir.types import factors, resolve_dim
+from ..ir.types import dim_sub, linear_in_one, poly, resolve_dim, solve, substitute, symbols_of
+
+
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _is_leaf(x) -> bool:
@@ -32,6 +37,16 @@ class Signature:
     def __init__(self, graph):
         self.graph = graph
         self.specs = [(v.name, v.type.dtype, to_numpy(v.type.dtype), v.type.shape) for v in graph.inputs]
+        self.constraints = size_constraints(graph)
+
+    def subset(self, positions) -> "Signature":
+        """The checks of some inputs only (a training loop checks its batch per step, its
+        parameters once), with the size constraints those inputs' symbols decide."""
+        sub = Signature.__new__(Signature)
+        sub.graph, sub.specs = self.graph, [self.specs[k] for k in positions]
+        bound = {s for _, _, _, shape in sub.specs for d in shape for s in symbols_of(d)}
+        sub.constraints = [(d, what) for d, what in self.constraints if set(symbols_of(d)) <= bound]
+        return sub
 
     def flatten(self, args) -> list:
         """The leaves of the call's arguments, in graph input order; checks their structure."""
@@ -75,9 +90,8 @@ class Signature:
                         raise RunError(f"input {name} has shape {x.shape}, the graph expects "
                                        f"[{','.join(map(str, shape))}] (axis {axis}: {n} vs {d})")
                 else:
-                    coef, syms = factors(d)
-                    if len(syms) == 1 and coef == 1:
-                        if bindings.setdefault(syms[0], n) != n:
+                    if _SYMBOL.match(d):
+                        if bindings.setdefault(d, n) != n:
                             raise RunError(f"input {name} axis {axis} binds {d}={n}, but an earlier input "
                                            f"bound {d}={bindings[d]}", hint="all uses of a symbolic dim must agree")
                     else:
@@ -91,31 +105,72 @@ class Signature:
                 raise RunError(f"input {name} axis {axis} has size {d}, whose symbols no input binds alone") from None
             if want != n:
                 raise RunError(f"input {name} axis {axis} is {n}, but {d} = {want}")
+        if self.constraints:
+            check_sizes(self.constraints, bindings)
         return arrays, bindings
 
 
 def _solve_products(deferred, bindings) -> None:
-    """Bind a symbol that only products give: an input axis of size 2*B binds B = n / 2
-    (and B*T binds T once B is known), as the ONNX export does (onnx_export `_symbol`)."""
+    """Bind a symbol that only products and sums give: an input axis of size 2*B binds
+    B = n / 2, T+1 binds T = n - 1, and B*T binds T once B is known, as the ONNX export does
+    (onnx_export `_symbol`)."""
     progress = True
     while progress:
         progress = False
         for name, axis, d, n in deferred:
-            coef, syms = factors(d)
-            unknown = sorted(set(s for s in syms if s not in bindings))
-            if len(unknown) != 1 or syms.count(unknown[0]) != 1:
+            unknown = [s for s in symbols_of(d) if s not in bindings]
+            if len(unknown) != 1:
                 continue
-            known = coef
-            for s in syms:
-                if s != unknown[0]:
-                    known *= bindings[s]
-            if not known:
-                continue
-            if n % known:
-                raise RunError(f"input {name} axis {axis} is {n}, which is not {d} for any {unknown[0]} "
-                               f"(not a multiple of {known})")
-            bindings[unknown[0]] = n // known
+            solve(d, n, bindings)
+            if unknown[0] not in bindings:
+                why = ""
+                lin = linear_in_one(substitute(d, bindings))
+                if lin is not None:
+                    a, c = lin[1], lin[2]
+                    why = (f" (less than {c})" if n < c else
+                           f" (not a multiple of {a})" if not c else f" ({n} - {c} is not a multiple of {a})")
+                raise RunError(f"input {name} axis {axis} is {n}, which is not {d} for any size {unknown[0]}{why}")
             progress = True
+
+
+def size_constraints(graph) -> list:
+    """(dim, what) pairs: sizes that must not be negative once the symbols are bound. Dims
+    with a minus (T-1, after x[:, 1:]), a slice's room past its stop (n - stop) and symbolic
+    pads; the type rules cannot check them, so the backends do per call (numpy would clamp a
+    slice, onnxruntime too, and the result would not have its type's size)."""
+    out: dict = {}
+
+    def need(d, what):
+        if isinstance(d, str) and any(c < 0 for c in poly(d).values()) and d not in out:
+            out[d] = what
+    for v in graph.inputs:
+        for d in v.type.shape:
+            need(d, f"input {v.name}")
+    for n in graph.nodes:
+        where = f"{n.op} (at {n.source})" if n.source else n.op
+        for o in n.outputs:
+            for d in o.type.shape:
+                need(d, f"the result of {where}")
+        if n.op == "slice":
+            shape = n.inputs[0].type.shape
+            for a, start, stop in zip(n.attrs["axes"], n.attrs["starts"], n.attrs["stops"]):
+                if isinstance(start, str) or isinstance(stop, str) or isinstance(shape[a], str):
+                    need(dim_sub(shape[a], stop), f"{where}: the axis size {shape[a]} less the slice's stop {stop}")
+                    need(start, f"{where}: the slice's start")
+        elif n.op == "pad":
+            for d in n.attrs["pads"]:
+                need(d, f"{where}: a pad width")
+    return list(out.items())
+
+
+def check_sizes(constraints, bindings) -> None:
+    for d, what in constraints:
+        size = resolve_dim(d, bindings)
+        if size < 0:
+            bound = ", ".join(f"{s}={bindings[s]}" for s in symbols_of(d))
+            raise RunError(f"{what}: the size {d} is {size} when {bound}",
+                           hint="a slice of a symbolic axis needs the axis to be long enough "
+                                "(x[:, 1:] needs T >= 1); pass longer inputs")
 
 
 def check_options(backend: str, options: dict, valid: tuple) -> None:

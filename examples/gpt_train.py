@@ -117,7 +117,7 @@ def gpt_module(seed: int = 0):
 
 
 def export(model, path: str, batch: int) -> None:
-    """torch.onnx.export, TorchScript exporter, input [batch, CONTEXT] with a symbolic batch.
+    """torch.onnx.export, TorchScript exporter, input [batch, seq] (both symbolic, seq <= CONTEXT).
 
     Export for training keeps one initializer per parameter, under the parameter's name. In the
     default eval mode the exporter merges initializers with equal values (every LayerNorm
@@ -130,7 +130,7 @@ def export(model, path: str, batch: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(batch, CONTEXT, dtype=torch.long),), path, dynamo=False,
-                          input_names=["idx"], output_names=["logits"], dynamic_axes={"idx": {0: "batch"}},
+                          input_names=["idx"], output_names=["logits"], dynamic_axes={"idx": {0: "batch", 1: "seq"}},
                           training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
 
 

@@ -16,6 +16,7 @@ import sys
 from ..ir.builder import Builder
 from ..ir.dtypes import FLOATS, INTS, dtype_of, to_numpy
 from ..ir.errors import TraceError
+from ..ir.types import dim_sub, dim_sum
 from .tensor import Tensor
 from .tracer import current_builder, user_source
 
@@ -499,10 +500,42 @@ def _slice_text(i: slice) -> str:
     return text if i.step is None else f"{text}:{i.step}"
 
 
+def _symbolic_slice(x, axis, n, i: slice):
+    """(start, stop) dims of a step-1 slice on a symbolic axis, or with a symbolic bound; None
+    for the whole axis. A negative int counts from the end (x[:, :-1] of T stops at T-1). The
+    bounds are not clamped, as numpy's are: the backends check 0 <= start <= stop <= n when
+    the sizes are bound (x[:, 1:] needs T >= 1)."""
+    if i.step not in (None, 1):
+        raise TraceError(f"cannot slice axis {axis} ({n}) of {x.type} with '{_slice_text(i)}': a slice on a "
+                         "symbolic axis, or with a symbolic bound, takes step 1",
+                         where=user_source(),
+                         hint="slice with step 1, or trace with a fixed size on that axis")
+
+    def bound(b, default):
+        if b is None:
+            return default
+        if isinstance(b, str):
+            return str(b)
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
+            raise TraceError(f"slice bound {b!r} on axis {axis} of {x.type} is not an int or a dim",
+                             where=user_source())
+        return int(b) if b >= 0 else dim_sum([n, int(b)])
+    start, stop = bound(i.start, 0), bound(i.stop, n)
+    if start == 0 and stop == n:
+        return None
+    if any(isinstance(d, int) and d < 0 for d in (start, dim_sub(stop, start), dim_sub(n, stop))):
+        raise TraceError(f"slice '{_slice_text(i)}' of axis {axis} ({n}) of {x.type} has a negative size or "
+                         f"runs past the end ({start}:{stop})", where=user_source(),
+                         hint="on a symbolic axis the bounds are not clamped: 0 <= start <= stop <= the axis size")
+    return start, stop
+
+
 def getitem(x: Tensor, index) -> Tensor:
     """`x[index]`: basic indexing with ints, slices, ... and None, as numpy's.
 
-    Records slice, squeeze and unsqueeze ops. A symbolic axis takes only `:`.
+    Records slice, squeeze and unsqueeze ops. On a symbolic axis a slice takes step 1 and
+    its size is a dim (x[:, 1:] of [B, T] is [B, T-1]); its bounds are checked, not clamped,
+    when the graph runs.
 
     >>> import numpy as np, tapeir as tp
     >>> x = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -510,6 +543,8 @@ def getitem(x: Tensor, index) -> Tensor:
     [2.0, 8.0]
     >>> tp.trace(lambda x: x[..., None, 1:], tp.Spec(("B", 3))).outputs[0].type
     f32[B,1,2]
+    >>> tp.trace(lambda x: x[:, 1:] - x[:, :-1], tp.Spec(("B", "T"))).outputs[0].type
+    f32[B,T-1]
     """
     if not isinstance(index, tuple):
         index = (index,)
@@ -541,17 +576,11 @@ def getitem(x: Tensor, index) -> Tensor:
             continue
         n = x.shape[axis]
         if isinstance(i, slice):
-            if i.start is not None or i.stop is not None or i.step not in (None, 1):
-                if not isinstance(n, int):
-                    # x[:, 1:] of a symbolic T would be T - 1: dims are products (B, 4*T), never differences
-                    raise TraceError(f"cannot slice symbolic axis {axis} ({n}) of {x.type} with "
-                                     f"'{_slice_text(i)}': tapeir's dims are products of symbols and integers "
-                                     f"(B, 4*T, B*T), never sums or differences ({n}-1, {n}+1)",
-                                     where=user_source(),
-                                     hint="only ':' keeps a symbolic axis; slice outside the graph and pass the "
-                                          "pieces as inputs of symbolic size (a language model's inputs "
-                                          "tokens[:, :-1] and targets tokens[:, 1:], both [B, T]), or trace "
-                                          "with a fixed size on that axis")
+            if not isinstance(n, int) or isinstance(i.start, str) or isinstance(i.stop, str):
+                bounds = _symbolic_slice(x, axis, n, i)
+                if bounds is not None:
+                    axes.append(axis); starts.append(bounds[0]); stops.append(bounds[1]); steps.append(1)
+            elif i.start is not None or i.stop is not None or i.step not in (None, 1):
                 s, e, st = i.indices(n)
                 if not range(s, e, st):  # empty: indices() may give start -1 (x[-9::-1]), which slice rejects
                     s, e, st = 0, 0, 1
@@ -677,7 +706,11 @@ def pad(x, pad_width, constant_values: float = 0.0):
     [9.0, 1.0, 2.0, 9.0, 9.0]
     """
     x = _t(x, "pad")
-    pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
+    symbolic = isinstance(pad_width, str) or any(
+        isinstance(w, str) or (isinstance(w, (tuple, list)) and any(isinstance(v, str) for v in w))
+        for w in (pad_width if isinstance(pad_width, (tuple, list)) else ()))
+    # symbolic widths (a dim such as "T-5") keep their strings: numpy would make them text
+    pw = np.broadcast_to(np.asarray(pad_width, dtype=object if symbolic else np.int64), (x.ndim, 2))
     return apply_op("pad", [x], {"pads": tuple(pw[:, 0]) + tuple(pw[:, 1]), "value": constant_values})
 
 

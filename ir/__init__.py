@@ -1,6 +1,8 @@
 """The IR: dtypes, types, the op registry, Value/Node/Graph, text form, verifier."""
-from . import ops as _ops  # noqa: F401  (fills the registry)
-from . import ops_extra as _ops_extra  # noqa: F401  (and issue 11's ops: argmax, take, einsum, ...)
+from . import ops as _ops  # noqa: F401  (fills the registry; then the op families beyond it)
+from . import ops_index as _ops_index  # noqa: F401  (argmax, argmin, take, scatter_add, cumsum, trilu)
+from . import ops_nn as _ops_nn  # noqa: F401  (einsum, batch_norm)
+from . import ops_random as _ops_random  # noqa: F401  (random_uniform)
 from .dtypes import DTYPES, dtype_of
 from .errors import ParseError, RunError, TapeirError, TraceError, TypeRuleError, VerifyError
 from .graph import Graph, Node, Value, constant

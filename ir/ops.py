@@ -10,7 +10,7 @@ from __future__ import annotations
 from .dtypes import FLOATS, INTS
 from .errors import TypeRuleError
 from .registry import OPS, Attr, Category, register
-from .types import TensorType, dim_divide, dim_product, solve, substitute
+from .types import TensorType, dim_divide, dim_product, dim_sub, dim_sum, solve, substitute
 from .windows import conv_out, conv_transpose_out
 
 E, R, S = Category.ELEMENTWISE, Category.REDUCE, Category.SHAPE
@@ -200,20 +200,16 @@ def concatenate_rule(op, ts, attrs):
         if t.rank != first.rank or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
             raise TypeRuleError(f"concatenate: shapes differ off axis {axis} ({_fmt(ts)})",
                                 hint=f"all operands need the same rank and sizes except on axis {axis}")
-    sizes = [t.shape[axis] for t in ts]
-    if not all(isinstance(s, int) for s in sizes):
-        # the sizes would add (T + 1, T + T): a dim is a product of symbols and an integer (B,
-        # 4*T, B*T), never a sum, and the gradient's slices back would need symbolic offsets
-        raise TypeRuleError(f"concatenate: cannot concatenate along symbolic axis {axis} ({_fmt(ts)}): the result "
-                            f"would have {' + '.join(map(str, sizes))} elements, and tapeir's dims are products "
-                            "(B, 4*T, B*T), never sums",
-                            hint="give that axis a fixed size when tracing, concatenate along a static axis, or "
-                                 "build the longer tensor outside the graph and pass it in (a fixed-context "
-                                 "buffer plus a position mask, as GPT decoders do)")
-    return [first.with_shape(first.shape[:axis] + (sum(sizes),) + first.shape[axis + 1:])]
+    size = dim_sum(t.shape[axis] for t in ts)  # T + 1 on a symbolic axis is the dim "T+1"
+    return [first.with_shape(first.shape[:axis] + (size,) + first.shape[axis + 1:])]
 
 
 def slice_rule(op, ts, attrs):
+    """x[start:stop:step] on each of `axes`. On a static axis the bounds are ints, normalized
+    by the frontend (0 <= start <= n, -1 <= stop <= n). On a symbolic axis (or with a
+    symbolic bound: a static buffer cut to a sequence length T) the step is 1 and the bounds
+    are dims with start <= stop <= n, which the backends check when the sizes are bound (the
+    result's size stop - start must not be negative)."""
     t = ts[0]
     axes, starts, stops, steps = attrs["axes"], attrs["starts"], attrs["stops"], attrs["steps"]
     if not len(axes) == len(starts) == len(stops) == len(steps):
@@ -223,13 +219,18 @@ def slice_rule(op, ts, attrs):
     shape = list(t.shape)
     for a, start, stop, step in zip(axes, starts, stops, steps):
         n = shape[a]
-        if not isinstance(n, int):
-            raise TypeRuleError(f"slice: axis {a} of {t} is symbolic; only full slices (:) keep it",
-                                hint="slice static axes only; a symbolic (batch) axis can only be kept whole")
-        if step == 0 or not (0 <= start <= n and -1 <= stop <= n):
-            raise TypeRuleError(f"slice: bounds {start}:{stop}:{step} invalid for axis {a} of size {n}",
-                                hint="starts and stops are clamped to the axis size; step must not be 0")
-        shape[a] = len(range(start, stop, step))
+        if isinstance(n, int) and isinstance(start, int) and isinstance(stop, int):
+            if step == 0 or not (0 <= start <= n and -1 <= stop <= n):
+                raise TypeRuleError(f"slice: bounds {start}:{stop}:{step} invalid for axis {a} of size {n}",
+                                    hint="starts and stops are clamped to the axis size; step must not be 0")
+            shape[a] = len(range(start, stop, step))
+            continue
+        size, past = dim_sub(stop, start), dim_sub(n, stop)
+        if step != 1 or any(isinstance(d, int) and d < 0 for d in (start, size, past)):
+            raise TypeRuleError(f"slice: bounds {start}:{stop}:{step} invalid for axis {a} of {t}",
+                                hint="on a symbolic axis, or with a symbolic bound, the step is 1 and "
+                                     "0 <= start <= stop <= the axis size")
+        shape[a] = size
     return [t.with_shape(shape)]
 
 
@@ -356,18 +357,11 @@ def pad_to_rule(op, ts, attrs):
 
 def pad_rule(op, ts, attrs):
     t, pads = ts[0], attrs["pads"]
-    if len(pads) != 2 * t.rank or min(pads, default=0) < 0:
-        raise TypeRuleError(f"{op}: pads {list(pads)} must be {2 * t.rank} non-negative ints for {t} "
+    if len(pads) != 2 * t.rank or any(isinstance(d, int) and d < 0 for d in pads):
+        raise TypeRuleError(f"{op}: pads {list(pads)} must be {2 * t.rank} non-negative sizes for {t} "
                             "(all befores, then all afters)",
                             hint="numpy-style pads: all the befores, then all the afters")
-    shape = []
-    for i, d in enumerate(t.shape):
-        extra = pads[i] + pads[t.rank + i]
-        if extra and not isinstance(d, int):
-            raise TypeRuleError(f"{op}: cannot pad symbolic axis {i} of {t}",
-                                hint="pad static axes only")
-        shape.append(d + extra if extra else d)
-    return [t.with_shape(shape)]
+    return [t.with_shape([dim_sum((d, pads[i], pads[t.rank + i])) for i, d in enumerate(t.shape)])]
 
 
 def pool_rule(op, ts, attrs):
@@ -466,9 +460,9 @@ register("reshape", 1, S, reshape_rule, {"shape": Attr("shape")}, onnx="Reshape"
 register("transpose", 1, S, transpose_rule, {"perm": Attr("ints")}, onnx="Transpose")
 register("broadcast_to", 1, S, broadcast_to_rule, {"shape": Attr("shape")}, onnx="Expand")
 register("concatenate", (1, None), S, concatenate_rule, {"axis": Attr("int")}, onnx="Concat")
-register("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("ints"),
-                                     "stops": Attr("ints"), "steps": Attr("ints")}, onnx="Slice")
-register("pad", 1, S, pad_rule, {"pads": Attr("ints"), "value": Attr("float", 0.0)}, onnx="Pad")
+register("slice", 1, S, slice_rule, {"axes": Attr("ints"), "starts": Attr("dims"),
+                                     "stops": Attr("dims"), "steps": Attr("ints")}, onnx="Slice")
+register("pad", 1, S, pad_rule, {"pads": Attr("dims"), "value": Attr("float", 0.0)}, onnx="Pad")
 # run-time sizes: a symbolic dim is only known when the graph runs, so these ops read it
 # from the shape of an operand (`ref`, never differentiated): arange over a dim (positions
 # over a symbolic sequence), a leading slice to a dim (a causal-mask buffer cut to the

@@ -8,7 +8,7 @@ NUMBER, STRING, and `# ...` to end of line, which is a node's source):
     typetree := type | "{" [NAME ":" typetree ("," ...)*] "}" | "[" [typetree ("," ...)*] "]"
               | "(" [typetree ("," typetree)* [","]] ")"
     type     := DTYPE "[" [dim ("," dim)*] "]"          DTYPE: f16 f32 f64 i32 i64 bool
-    dim      := (INT | NAME) ("*" (INT | NAME))*
+    dim      := ["-"] term (("+" | "-") term)*     term := (INT | NAME) ("*" (INT | NAME))*
     stmt     := binder ("," binder)* "=" (const | call [SOURCE] graph*) [SOURCE]
                 (a call's graph-valued attributes, such as a fused node's body, follow
                  its line as nested graphs, in attribute-name order; a body sees only
@@ -57,7 +57,7 @@ _TOKEN = re.compile(r"""
   | (?P<ref>%c?[0-9]+)
   | (?P<number>-?(?:[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?|inf(?![A-Za-z0-9_.])))
   | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
-  | (?P<punct>[(){}\[\],:=*])
+  | (?P<punct>[(){}\[\],:=*+-])
 """, re.X)
 _WS = re.compile(r"[ \t\r\n]*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
@@ -68,7 +68,7 @@ WINDOW = 100            # an error on a longer line quotes this many characters 
 # ---- the fast path: one regex per statement line, in the exact form the printer writes ----
 # A line it does not match (or matches but cannot settle: an unknown op, an undefined
 # operand, a bad type) is parsed again by the token parser below, which gives the errors.
-_TYPE = r"[a-z0-9]+\[[A-Za-z0-9_.,*]*\]"
+_TYPE = r"[a-z0-9]+\[[A-Za-z0-9_.,*+-]*\]"
 _SCAL = r'-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|-?inf|nan|true|false|none|"[^"\\\x00-\x1f]*"'
 _FAST = re.compile(
     rf"(%[0-9]+): ({_TYPE})((?:, %[0-9]+: {_TYPE})*)"  # the first binder, then any more
@@ -77,7 +77,8 @@ _FAST = re.compile(
     r"(?: +#([^\n]*))?"                                # source
     r"[ \t\r]*(?=\n|\Z)[ \t\r\n]*")                   # the line's end, and blanks up to the next token
 _TYPE_PARTS = re.compile(r"([a-z0-9]+)\[(.*)\]\Z")
-_DIM = re.compile(r"(?:[0-9]{1,18}|[A-Za-z_][A-Za-z0-9_.]*)(?:\*(?:[0-9]{1,18}|[A-Za-z_][A-Za-z0-9_.]*))*\Z")
+_TERM = r"(?:[0-9]{1,18}|[A-Za-z_][A-Za-z0-9_.]*)(?:\*(?:[0-9]{1,18}|[A-Za-z_][A-Za-z0-9_.]*))*"
+_DIM = re.compile(rf"-?{_TERM}(?:[+-]{_TERM})*\Z")
 _ATTR = re.compile(rf'([A-Za-z_][A-Za-z0-9_.]*)=((?:{_SCAL})|\[(?:(?:{_SCAL})(?:, (?:{_SCAL}))*)?\])(?:, |\Z)')
 _SCAL_RE = re.compile(_SCAL)
 _WORDS = {"true": True, "false": False, "none": None}
@@ -478,12 +479,29 @@ class _Parser:
             raise self.error(t.pos, e.problem) from None
 
     def dim(self):
-        parts = [self.dim_part()]
+        # a number token may carry the term's sign ("T-1" lexes as T, -1)
+        text = "-" if self.accept("-") else ""
+        text += self.term()
+        while True:
+            t = self.tok
+            if self.accept("+") or self.accept("-"):
+                text += t.text + self.term()
+            elif t.kind == "number" and t.text.startswith("-"):
+                text += self.term()
+            else:
+                break
+        return text  # TensorType makes it canonical (an int when it has no symbol)
+
+    def term(self) -> str:
+        t = self.tok
+        if t.kind == "number" and t.text.startswith("-") and t.text[1:].isdigit():
+            self.next()  # a signed constant, as in "T-1"
+            text = str(self.integer(t))
+        else:
+            text = str(self.dim_part())
         while self.accept("*"):
-            parts.append(self.dim_part())
-        if len(parts) == 1:
-            return parts[0]
-        return "*".join(str(p) for p in parts)
+            text += "*" + str(self.dim_part())
+        return text
 
     def dim_part(self):
         t = self.tok

@@ -144,6 +144,9 @@ REFERENCE = {
     "fused": _fused,
 }
 
-from .reference_extra import REFERENCE_EXTRA  # noqa: E402  (issue 11's ops: argmax, take, einsum, ...)
+# the op families beyond ir/ops.py (ir/ops_index.py, ops_nn.py, ops_random.py), one module each
+from .reference_index import REFERENCE_INDEX  # noqa: E402
+from .reference_nn import REFERENCE_NN  # noqa: E402
+from .reference_random import REFERENCE_RANDOM  # noqa: E402
 
-REFERENCE.update(REFERENCE_EXTRA)
+REFERENCE.update(**REFERENCE_INDEX, **REFERENCE_NN, **REFERENCE_RANDOM)

@@ -19,8 +19,8 @@ from enum import Enum
 from typing import Any, Callable
 
 from .dtypes import dtype_of
-from .errors import TypeRuleError
-from .types import TensorType, check_dim
+from .errors import TapeirError, TypeRuleError
+from .types import TensorType, check_dim, from_poly, poly
 
 
 class Category(Enum):
@@ -43,7 +43,9 @@ class Attr:
     """One attribute in an op's schema: its kind, default and allowed values.
 
     kinds: int, float, bool, str, dtype, ints (tuple of ints), shape (tuple of dims,
-    -1 allowed), float? (a float or None), graph (a nested Graph: a fused node's body).
+    -1 allowed), dims (tuple of signed ints and symbolic dims: offsets such as a slice's
+    stop "T-1" on a symbolic axis), float? (a float or None), graph (a nested Graph: a
+    fused node's body).
     """
 
     kind: str
@@ -97,6 +99,13 @@ class Attr:
 
             if not isinstance(value, Graph):
                 raise bad("a Graph")
+        elif k == "dims":
+            if not isinstance(value, (tuple, list)):
+                raise bad("a list of ints and symbolic dims")
+            try:
+                value = tuple(from_poly(poly(v)) if isinstance(v, str) else _signed(v) for v in value)
+            except TapeirError as e:
+                raise bad(f"a list of ints and symbolic dims ({e.problem})") from None
         elif k == "shape":
             if not isinstance(value, (tuple, list)):
                 raise bad("a shape (list of ints and symbols)")
@@ -108,6 +117,15 @@ class Attr:
                 f"{op}: attribute {name}={value!r} is not one of {list(self.choices)}"
             )
         return value
+
+
+def _signed(v) -> int:
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise TypeError(v)
+    v = int(v)
+    if not -2 ** 63 <= v < 2 ** 63:
+        raise OverflowError(v)
+    return v
 
 
 TypeRule = Callable[[str, list, dict], list]
@@ -139,7 +157,7 @@ class OpDef:
     @functools.cached_property
     def shape_attrs(self) -> tuple[str, ...]:
         """Attributes holding shapes: their symbolic dims are substituted or bound per call."""
-        return tuple(k for k, a in self.attrs.items() if a.kind == "shape")
+        return tuple(k for k, a in self.attrs.items() if a.kind in ("shape", "dims"))
 
     def check_arity(self, n: int) -> None:
         lo, hi = self.arity

@@ -529,6 +529,8 @@ def _nll_loss(g, x, y, a):
     return [-(onehot * w), None]
 
 
-from .vjp_rules_extra import VJP_EXTRA  # noqa: E402  (issue 11's ops: take, einsum, cumsum, ...)
+# the op families beyond ir/ops.py (ir/ops_index.py, ops_nn.py; ops_random.py has no gradient)
+from .vjp_rules_index import VJP_INDEX  # noqa: E402  (take, scatter_add, cumsum, trilu)
+from .vjp_rules_nn import VJP_NN  # noqa: E402  (einsum, batch_norm)
 
-VJP.update(VJP_EXTRA)
+VJP.update(**VJP_INDEX, **VJP_NN)

@@ -18,8 +18,12 @@ if not _os.path.isdir(_os.path.join(__path__[0], "ir")):
 from .backends.numpy_backend import compile_numpy as _compile_numpy
 from .frontend import functions as _functions
 from .frontend.functions import *  # noqa: F401,F403  (the tp.* functions: their __all__)
-from .frontend import functions_extra as _functions_extra
-from .frontend.functions_extra import *  # noqa: F401,F403  (issue 11's: argmax, take, einsum, dropout, ...)
+from .frontend import functions_index as _functions_index, functions_nn as _functions_nn
+from .frontend import functions_random as _functions_random, functions_shape as _functions_shape
+from .frontend.functions_index import *  # noqa: F401,F403  (argmax, take, embedding, cumsum, triu, ...)
+from .frontend.functions_nn import *  # noqa: F401,F403  (einsum, var, std, batch_norm)
+from .frontend.functions_random import *  # noqa: F401,F403  (random_uniform, random_normal, dropout)
+from .frontend.functions_shape import *  # noqa: F401,F403  (stack, flatten, split)
 from .frontend.tensor import Tensor
 from .frontend.tracer import Spec
 from .frontend.tracing import call, trace
@@ -37,7 +41,8 @@ from .ir.graph import require_graph
 _optimize = optimize  # compile's keyword of that name shadows the function there
 
 __all__ = [
-    *_functions.__all__, *_functions_extra.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "fuse", "optimize", "OPS", "Graph",
+    *_functions.__all__, *_functions_index.__all__, *_functions_nn.__all__,
+    *_functions_random.__all__, *_functions_shape.__all__, "Tensor", "Spec", "call", "trace", "grad", "value_and_grad", "fuse", "optimize", "OPS", "Graph",
     "ParseError", "RunError", "TapeirError", "TensorType", "TraceError", "TypeRuleError", "VerifyError",
     "load", "parse", "save", "verify", "to_onnx", "save_onnx", "compile", "from_onnx", "run", "BACKENDS",
     "__version__", "optim", "init_state", "training_step", "bind", "fit",

@@ -150,9 +150,7 @@ def _c(a: np.ndarray) -> np.ndarray:
 
 def _checker(fn, positions) -> Signature:
     """The backend's input checks (dtypes, ranks, static and symbolic dims) for some inputs only."""
-    chk = Signature.__new__(Signature)
-    chk.graph, chk.specs = fn.graph, [fn.signature.specs[k] for k in positions]
-    return chk
+    return fn.signature.subset(positions)
 
 
 class _Progress:

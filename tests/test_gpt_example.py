@@ -43,22 +43,25 @@ def test_gpt_trained_in_onnxruntime_tracks_torch_adam(tmp_path):
     art = tmp_path / "artifacts"
     step = ort.InferenceSession(str(art / "training_step.onnx"))
     shapes = {i.name: i.shape for i in step.get_inputs()}
-    assert shapes["idx"] == shapes["target"] == ["batch", gpt.CONTEXT]
+    assert shapes["idx"] == shapes["target"] == ["batch", "seq"]
     # every torch parameter is one trained input under its own name (export in training mode)
     model = gpt.gpt_module()
     assert {f"params.{n}" for n, _ in model.named_parameters()} == {k for k in shapes if k.startswith("params.")}
     evaluate = ort.InferenceSession(str(art / "eval.onnx"))
-    assert [o.shape for o in evaluate.get_outputs()] == [["batch", gpt.CONTEXT, gpt.VOCAB]]
-    # the symbolic batch: eval.onnx at another batch size gives the torch model's logits
+    assert [o.shape for o in evaluate.get_outputs()] == [["batch", "seq", gpt.VOCAB]]
+    # symbolic batch and sequence (positions by Range over T, the mask buffer sliced to T):
+    # eval.onnx at another batch size and shorter sequences gives the torch model's logits
     import torch
 
     x = next(gpt.batches(gpt.encode(gpt.make_text()), 1, 2))[0]
     state = dict(np.load(art / "checkpoint.npz"))
-    logits = evaluate.run(None, {**{k: v for k, v in state.items() if k.startswith("params.")}, "idx": x})[0]
-    with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
-    assert_close(logits, expected, dtype="float32", ulps=ONNXRUNTIME, scale=float(np.abs(expected).max()),
-                 why="onnxruntime's kernels (erf in GELU, exp in softmax) vs PyTorch's")
+    for steps in (gpt.CONTEXT, 9):
+        logits = evaluate.run(None, {**{k: v for k, v in state.items() if k.startswith("params.")},
+                                     "idx": x[:, :steps]})[0]
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x[:, :steps])).numpy()
+        assert_close(logits, expected, dtype="float32", ulps=ONNXRUNTIME, scale=float(np.abs(expected).max()),
+                     why="onnxruntime's kernels (erf in GELU, exp in softmax) vs PyTorch's")
 
 
 def test_text_and_batches_are_deterministic_and_in_vocabulary():

@@ -28,7 +28,7 @@ Rules:
   5. Dropout in training mode (ratio > 0, training_mode known true; opset < 7: is_test=0)
      gets its own int64 scalar key input, `dropout_key.<node name>` (nodes without a name:
      `Dropout#<index>`), after every other input: its mask is tapeir's
-     random_uniform(key, x.shape) >= ratio (frontend/functions_extra.dropout), so a
+     random_uniform(key, x.shape) >= ratio (frontend/functions_random.dropout), so a
      training step stays one pure graph and a new key per step draws a new mask. numpy and
      onnxruntime (after tp.to_onnx) draw the same mask bit for bit; it is not the mask the
      original Dropout node would draw in onnxruntime (its own RNG, seeded by `seed`).
@@ -54,7 +54,7 @@ from ..tracing import trace
 from ...ir.errors import TapeirError
 from ...ir.graph import Graph
 from ...ir.registry import ONNX_DOMAIN
-from ...ir.types import factors
+from ...ir.types import max_coefficient
 from ...ir.verifier import verify
 from .fold import can_fold, fold
 from .node import MAX_CONSTANT_BYTES, MAX_NODES, ONNX_DTYPES, Limits, OnnxNode, dim_sources, elem_name, \
@@ -211,7 +211,7 @@ def _spec(vi, symbols: DimSymbols, label) -> Spec:
             dims.append(d.dim_value)
         else:
             dims.append(symbols(d.dim_param) if d.dim_param else symbols((vi.name, axis), f"{vi.name}_{axis}"))
-            if factors(dims[-1])[0] >= 2**63:
+            if max_coefficient(dims[-1]) >= 2**63:
                 raise TapeirError(f"{where}: dim {d.dim_param!r} has a factor of 2**63 or more",
                                   hint="ONNX dims are int64")
     return Spec(dims, ONNX_DTYPES[tt.elem_type])

@@ -25,7 +25,8 @@ import math
 import numpy as np
 
 from .. import functions as F
-from .. import functions_extra as FX
+from .. import functions_index as FI
+from .. import functions_nn as FN
 from ..tensor import Tensor
 from .node import check_constant, constant_fits, is_static, prod, rank_of, reshape, shape_of
 
@@ -55,7 +56,7 @@ def one_hot(labels, classes: int, dtype, axis: int):
 def _gather(n, x, indices):
     axis = n.axis(n.attr("axis", 0), rank_of(x))
     if isinstance(indices, Tensor):
-        return FX.take(x, indices, axis=axis)
+        return FI.take(x, indices, axis=axis)
     size = _static_size(n, x, axis)
     idx = np.asarray(n.ints(indices, "indices"), dtype=np.int64).reshape(indices.shape)
     if ((idx < -size) | (idx >= size)).any():
@@ -71,7 +72,7 @@ def _gather(n, x, indices):
         stop = int(flat[-1]) + step
         y = x[(slice(None),) * axis + (slice(int(flat[0]), None if stop < 0 else stop, step),)]
     else:  # any other known indices: one take of them
-        return FX.take(x, idx, axis=axis)
+        return FI.take(x, idx, axis=axis)
     shape = shape_of(x)
     return reshape(y, shape[:axis] + idx.shape + shape[axis + 1:])
 
@@ -124,11 +125,11 @@ def _trilu(n, x, k=None):
 
 def _cumsum(n, x, axis):
     axis = n.axis(int(n.scalar(axis, "axis")), rank_of(x))
-    return FX.cumsum(x, axis, exclusive=bool(n.attr("exclusive", 0)), reverse=bool(n.attr("reverse", 0)))
+    return FI.cumsum(x, axis, exclusive=bool(n.attr("exclusive", 0)), reverse=bool(n.attr("reverse", 0)))
 
 
 def _einsum(n, *xs):
-    return FX.einsum(n.attr("equation"), *xs)
+    return FN.einsum(n.attr("equation"), *xs)
 
 
 def _range(n, *bounds):
@@ -174,7 +175,7 @@ def _gather_nd(n, data, indices):
             comp = where(less(comp, 0), comp + size, comp)
         flat = comp if flat is None else flat * size + comp
     table = reshape(data, (prod(ds[:b + m]),) + tuple(ds[b + m:]))
-    return FX.take(table, flat, axis=0)
+    return FI.take(table, flat, axis=0)
 
 
 INDEX = {

@@ -10,8 +10,8 @@ import numpy as np
 from onnx import numpy_helper
 
 from .. import functions as F
-from .. import functions_extra as FX
-from ...ir.types import dim_divide, dim_product, factors
+from .. import functions_random as FR
+from ...ir.types import dim_divide, dim_product, dim_sub, dim_sum, poly, symbols_of
 from ..tensor import Tensor
 from .node import INT_MAX, check_constant, constant_fits, dim_source, is_static, is_symbolic, limits, prod, rank_of, \
     reshape, shape_of
@@ -69,20 +69,37 @@ def _slice_index(n, shape, starts, ends, axes, steps):
             raise n.error("a slice step is 0")
         size = shape[a]
         if not isinstance(size, int):
-            if (s, st) == (0, 1) and e >= 2**31 - 1:
-                continue  # the whole symbolic axis
-            raise n.error(f"slicing symbolic axis {a} ({size}) with {s}:{e}:{st}: tapeir's dims are products "
-                          f"(B, 4*T), never sums or differences ({size}-1)",
-                          hint="a full slice and one from 0 to a symbolic end (x[:T], read at run time) import; "
-                               "export with static shapes otherwise")
+            index[a] = _symbolic_bounds(n, a, size, s, e, st)
+            continue
         s, e, st = slice(max(min(s, INT_MAX), -INT_MAX), max(min(e, INT_MAX), -INT_MAX), st).indices(size)
         index[a] = slice(s, None if e < 0 else e, st)
     return tuple(index)
 
 
+def _symbolic_bounds(n, a, size, s, e, st) -> slice:
+    """ONNX Slice bounds on a symbolic axis as a slice of dims (x[1:] of T is T-1 long). They
+    cannot be clamped at import time: the backends check them when T is bound."""
+    if st != 1:
+        raise n.error(f"slicing symbolic axis {a} ({size}) with step {st}",
+                      hint="a slice of a symbolic axis takes step 1; export with static shapes otherwise")
+
+    def bound(b):
+        if isinstance(b, str):
+            return b
+        if b >= 2**31 - 1:  # torch's "to the end" (INT64_MAX)
+            return size
+        if b <= -2**31:  # "from the start" (INT64_MIN)
+            return 0
+        return b if b >= 0 else dim_sum([size, b])
+    return slice(bound(s), bound(e))
+
+
 def _run_time_dim(n, d, what):
     """(tensor, axis) to read symbolic dim `d` from at run time."""
     src = dim_source(d)
+    if src is None and isinstance(d, str) and all(dim_source(s) is not None for s in symbols_of(d)):
+        # T+1, 2*T: no tensor has it, but its symbols are known, so a broadcast scalar has it
+        return F.broadcast_to(np.zeros((), np.bool_), (d,)), 0
     if src is None:
         raise n.error(f"{what} is the symbolic size {d}, which no tensor of the model has as a dim",
                       hint="tapeir computes with a symbolic size at run time only when it is a dim of some "
@@ -95,14 +112,19 @@ def run_time_dims(n, v):
     when the graph runs, for a node that mixes them with tensors (torch's row pick
     h.flatten(0, 1)[arange(B) * T + n - 1]): each symbol is the length of an iota over a
     tensor that has it as a dim, a product of symbols the product of those lengths."""
-    def one(d):
-        coef, syms = factors(d)
-        out = None
-        for s in syms:
-            ref, axis = _run_time_dim(n, s, f"the symbolic size {s}")
-            size = F.sum(F.astype(F.greater_equal(F.apply_op("iota", [ref], {"axis": axis}), 0), "i64"))
-            out = size if out is None else out * size
-        return np.int64(coef) if out is None else out if coef == 1 else out * coef
+    def size(s):
+        ref, axis = _run_time_dim(n, s, f"the symbolic size {s}")
+        return F.sum(F.astype(F.greater_equal(F.apply_op("iota", [ref], {"axis": axis}), 0), "i64"))
+
+    def one(d):  # a sum of products of symbols (T+1, B*T), each symbol's size read once per node
+        total = None
+        for syms, coef in (poly(d).items() if isinstance(d, str) else [((), int(d))]):
+            term = None
+            for s in syms:
+                term = size(s) if term is None else term * size(s)
+            term = np.int64(coef) if term is None else term if coef == 1 else term * coef
+            total = term if total is None else total + term
+        return np.int64(0) if total is None else total
     items = [one(d) for d in v.reshape(-1)]
     if v.ndim == 0:
         return items[0]
@@ -117,11 +139,11 @@ def _slice_symbolic(n, x, starts, ends, axes, steps):
     axes = list(range(len(starts))) if axes is None else [n.axis(a, rank_of(x)) for a in n.ints(axes, "axes")]
     steps = [1] * len(starts) if steps is None else n.ints(steps, "steps")
     static, dynamic = ([], [], [], []), {}
+    general = [slice(None)] * rank_of(x)
     for a, s, e, st in zip(axes, starts, ends, steps):
-        if isinstance(e, str):
-            if isinstance(s, str) or s != 0 or st != 1:
-                raise n.error(f"slicing axis {a} of {list(shape_of(x))} with {s}:{e}:{st}",
-                              hint="tapeir slices to a symbolic end from 0 with step 1 only")
+        if isinstance(s, str) or (isinstance(e, str) and (s != 0 or st != 1)):
+            general[a] = _symbolic_bounds(n, a, shape_of(x)[a], s, e, st)  # x[T-3:T], x[1:T]
+        elif isinstance(e, str):
             if shape_of(x)[a] != e:  # x[:T] of an axis that is T already is the whole axis
                 ref, ref_axis = _run_time_dim(n, e, f"the end of axis {a}")
                 dynamic.setdefault(id(ref), (ref, [], []))
@@ -135,6 +157,8 @@ def _slice_symbolic(n, x, starts, ends, axes, steps):
         y = y[_slice_index(n, shape_of(y), static[1], static[2], static[0], static[3])]
     for ref, a, ra in dynamic.values():
         y = F.apply_op("slice_to", [y, ref], {"axes": a, "ref_axes": ra})
+    if any(i != slice(None) for i in general):
+        y = y[tuple(general)]
     return y
 
 
@@ -290,10 +314,10 @@ def _dropout(n, x, ratio=None, training=None, key=None):
         if not 0 < p <= 1:
             raise n.error(f"ratio {p} is not a probability")
         if p == 1:
-            y, keep = FX.dropout(x, p, key), F.broadcast_to(np.array(False), shape_of(x))
+            y, keep = FR.dropout(x, p, key), F.broadcast_to(np.array(False), shape_of(x))
         else:  # tp.dropout's composite, spelled out to share its mask with the mask output
             dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-            keep = F.greater_equal(FX.random_uniform(key, shape_of(x), dt), p)
+            keep = F.greater_equal(FR.random_uniform(key, shape_of(x), dt), p)
             y = F.where(keep, x * (1.0 / (1.0 - p)), 0.0)
         return (y, keep) if n.wants_output(1) else y
     if not n.wants_output(1):
@@ -402,10 +426,6 @@ def _dimwise(fn, what):
     return rule
 
 
-def _int_only(op):
-    return lambda x, y: op(x, y) if isinstance(x, int) and isinstance(y, int) else (x if y == 0 else None)
-
-
 SYMBOLIC = {
     "Identity": lambda n, x: x,
     # the shape of a vector of dims is static (torch's expand(-1) takes Shape of its target)
@@ -422,8 +442,8 @@ SYMBOLIC = {
     "Reshape": lambda n, x, shape: np.reshape(x, n.ints(shape, "shape")),
     "Mul": _dimwise(lambda x, y: dim_product([x, y]), "*"),
     "Div": _dimwise(dim_divide, "/"),
-    "Add": _dimwise(_int_only(lambda x, y: x + y), "+"),
-    "Sub": _dimwise(_int_only(lambda x, y: x - y), "-"),
+    "Add": _dimwise(lambda x, y: dim_sum([x, y]), "+"),
+    "Sub": _dimwise(dim_sub, "-"),
     "Mod": _dimwise(lambda x, y: x % y if isinstance(x, int) and isinstance(y, int) and y else None, "%"),
     "Equal": lambda n, a, b: _dimwise(_dim_equal, "==")(n, a, b).astype(bool),
     "Where": lambda n, c, a, b: np.where(_known_bool(n, c), _obj(a), _obj(b)),

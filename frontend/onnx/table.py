@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 from .. import functions as F
-from .. import functions_extra as FX
+from .. import functions_index as FI
+from .. import functions_random as FR
 from ...ir.registry import OPS
 from .elementwise import ELEMENTWISE, FOLD_ONLY
 from .index import INDEX
@@ -40,8 +41,8 @@ TAPEIR_FUNCTIONS = {
     "logsumexp": lambda n, x: F.logsumexp(x, axis=tuple(n.attr("axes")), keepdims=bool(n.attr("keepdims", 0))),
     "gelu": lambda n, x: F.gelu(x),
     "gelu_tanh": lambda n, x: F.gelu(x, approximate="tanh"),
-    "scatter_add": lambda n, data, idx, upd: FX.scatter_add(data, idx, upd, axis=0),
-    "random_uniform": lambda n, key, shape: FX.random_uniform(key, n.dims(shape, "shape")),
+    "scatter_add": lambda n, data, idx, upd: FI.scatter_add(data, idx, upd, axis=0),
+    "random_uniform": lambda n, key, shape: FR.random_uniform(key, n.dims(shape, "shape")),
     "pad_to": lambda n, x, ref: F.apply_op("pad_to", [x, ref], {"axes": tuple(n.attr("axes"))}),
 }
 

@@ -24,7 +24,7 @@ from onnx import defs, numpy_helper
 
 from ..tensor import Tensor
 from ...ir.errors import TapeirError
-from ...ir.types import factors
+from ...ir.types import max_coefficient
 from .node import check_constant, limits, sparse_to_dense
 
 
@@ -240,7 +240,7 @@ def check_dim_value(d: int, what: str) -> None:
 def check_big_dims(n, outs) -> None:
     """No IR dim may reach 2**63 (ONNX stores dims as int64): name the node that made one."""
     for v in outs:
-        if isinstance(v, Tensor) and any(factors(d)[0] >= 2**63 for d in v.type.shape):
+        if isinstance(v, Tensor) and any(max_coefficient(d) >= 2**63 for d in v.type.shape):
             raise n.error(f"makes a tensor of type {v.type}, with a dim of 2**63 or more",
                           hint="ONNX dims are int64")
 

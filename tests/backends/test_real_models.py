@@ -73,7 +73,10 @@ _CACHE: dict = {}
 
 @pytest.fixture(scope="module", params=FAST + SLOW)
 def imported(request):
-    name, mode = request.param
+    return _load(*request.param)
+
+
+def _load(name, mode):
     key = (name, mode)
     if key not in _CACHE:
         model, xs, dyn = R.make(name)
@@ -99,6 +102,24 @@ def test_forward_matches_torch_at_two_batch_sizes(imported):
     for batch in (xs, [x[:2] for x in xs]):
         want = model(*[torch.from_numpy(x) for x in batch]).detach().numpy()
         assert_close(tp.run(g, *batch, *params), want, ulps=CHAIN, why=WHY)
+
+
+SEQ = [pytest.param(c, id="-".join(c)) for c in _FAST if c[0] in ("gpt", "gpt_last")]
+SEQ += [pytest.param((name, mode), marks=pytest.mark.slow_export, id=f"{name}-{mode}")
+        for mode in ("dyn_opt", "dyn_raw") for name in ("gpt", "gpt_last", "encoder")]
+
+
+@pytest.mark.parametrize("case", SEQ)
+def test_forward_matches_torch_at_other_sequence_lengths(case):
+    """Models exported with a symbolic sequence (positions by Range over T, a causal-mask
+    buffer sliced to T): a shorter and a longer sequence than the traced one."""
+    name, mode, model, xs, dyn, proto, g, params = _load(*case)
+    assert 1 in dyn[0]
+    for steps in (3, xs[0].shape[1] + 4):
+        batch = [np.resize(xs[0], (xs[0].shape[0], steps))] + [np.minimum(x, steps) for x in xs[1:]]
+        want = model(*[torch.from_numpy(x) for x in batch]).detach().numpy()
+        for backend in ("numpy", "onnxruntime"):
+            assert_close(tp.run(g, *batch, *params, backend=backend), want, ulps=CHAIN, why=WHY, msg=backend)
 
 
 def _loss_and_grads(imported):

@@ -132,7 +132,7 @@ def test_bad_const_declarations(decl, needle):
 @pytest.mark.parametrize("old, new, needle", [
     ("p: {w: f32[3,2]}", "p: {w: f32[3,2], a: f32[1]}", "must be sorted and unique"),
     ("f32[B,3]", "f32[B.x,3]", "bad symbolic dim"),
-    ("f32[B,3]", "f32[-3]", "expected a dim"),
+    ("f32[B,3]", "f32[-3]", "negative size -3"),
     ("add(%0, %c0)", "add(%0, %c0) {alpha=1.0}", "unknown attribute(s) ['alpha']"),
     ("return (%1,)", "return (%1,) trailing", "expected '}', found 'trailing'"),
     ("  return (%1,)\n", "", "expected a statement (%N: type = ...) or 'return', found '}'"),

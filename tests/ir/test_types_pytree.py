@@ -22,7 +22,7 @@ def test_symbolic_dims_are_canonical(d, want):
     assert check_dim(d) == want
 
 
-@pytest.mark.parametrize("d", [-1, True, 2.0, "", "B*", "2B", "a.b", "-3", "B+1", None, "²", "٣"])
+@pytest.mark.parametrize("d", [-1, True, 2.0, "", "B*", "2B", "a.b", "-3", "B+", "+B", "B+-1", "B-", "T-T-1", None, "²", "٣"])
 def test_bad_dims_are_tapeir_errors(d):
     with pytest.raises(TapeirError):
         check_dim(d)

@@ -1,20 +1,11 @@
-"""Reference kernels of ir/ops_extra.py's ops (merged into REFERENCE by ir/reference.py).
+"""Reference kernels of ir/ops_index.py's ops (merged into REFERENCE by ir/reference.py).
 
-random_uniform's hash is written here once, in int64 numpy; backends/onnx_lowering.py
-writes the same integer steps as ONNX ops (RANDOM_STEPS names them for both), so the
-numpy backend and onnxruntime draw bit-identical numbers for the same key.
+Indices are checked here (an out-of-range one is an error when the graph runs); negative
+ones count from the end.
 """
 from __future__ import annotations
 
 import numpy as np
-
-from .ops_extra import RANDOM_PRIME
-
-P = RANDOM_PRIME
-# (key multiplier, key offset, round multiplier) per round: odd constants below P, fixed forever
-# (changing one changes every stream users have seeded)
-RANDOM_ROUNDS = ((1103515245, 12345, 48271), (69069, 1013904223, 16807), (1664525, 22695477, 39373))
-KEY_MULT = 214013
 
 
 def _index(idx, n, op):
@@ -52,38 +43,6 @@ def trilu(x, *, upper, k):
     return (np.triu if upper else np.tril)(x, k)
 
 
-def einsum(*xs, equation):
-    return np.asarray(np.einsum(equation, *xs, optimize=len(xs) > 2), dtype=xs[0].dtype)
-
-
-def batch_norm(x, scale, bias, mean, var, *, epsilon):
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    a = scale / np.sqrt(var + np.asarray(epsilon, x.dtype))
-    return ((x - mean.reshape(shape)) * a.reshape(shape) + bias.reshape(shape)).astype(x.dtype, copy=False)
-
-
-def random_bits(key, shape):
-    """The int64 hash of (key, flat element index), in [0, P): a bijection of the index for
-    each key (x -> x + c, x -> x**5 and x -> m * x are permutations mod the prime P, since
-    gcd(5, P - 1) = 1), so no two elements of one draw share a value."""
-    n = int(np.prod(shape, dtype=np.int64))
-    k = np.int64(key) % P
-    x = np.arange(n, dtype=np.int64).reshape(shape)
-    x = (x + k * KEY_MULT % P) % P
-    for km, ko, m in RANDOM_ROUNDS:
-        x = (x + (k * km + ko) % P) % P
-        x2 = x * x % P
-        x = x2 * x2 % P * x % P
-        x = x * m % P
-    return x
-
-
-def random_uniform(key, *, shape, dtype):
-    bits = random_bits(key, shape) // 128  # the top 24 of 31 bits: exact in float32
-    u = bits.astype(np.float32) * np.float32(2.0 ** -24)
-    return u.astype(dtype, copy=False)
-
-
 def _with(fn, *names):
     return lambda attrs: (lambda *xs: fn(*xs, **{n: attrs[n] for n in names}))
 
@@ -102,17 +61,9 @@ def _arg(fn):
     return make
 
 
-def _random(a):
-    from .dtypes import to_numpy
-    return lambda key: random_uniform(key, shape=tuple(a["shape"]), dtype=to_numpy(a["dtype"]))
-
-
-REFERENCE_EXTRA = {
+REFERENCE_INDEX = {
     "argmax": _arg(np.argmax), "argmin": _arg(np.argmin),
     "take": _with(take, "axis"), "scatter_add": _with(scatter_add, "axis"),
     "cumsum": _with(cumsum, "axis", "exclusive", "reverse"),
     "trilu": _with(trilu, "upper", "k"),
-    "einsum": _with(einsum, "equation"),
-    "batch_norm": _with(batch_norm, "epsilon"),
-    "random_uniform": _random,
 }

@@ -1,50 +1,23 @@
-"""VJP rules of ir/ops_extra.py's differentiable ops (registered into passes/vjp_rules.VJP).
-
-argmax/argmin and random_uniform have no gradient (integer or random outputs).
+"""VJP rules of ir/ops_nn.py's ops: einsum, batch_norm (registered into
+passes/vjp_rules.VJP).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..frontend import functions as F
+from ..frontend import functions_nn as FN
 from ..ir.errors import TraceError
-from ..ir.ops_extra import parse_equation
-from ..frontend import functions_extra as FX
+from ..ir.ops_nn import parse_equation
 
-VJP_EXTRA: dict = {}  # merged into passes/vjp_rules.VJP (which imports this module)
+VJP_NN: dict = {}  # merged into passes/vjp_rules.VJP (which imports this module)
 
 
 def rule(*ops, selective=False):
-    """As vjp_rules.rule, into VJP_EXTRA."""
+    """As vjp_rules.rule, into VJP_NN."""
     def deco(fn):
         fn.selective = selective
-        VJP_EXTRA.update(dict.fromkeys(ops, fn))
+        VJP_NN.update(dict.fromkeys(ops, fn))
         return fn
     return deco
-
-
-@rule("take", selective=True)
-def _take(g, x, y, a, need):
-    table, idx = x
-    if not need[0]:
-        return [None, None]
-    zeros = F.broadcast_to(np.array(0, table.dtype), table.shape)
-    return [FX.scatter_add(zeros, idx, g, axis=a["axis"]), None]
-
-
-@rule("scatter_add", selective=True)
-def _scatter_add(g, x, y, a, need):
-    return [g if need[0] else None, None, FX.take(g, x[1], axis=a["axis"]) if need[2] else None]
-
-
-@rule("cumsum")
-def _cumsum(g, x, y, a):
-    return [FX.cumsum(g, a["axis"], exclusive=a["exclusive"], reverse=not a["reverse"])]
-
-
-@rule("trilu")
-def _trilu(g, x, y, a):
-    return [(FX.triu if a["upper"] else FX.tril)(g, a["k"])]
 
 
 @rule("einsum", selective=True)
@@ -64,7 +37,7 @@ def _einsum(g, x, y, a, need):
         seen = set(out).union(*[set(t) for t, _ in others])
         kept = "".join(ch for ch in s if ch in seen)
         eq = ",".join([t for t, _ in others] + [out]) + "->" + kept
-        gi = FX.einsum(eq, *[o for _, o in others], g)
+        gi = FN.einsum(eq, *[o for _, o in others], g)
         if kept != s:  # broadcast over the letters only x_i had
             gi = F.expand_dims(gi, tuple(k for k, ch in enumerate(s) if ch not in seen))
             gi = F.broadcast_to(gi, xi.shape)
