@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .erf import erf, gelu_exact  # noqa: F401  (erf: the REFERENCE kernel of op erf)
-from .windows import conv_transpose_out, extent, window_counts
+from .reference_conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, windows  # noqa: F401  (REFERENCE's kernels)
 
 
 def sigmoid_into(x, e, t, out):
@@ -121,75 +120,9 @@ def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
     return y.astype(dtype, copy=False)
 
 
-def windows(x, kernel, stride, padding, dilation, fill):
-    """The pooling/convolution windows of NCHW `x` padded with `fill`, as a strided view
-    [N, C, OH, OW, kh, kw] (no copy beyond the padding)."""
-    ph, pw = padding
-    if ph or pw:
-        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-    kh, kw = kernel
-    dh, dw = dilation
-    v = sliding_window_view(x, (extent(kh, dh), extent(kw, dw)), axis=(2, 3))
-    return v[:, :, ::stride[0], ::stride[1], ::dh, ::dw]  # N, C, OH, OW, kh, kw
-
-
-def conv2d(x, w, b=None, *, stride, padding, dilation, groups):
-    n, c = x.shape[:2]
-    o, cg, kh, kw = w.shape
-    win = windows(x, (kh, kw), stride, padding, dilation, 0)  # N, C, OH, OW, kh, kw
-    oh, ow = win.shape[2:4]
-    if groups == 1:
-        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
-        y = (cols @ w.reshape(o, -1).T).reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
-    else:
-        win = win.reshape(n, groups, cg, oh, ow, kh, kw)
-        wg = w.reshape(groups, o // groups, cg, kh, kw)
-        y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(n, o, oh, ow)
-    y = np.ascontiguousarray(y, dtype=x.dtype)
-    if b is not None:
-        y += b.reshape(1, o, 1, 1)
-    return y
-
-
-def conv_transpose2d(g, w, *, stride, padding, dilation, groups, output_padding):
-    """The adjoint of conv2d in its input: one matrix product gives every kernel tap's
-    contribution (col2im's columns, per group), then each tap is added back at its stride."""
-    n, o, oh, ow = g.shape
-    _, cg, kh, kw = w.shape
-    h = conv_transpose_out(oh, kh, stride[0], padding[0], dilation[0], output_padding[0])
-    wd = conv_transpose_out(ow, kw, stride[1], padding[1], dilation[1], output_padding[1])
-    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
-    out = np.zeros((n, groups, cg, hp, wp), dtype=g.dtype)
-    og = o // groups
-    rows = g.reshape(n, groups, og, oh * ow).transpose(1, 0, 3, 2).reshape(groups, n * oh * ow, og)
-    cols = np.matmul(rows, w.reshape(groups, og, cg * kh * kw))        # [groups, n*oh*ow, cg*kh*kw]
-    cols = cols.reshape(groups, n, oh, ow, cg, kh, kw).transpose(1, 0, 4, 5, 6, 2, 3)  # n, g, cg, kh, kw, oh, ow
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dilation[0], j * dilation[1]
-            out[:, :, :, r0:r0 + stride[0] * (oh - 1) + 1:stride[0], c0:c0 + stride[1] * (ow - 1) + 1:stride[1]] \
-                += cols[:, :, :, i, j]
-    out = out.reshape(n, groups * cg, hp, wp)
-    return np.ascontiguousarray(out[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + wd])
-
-
 def pad(x, *, pads, value):
     r = x.ndim
     return np.pad(x, [(pads[i], pads[r + i]) for i in range(r)], constant_values=x.dtype.type(value))
-
-
-def max_pool2d(x, *, kernel, stride, padding, dilation):
-    win = windows(x, kernel, stride, padding, dilation, -np.inf)
-    return np.ascontiguousarray(win.max(axis=(4, 5)))
-
-
-def avg_pool2d(x, *, kernel, stride, padding, dilation, count_include_pad):
-    win = windows(x, kernel, stride, padding, dilation, 0)
-    total = win.sum(axis=(4, 5))
-    if count_include_pad or padding == (0, 0):
-        return (total / np.asarray(kernel[0] * kernel[1], x.dtype)).astype(x.dtype, copy=False)
-    count = window_counts(x.shape[2:], kernel, stride, padding, dilation).astype(x.dtype)
-    return (total / count).astype(x.dtype, copy=False)
 
 
 def _class_axis_last(x, labels):
