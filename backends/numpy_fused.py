@@ -127,6 +127,9 @@ def _in_place(op, attrs, in_types):
             np.copyto(out, x, where=m)
         return leaky, (np.dtype(bool),)
     if op == "where":
+        dt = to_numpy(in_types[1].dtype)
+        if dt == to_numpy(in_types[2].dtype) and dt.itemsize in K._UINT:
+            return K.where_into, (K._UINT[dt.itemsize],)
         return _where, ()
     if op == "cast":
         return (lambda x, out: np.copyto(out, x, casting="unsafe")), ()

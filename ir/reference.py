@@ -118,7 +118,7 @@ REFERENCE = {
     "equal": _fixed(np.equal), "not_equal": _fixed(np.not_equal), "less": _fixed(np.less),
     "less_equal": _fixed(np.less_equal), "greater": _fixed(np.greater),
     "greater_equal": _fixed(np.greater_equal),
-    "where": _fixed(np.where),
+    "where": _fixed(K.where),
     "sum": _reduce(np.sum), "mean": _reduce(np.mean), "max": _reduce(np.max), "min": _reduce(np.min),
     "logsumexp": lambda a: (lambda x: K.logsumexp(x, a["axes"], a["keepdims"])),
     "softmax": lambda a: (lambda x: K.softmax(x, a["axis"])),

@@ -54,6 +54,39 @@ def softplus_into(x, e, u, out):
     return out
 
 
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def where_into(c, a, b, m, out):
+    """np.where(c, a, b) into `out` as bit operations on unsigned views: m = all ones where c,
+    then out = b ^ ((a ^ b) & m) (a & m when b is +0). It selects exactly the bits np.where
+    selects (NaN payloads and -0.0 included) at ~10x the speed: np.where and masked copies
+    branch per element on a random mask. a, b: arrays of out's dtype (broadcastable); m:
+    scratch of the unsigned int of out's itemsize, out's shape; out may not alias a or b."""
+    u = _UINT[out.dtype.itemsize]
+    np.multiply(c, u(np.iinfo(u).max), out=m)
+    ou, bu = out.view(u), b.view(u)
+    if b.ndim == 0 and not bu:
+        np.bitwise_and(a.view(u), m, out=ou)
+    else:
+        np.bitwise_xor(a.view(u), bu, out=ou)
+        np.bitwise_and(ou, m, out=ou)
+        np.bitwise_xor(ou, bu, out=ou)
+    return out
+
+
+def where(c, a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or c.dtype != np.bool_ or a.dtype.itemsize not in _UINT:
+        return np.where(c, a, b)
+    shape = np.broadcast_shapes(c.shape, a.shape, b.shape)
+    out = np.empty(shape, a.dtype)
+    if out.size < 4096:  # np.where's per-call cost is lower; the bits are the same
+        np.copyto(out, np.where(c, a, b))
+        return out
+    return where_into(c, a, b, np.empty(shape, _UINT[a.dtype.itemsize]), out)
+
+
 def sigmoid(x):
     x = np.asarray(x)
     return sigmoid_into(x, np.empty_like(x), np.empty_like(x), np.empty_like(x))
