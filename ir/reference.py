@@ -124,7 +124,7 @@ REFERENCE = {
     "softmax": lambda a: (lambda x: K.softmax(x, a["axis"])),
     "log_softmax": lambda a: (lambda x: K.log_softmax(x, a["axis"])),
     "layer_norm": _with(K.layer_norm, "axis", "epsilon"),
-    "matmul": _fixed(np.matmul),
+    "matmul": _fixed(K.matmul),
     "conv2d": _with(K.conv2d, "stride", "padding", "dilation", "groups"),
     "conv_transpose2d": _with(K.conv_transpose2d, "stride", "padding", "dilation", "groups", "output_padding"),
     "pad": _with(K.pad, "pads", "value"),

@@ -124,15 +124,46 @@ def logsumexp(x, axes, keepdims):
     return (out if keepdims else np.squeeze(out, axis=axes)).astype(x.dtype, copy=False)
 
 
+def _shifted(x, axes):
+    """x - max over axes (the max of an all -inf or empty slice taken as 0), a fresh array."""
+    m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)
+    if not np.isfinite(m).all():
+        m = np.where(np.isfinite(m), m, 0)
+    return np.subtract(x, m)
+
+
 def softmax(x, axis):
-    e = np.exp(x - _max_shift(x, axis))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e = _shifted(x, axis)
+    np.exp(e, out=e)
+    return np.divide(e, np.sum(e, axis=axis, keepdims=True), out=e)
 
 
 def log_softmax(x, axis):
-    s = x - _max_shift(x, axis)
+    s = _shifted(x, axis)
     with np.errstate(divide="ignore"):  # an empty slice (B = 0): log(0) for no element at all
-        return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
+        return np.subtract(s, np.log(np.sum(np.exp(s), axis=axis, keepdims=True)), out=s)
+
+
+def matmul(a, b, out=None):
+    """np.matmul; a C-ordered stack of matrices times one matrix is a single product of the
+    stack's rows (BLAS once on [B*M, K] @ [K, N], not B times on [M, K]). Takes `out=` (the
+    numpy backend's buffers, backends/numpy_memory.py)."""
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous and (out is None or out.flags.c_contiguous):
+        n = b.shape[1]
+        rows = math.prod(a.shape[:-1])
+        r = np.matmul(a.reshape(rows, a.shape[-1]), b, out=None if out is None else out.reshape(rows, n))
+        return r.reshape(a.shape[:-1] + (n,)) if out is None else out
+    return np.matmul(a, b, out=out)
+
+
+matmul.takes_out = True
+
+
+def _into(ufunc, y, z):
+    """ufunc(y, z), written over y (a fresh array) when the result has y's shape and dtype."""
+    if np.broadcast_shapes(y.shape, z.shape) == y.shape and np.result_type(y, z) == y.dtype:
+        return ufunc(y, z, out=y)
+    return ufunc(y, z)
 
 
 def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
@@ -143,19 +174,35 @@ def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
         x, weight, bias = (None if t is None else t.astype(np.float32) for t in (x, weight, bias))
     axes = tuple(range(axis, x.ndim))
     mu = np.mean(x, axis=axes, keepdims=True)
-    d = x - mu
-    var = np.mean(d * d, axis=axes, keepdims=True)
-    y = d / np.sqrt(var + np.asarray(epsilon, x.dtype))
+    y = np.subtract(x, mu)  # the same operations as the textbook form, in place (fewer allocations)
+    sq = np.multiply(y, y)
+    var = np.mean(sq, axis=axes, keepdims=True)
+    np.divide(y, np.sqrt(var + np.asarray(epsilon, x.dtype)), out=y)
     if weight is not None:
-        y = y * weight
+        y = _into(np.multiply, y, weight)
     if bias is not None:
-        y = y + bias
+        y = _into(np.add, y, bias)
     return y.astype(dtype, copy=False)
 
 
 def pad(x, *, pads, value):
+    """Constant padding: one buffer, its borders filled and x copied in (np.pad's generic
+    machinery costs ~100 us a call on the small arrays autodiff pads)."""
     r = x.ndim
-    return np.pad(x, [(pads[i], pads[r + i]) for i in range(r)], constant_values=x.dtype.type(value))
+    before, after = pads[:r], pads[r:]
+    if not any(pads):
+        return x
+    out = np.empty(tuple(d + b + a for d, b, a in zip(x.shape, before, after)), x.dtype)
+    fill = x.dtype.type(value)
+    inner = tuple(slice(b, b + d) for b, d in zip(before, x.shape))
+    for i in range(r):  # the border slabs of axis i (axes before i cut to x's extent: no element twice)
+        lead = inner[:i]
+        if before[i]:
+            out[lead + (slice(0, before[i]),)] = fill
+        if after[i]:
+            out[lead + (slice(before[i] + x.shape[i], None),)] = fill
+    out[inner] = x
+    return out
 
 
 def _class_axis_last(x, labels):
