@@ -119,7 +119,7 @@ REFERENCE = {
     "less_equal": _fixed(np.less_equal), "greater": _fixed(np.greater),
     "greater_equal": _fixed(np.greater_equal),
     "where": _fixed(K.where),
-    "sum": _reduce(np.sum), "mean": _reduce(np.mean), "max": _reduce(np.max), "min": _reduce(np.min),
+    "sum": _reduce(np.sum), "mean": _reduce(K.mean), "max": _reduce(np.max), "min": _reduce(np.min),
     "logsumexp": lambda a: (lambda x: K.logsumexp(x, a["axes"], a["keepdims"])),
     "softmax": lambda a: (lambda x: K.softmax(x, a["axis"])),
     "log_softmax": lambda a: (lambda x: K.log_softmax(x, a["axis"])),
