@@ -256,7 +256,9 @@ def _step(kernel, ins, outs, buf) -> tuple:
     env[out] = fn(env[a]) when a >= 0, else fn(env) reads and writes env itself (other
     arities, several outputs). Unary and binary steps are nearly every node: they are
     the ones kept tight."""
-    if buf is not None:
+    if isinstance(buf, tuple):  # a fused node with several outputs (numpy_memory rule 1)
+        kernel = partial(kernel, outs=buf)
+    elif buf is not None:
         kernel = partial(kernel, out=buf)
     if len(outs) == 1 and 1 <= len(ins) <= 2:
         return kernel, ins[0], ins[-1] if len(ins) == 2 else -1, outs[0]

@@ -285,8 +285,8 @@ class _Layout:
 
 
 class FusedKernel:
-    """The numpy kernel of a fused node: call it with the node's operands (and, for a
-    single-output node, `out=` a preallocated result); returns the outputs.
+    """The numpy kernel of a fused node: call it with the node's operands (and `out=` a
+    preallocated result, or `outs=` one array or None per output); returns the outputs.
 
     >>> import numpy as np, tapeir as tp
     >>> body = tp.trace(lambda a, b: tp.sigmoid(a) * b + 1.0, tp.Spec(("N", 3)), tp.Spec((3,)))
@@ -300,6 +300,7 @@ class FusedKernel:
         self.prog = _Program(body)
         self.threads = threads
         self.takes_out = len(body.outputs) == 1  # the memory plan may hand it a buffer (numpy_memory)
+        self.takes_outs = len(body.outputs) > 1  # ... or one per output (outs=, None where it has none)
         self._local = threading.local()
 
     def _layout(self, arrays) -> _Layout:
@@ -332,13 +333,13 @@ class FusedKernel:
             layouts.clear()
         return [[b[:n].reshape(lay.scratch_shape) for b in regs] for regs in flat[:lay.nthreads]]
 
-    def __call__(self, *xs, out=None):
+    def __call__(self, *xs, out=None, outs=None):
         prog = self.prog
         arrays = [np.asarray(x) for x in xs] + prog.consts
         lay = self._layout(arrays)
-        outs = [np.empty(lay.domain, dt) for dt in prog.out_dtypes]
-        if out is not None:
-            outs[0] = out
+        given = (out,) if out is not None else outs or ()
+        outs = [given[k] if k < len(given) and given[k] is not None else np.empty(lay.domain, dt)
+                for k, dt in enumerate(prog.out_dtypes)]
         if lay.blocks is None:
             prog.run(arrays + lay.scratch[0] + outs)
         else:
