@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .erf import erf, gelu_exact  # noqa: F401  (erf: the REFERENCE kernel of op erf)
-from .reference_conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, windows  # noqa: F401  (REFERENCE's kernels)
+from .reference_conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, windows  # noqa: F401  (kernels)
 
 
 def sigmoid_into(x, e, t, out):
