@@ -19,10 +19,13 @@ Rules:
      a constant, a buffer or another leaf (a value returned twice is copied);
   5. a fused node runs as a FusedKernel (backends/numpy_fused.py): its body in place over
      cache-sized blocks on `threads` threads (compile option; default: the cores numpy may
-     use, or TAPEIR_THREADS). A failure in its body names the body node and its source line.
+     use, or TAPEIR_THREADS). A failure in its body names the body node and its source line;
+  6. a plan whose matrix products are all small runs with BLAS on one thread
+     (backends/numpy_blas.py: OpenBLAS's thread handoff costs more than such products take).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections import OrderedDict
@@ -35,22 +38,24 @@ from ..ir.errors import RunError, TapeirError
 from ..ir.reference import REFERENCE as IMPL
 from ..ir.registry import OPS
 from ..ir.types import resolve_dim
-from . import numpy_memory
+from . import numpy_blas, numpy_memory
 from .numpy_fused import BodyError, FusedKernel, default_threads
 from .numpy_memory import may_view, plan_buffers, plan_nbytes
 from .signature import Signature, check_options
 
+_NO_CHANGE = contextlib.nullcontext()
 MAX_PLANS = 64  # plans kept per compiled function (all threads); an unpooled one is only its kernels
 
 
 class _Plan:
     """One binding's steps in one thread; `pooled` once the binding recurred and got buffers."""
 
-    __slots__ = ("kernels", "types", "steps", "nbytes", "pooled")
+    __slots__ = ("kernels", "types", "steps", "nbytes", "pooled", "small_blas")
 
-    def __init__(self, kernels, types, steps):
+    def __init__(self, kernels, types, steps, small_blas=False):
         self.kernels, self.types, self.steps = kernels, types, steps
         self.nbytes, self.pooled = 0, False
+        self.small_blas = small_blas  # rule 6: run with BLAS on one thread
 
 
 def _owned(x) -> np.ndarray:
@@ -148,8 +153,8 @@ class NumpyFunction:
             return FusedKernel(attrs["body"], self.threads)
         return IMPL[op](attrs)
 
-    def _plan(self, bindings) -> list:
-        """Rule 2: this thread's steps for these dim sizes."""
+    def _plan(self, bindings) -> _Plan:
+        """Rule 2: this thread's plan for these dim sizes."""
         ident = getattr(self._local, "ident", None)
         if ident is None:
             ident = self._local.ident = threading.get_ident()
@@ -181,7 +186,7 @@ class NumpyFunction:
                                       for k, (ins, outs), buf in zip(plan.kernels, self._io, bufs)]
                         plan.nbytes = nbytes
                         self.cached_bytes += nbytes
-        return plan.steps
+        return plan
 
     def _evict(self, key):
         """Drop a plan (the caller holds the lock); a thread running it keeps it until its call ends."""
@@ -195,23 +200,26 @@ class NumpyFunction:
         kernels = [k if k is not None else self._kernel(n.op, {**a, **{s: resolve(a[s]) for s in sym}})
                    for n, a, sym, k in zip(nodes, self._attrs, self._symbolic, self._kernels)]
         types = [(resolve(n.outputs[0].type.shape), to_numpy(n.outputs[0].type.dtype)) for n in nodes]
-        return _Plan(kernels, types, [_step(k, ins, outs, None) for k, (ins, outs) in zip(kernels, self._io)])
+        small = max((numpy_blas.product_macs(n, resolve) for n in nodes), default=0) <= numpy_blas.SMALL_MACS
+        return _Plan(kernels, types, [_step(k, ins, outs, None) for k, (ins, outs) in zip(kernels, self._io)], small)
 
     def run_flat(self, leaves) -> list:
         arrays, bindings = self.signature.bind(leaves)
-        steps = self._plan(bindings)
+        plan = self._plan(bindings)
+        steps = plan.steps
         env = [None] * self._nslots
         env[:self._n_fixed] = arrays + self._consts
         step = None
         try:
-            for step in steps:
-                fn, a, b, out = step
-                if b >= 0:
-                    env[out] = fn(env[a], env[b])
-                elif a >= 0:
-                    env[out] = fn(env[a])
-                else:
-                    fn(env)
+            with numpy_blas.single_thread() if plan.small_blas else _NO_CHANGE:
+                for step in steps:
+                    fn, a, b, out = step
+                    if b >= 0:
+                        env[out] = fn(env[a], env[b])
+                    elif a >= 0:
+                        env[out] = fn(env[a])
+                    else:
+                        fn(env)
         except Exception as e:
             i = next(k for k, s in enumerate(steps) if s is step)  # steps are distinct tuples: identity finds it
             n = self.graph.nodes[i]
@@ -248,7 +256,9 @@ def _step(kernel, ins, outs, buf) -> tuple:
     env[out] = fn(env[a]) when a >= 0, else fn(env) reads and writes env itself (other
     arities, several outputs). Unary and binary steps are nearly every node: they are
     the ones kept tight."""
-    if buf is not None:
+    if isinstance(buf, tuple):  # a fused node with several outputs (numpy_memory rule 1)
+        kernel = partial(kernel, outs=buf)
+    elif buf is not None:
         kernel = partial(kernel, out=buf)
     if len(outs) == 1 and 1 <= len(ins) <= 2:
         return kernel, ins[0], ins[-1] if len(ins) == 2 else -1, outs[0]

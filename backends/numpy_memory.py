@@ -12,9 +12,11 @@ option overrides it), and only for bindings that recur (numpy_backend.py, rule 2
 plan whose buffers alone exceed the bound gets none: its call allocates as numpy does.
 
 Rules:
-  1. only nodes whose kernel is a numpy ufunc (or a single-output fused kernel, which
-     takes `out=` too) write into buffers, and only outputs of at least MIN_BYTES (small
-     arrays come cheaply from malloc's free lists);
+  1. only nodes whose kernel is a numpy ufunc (or takes `out=` too: a single-output fused
+     kernel, matmul) write into buffers, and fused kernels with several outputs (they take
+     `outs=`, one buffer or None per output), and only outputs of at least MIN_BYTES (small
+     arrays come cheaply from malloc's free lists). A GPT step's fused nodes spent ~35% of
+     their time faulting in fresh pages for their outputs before they had buffers;
   2. the output of a shape op or clip may view its inputs (reshape, transpose, slices,
      an identity clip), so it keeps its inputs' buffers alive until its own last use;
      every other kernel returns a fresh array;
@@ -40,70 +42,100 @@ def may_view(op: str) -> bool:
 
 
 def plan_buffers(nodes, outputs, kernels, types, max_bytes=None) -> list | None:
-    """One preallocated array (or None: allocate as usual) per node; None instead of the
-    list when the buffers would take more than max_bytes (then nothing is allocated).
+    """Per node, its preallocated output array (or None: allocate as usual); for a node
+    whose kernel takes `outs=` (a fused node with several outputs), a tuple with one entry
+    per output, or None. None instead of the list when the buffers would take more than
+    max_bytes (then nothing is allocated).
 
     kernels[i] is node i's bound kernel (None when it is bound per call); types[i] is the
-    (shape, numpy dtype) of its first output under the current binding. A failed
-    allocation is a RunError naming the node and the bytes.
+    (shape, numpy dtype) of its first output under the current binding (a fused node's
+    outputs all have its one shape). A failed allocation is a RunError naming the node and
+    the bytes.
     """
+    from ..ir.dtypes import to_numpy
+
     n = len(nodes)
-    pooled = [False] * n
-    roots: dict[int, frozenset] = {}  # value id -> nodes whose buffer this value may view
+    # a pooled item is (node i, output j); roots: value id -> the items this value may view
+    kind: list = [None] * n  # "one" (out=), "many" (outs=) or None
+    item_type: dict = {}
+    roots: dict[int, frozenset] = {}
     empty: frozenset = frozenset()
     for i, node in enumerate(nodes):
         shape, dt = types[i]
-        if ((isinstance(kernels[i], np.ufunc) or getattr(kernels[i], "takes_out", False)) and len(node.outputs) == 1
-                and int(np.prod(shape, dtype=np.int64)) * dt.itemsize >= MIN_BYTES):
-            pooled[i] = True
-            roots[id(node.outputs[0])] = frozenset((i,))
+        elems = int(np.prod(shape, dtype=np.int64))
+        k = kernels[i]
+        if len(node.outputs) == 1 and (isinstance(k, np.ufunc) or getattr(k, "takes_out", False)):
+            if elems * dt.itemsize >= MIN_BYTES:
+                kind[i] = "one"
+                item_type[(i, 0)] = (tuple(shape), dt)
+                roots[id(node.outputs[0])] = frozenset(((i, 0),))
+        elif len(node.outputs) > 1 and getattr(k, "takes_outs", False):
+            for j, o in enumerate(node.outputs):
+                odt = to_numpy(o.type.dtype)
+                if elems * odt.itemsize >= MIN_BYTES:
+                    kind[i] = "many"
+                    item_type[(i, j)] = (tuple(shape), odt)
+                    roots[id(o)] = frozenset(((i, j),))
         elif may_view(node.op):
             r = empty.union(*(roots.get(id(v), empty) for v in node.inputs))
             for o in node.outputs:
                 roots[id(o)] = r
     for v in outputs:  # rule 4
         for r in roots.get(id(v), empty):
-            pooled[r] = False
-    end = {i: i for i in range(n) if pooled[i]}
+            item_type.pop(r, None)
+    end = {it: it[0] for it in item_type}
     for j, node in enumerate(nodes):
         for v in node.inputs:
             for r in roots.get(id(v), empty):
-                if pooled[r]:
+                if r in end:
                     end[r] = max(end[r], j)
     # first assign buffer numbers (so the total is known before anything is allocated)
     free: dict = defaultdict(list)
     dies_after: dict = defaultdict(list)
-    which: list = [None] * n
-    first: list[int] = []  # buffer k is first written by node first[k]
+    which: dict = {}
+    first: list = []  # buffer k is first written by item first[k]
+    by_node: dict = defaultdict(list)
+    for it in item_type:
+        by_node[it[0]].append(it)
     for i in range(n):
-        if pooled[i]:
-            key = (tuple(types[i][0]), types[i][1])
+        for it in by_node.get(i, ()):  # all of a node's outputs before any release: distinct buffers
+            key = item_type[it]
             if free[key]:
-                which[i] = free[key].pop()
+                which[it] = free[key].pop()
             else:
-                which[i] = len(first)
-                first.append(i)
-            dies_after[end[i]].append(i)
-        for r in dies_after.pop(i, ()):
-            free[(tuple(types[r][0]), types[r][1])].append(which[r])
-    sizes = [int(np.prod(types[i][0], dtype=np.int64)) * types[i][1].itemsize for i in first]
+                which[it] = len(first)
+                first.append(it)
+            dies_after[end[it]].append(it)
+        for it in dies_after.pop(i, ()):
+            free[item_type[it]].append(which[it])
+    sizes = [int(np.prod(item_type[it][0], dtype=np.int64)) * item_type[it][1].itemsize for it in first]
     if max_bytes is not None and sum(sizes) > max_bytes:
         return None
     made = []
-    for i, size in zip(first, sizes):
+    for it, size in zip(first, sizes):
+        i = it[0]
+        shape, dt = item_type[it]
         try:
-            made.append(np.empty(types[i][0], types[i][1]))
+            made.append(np.empty(shape, dt))
         except MemoryError:
             from ..ir.errors import RunError
 
             raise RunError(f"cannot allocate {size:,} bytes for the output "
-                           f"{types[i][1].name}{list(types[i][0])} of node {i} ({nodes[i].op})",
+                           f"{dt.name}{list(shape)} of node {i} ({nodes[i].op})",
                            where=nodes[i].source,
                            hint="the inputs' symbolic dims make this intermediate too large for memory; "
                                 "use a smaller batch") from None
-    return [None if k is None else made[k] for k in which]
+    result: list = [None] * n
+    for i in range(n):
+        if kind[i] == "one" and (i, 0) in which:
+            result[i] = made[which[(i, 0)]]
+        elif kind[i] == "many":
+            outs = tuple(made[which[(i, j)]] if (i, j) in which else None for j in range(len(nodes[i].outputs)))
+            result[i] = outs if any(o is not None for o in outs) else None
+    return result
 
 
 def plan_nbytes(bufs) -> int:
     """Bytes held by the distinct buffers of a plan."""
-    return sum(b.nbytes for b in {id(b): b for b in bufs if b is not None}.values())
+    flat = [b for x in bufs if x is not None for b in (x if isinstance(x, tuple) else (x,)) if b is not None]
+    return sum(b.nbytes for b in {id(b): b for b in flat}.values())

@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .erf import erf, gelu_exact  # noqa: F401  (erf: the REFERENCE kernel of op erf)
-from .windows import conv_transpose_out, extent, window_counts
+from .reference_conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, windows  # noqa: F401  (kernels)
 
 
 def sigmoid_into(x, e, t, out):
@@ -55,6 +54,39 @@ def softplus_into(x, e, u, out):
     return out
 
 
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def where_into(c, a, b, m, out):
+    """np.where(c, a, b) into `out` as bit operations on unsigned views: m = all ones where c,
+    then out = b ^ ((a ^ b) & m) (a & m when b is +0). It selects exactly the bits np.where
+    selects (NaN payloads and -0.0 included) at ~10x the speed: np.where and masked copies
+    branch per element on a random mask. a, b: arrays of out's dtype (broadcastable); m:
+    scratch of the unsigned int of out's itemsize, out's shape; out may not alias a or b."""
+    u = _UINT[out.dtype.itemsize]
+    np.multiply(c, u(np.iinfo(u).max), out=m)
+    ou, bu = out.view(u), b.view(u)
+    if b.ndim == 0 and not bu:
+        np.bitwise_and(a.view(u), m, out=ou)
+    else:
+        np.bitwise_xor(a.view(u), bu, out=ou)
+        np.bitwise_and(ou, m, out=ou)
+        np.bitwise_xor(ou, bu, out=ou)
+    return out
+
+
+def where(c, a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or c.dtype != np.bool_ or a.dtype.itemsize not in _UINT:
+        return np.where(c, a, b)
+    shape = np.broadcast_shapes(c.shape, a.shape, b.shape)
+    out = np.empty(shape, a.dtype)
+    if out.size < 4096:  # np.where's per-call cost is lower; the bits are the same
+        np.copyto(out, np.where(c, a, b))
+        return out
+    return where_into(c, a, b, np.empty(shape, _UINT[a.dtype.itemsize]), out)
+
+
 def sigmoid(x):
     x = np.asarray(x)
     return sigmoid_into(x, np.empty_like(x), np.empty_like(x), np.empty_like(x))
@@ -92,15 +124,60 @@ def logsumexp(x, axes, keepdims):
     return (out if keepdims else np.squeeze(out, axis=axes)).astype(x.dtype, copy=False)
 
 
+def _shifted(x, axes):
+    """x - max over axes (the max of an all -inf or empty slice taken as 0), a fresh array."""
+    m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)
+    if not np.isfinite(m).all():
+        m = np.where(np.isfinite(m), m, 0)
+    return np.subtract(x, m)
+
+
 def softmax(x, axis):
-    e = np.exp(x - _max_shift(x, axis))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e = _shifted(x, axis)
+    np.exp(e, out=e)
+    return np.divide(e, np.sum(e, axis=axis, keepdims=True), out=e)
 
 
 def log_softmax(x, axis):
-    s = x - _max_shift(x, axis)
+    s = _shifted(x, axis)
     with np.errstate(divide="ignore"):  # an empty slice (B = 0): log(0) for no element at all
-        return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
+        return np.subtract(s, np.log(np.sum(np.exp(s), axis=axis, keepdims=True)), out=s)
+
+
+def matmul(a, b, out=None):
+    """np.matmul; a C-ordered stack of matrices times one matrix is a single product of the
+    stack's rows (BLAS once on [B*M, K] @ [K, N], not B times on [M, K]). Takes `out=` (the
+    numpy backend's buffers, backends/numpy_memory.py)."""
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous and (out is None or out.flags.c_contiguous):
+        n = b.shape[1]
+        rows = math.prod(a.shape[:-1])
+        r = np.matmul(a.reshape(rows, a.shape[-1]), b, out=None if out is None else out.reshape(rows, n))
+        return r.reshape(a.shape[:-1] + (n,)) if out is None else out
+    return np.matmul(a, b, out=out)
+
+
+matmul.takes_out = True
+
+
+def mean(x, axis, keepdims):
+    """np.mean for float32/float64: the same sum and the same division (by the count as an
+    intp, so in float64, cast back), without np.mean's Python-level argument handling
+    (~5 us a call: a transformer's backward pass has dozens of small means)."""
+    if x.dtype.kind != "f" or x.dtype.itemsize < 4:
+        return np.mean(x, axis=axis, keepdims=keepdims)
+    axes = tuple(range(x.ndim)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+    count = np.intp(math.prod(x.shape[a] for a in axes))
+    s = np.add.reduce(x, axis=axis, keepdims=keepdims)
+    if not isinstance(s, np.ndarray) or not count:  # a scalar or an empty mean: numpy's own path
+        return np.mean(x, axis=axis, keepdims=keepdims)
+    return np.true_divide(s, count, out=s, casting="unsafe")
+
+
+def _into(ufunc, y, z):
+    """ufunc(y, z), written over y (a fresh array) when the result has y's shape and dtype."""
+    if np.broadcast_shapes(y.shape, z.shape) == y.shape and np.result_type(y, z) == y.dtype:
+        return ufunc(y, z, out=y)
+    return ufunc(y, z)
 
 
 def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
@@ -110,86 +187,36 @@ def layer_norm(x, weight=None, bias=None, *, axis, epsilon):
     if dtype == np.float16:
         x, weight, bias = (None if t is None else t.astype(np.float32) for t in (x, weight, bias))
     axes = tuple(range(axis, x.ndim))
-    mu = np.mean(x, axis=axes, keepdims=True)
-    d = x - mu
-    var = np.mean(d * d, axis=axes, keepdims=True)
-    y = d / np.sqrt(var + np.asarray(epsilon, x.dtype))
+    mu = mean(x, axes, True)
+    y = np.subtract(x, mu)  # the same operations as the textbook form, in place (fewer allocations)
+    sq = np.multiply(y, y)
+    var = mean(sq, axes, True)
+    np.divide(y, np.sqrt(var + np.asarray(epsilon, x.dtype)), out=y)
     if weight is not None:
-        y = y * weight
+        y = _into(np.multiply, y, weight)
     if bias is not None:
-        y = y + bias
+        y = _into(np.add, y, bias)
     return y.astype(dtype, copy=False)
 
 
-def windows(x, kernel, stride, padding, dilation, fill):
-    """The pooling/convolution windows of NCHW `x` padded with `fill`, as a strided view
-    [N, C, OH, OW, kh, kw] (no copy beyond the padding)."""
-    ph, pw = padding
-    if ph or pw:
-        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-    kh, kw = kernel
-    dh, dw = dilation
-    v = sliding_window_view(x, (extent(kh, dh), extent(kw, dw)), axis=(2, 3))
-    return v[:, :, ::stride[0], ::stride[1], ::dh, ::dw]  # N, C, OH, OW, kh, kw
-
-
-def conv2d(x, w, b=None, *, stride, padding, dilation, groups):
-    n, c = x.shape[:2]
-    o, cg, kh, kw = w.shape
-    win = windows(x, (kh, kw), stride, padding, dilation, 0)  # N, C, OH, OW, kh, kw
-    oh, ow = win.shape[2:4]
-    if groups == 1:
-        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
-        y = (cols @ w.reshape(o, -1).T).reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
-    else:
-        win = win.reshape(n, groups, cg, oh, ow, kh, kw)
-        wg = w.reshape(groups, o // groups, cg, kh, kw)
-        y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(n, o, oh, ow)
-    y = np.ascontiguousarray(y, dtype=x.dtype)
-    if b is not None:
-        y += b.reshape(1, o, 1, 1)
-    return y
-
-
-def conv_transpose2d(g, w, *, stride, padding, dilation, groups, output_padding):
-    """The adjoint of conv2d in its input: one matrix product gives every kernel tap's
-    contribution (col2im's columns, per group), then each tap is added back at its stride."""
-    n, o, oh, ow = g.shape
-    _, cg, kh, kw = w.shape
-    h = conv_transpose_out(oh, kh, stride[0], padding[0], dilation[0], output_padding[0])
-    wd = conv_transpose_out(ow, kw, stride[1], padding[1], dilation[1], output_padding[1])
-    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
-    out = np.zeros((n, groups, cg, hp, wp), dtype=g.dtype)
-    og = o // groups
-    rows = g.reshape(n, groups, og, oh * ow).transpose(1, 0, 3, 2).reshape(groups, n * oh * ow, og)
-    cols = np.matmul(rows, w.reshape(groups, og, cg * kh * kw))        # [groups, n*oh*ow, cg*kh*kw]
-    cols = cols.reshape(groups, n, oh, ow, cg, kh, kw).transpose(1, 0, 4, 5, 6, 2, 3)  # n, g, cg, kh, kw, oh, ow
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dilation[0], j * dilation[1]
-            out[:, :, :, r0:r0 + stride[0] * (oh - 1) + 1:stride[0], c0:c0 + stride[1] * (ow - 1) + 1:stride[1]] \
-                += cols[:, :, :, i, j]
-    out = out.reshape(n, groups * cg, hp, wp)
-    return np.ascontiguousarray(out[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + wd])
-
-
 def pad(x, *, pads, value):
+    """Constant padding: one buffer, its borders filled and x copied in (np.pad's generic
+    machinery costs ~100 us a call on the small arrays autodiff pads)."""
     r = x.ndim
-    return np.pad(x, [(pads[i], pads[r + i]) for i in range(r)], constant_values=x.dtype.type(value))
-
-
-def max_pool2d(x, *, kernel, stride, padding, dilation):
-    win = windows(x, kernel, stride, padding, dilation, -np.inf)
-    return np.ascontiguousarray(win.max(axis=(4, 5)))
-
-
-def avg_pool2d(x, *, kernel, stride, padding, dilation, count_include_pad):
-    win = windows(x, kernel, stride, padding, dilation, 0)
-    total = win.sum(axis=(4, 5))
-    if count_include_pad or padding == (0, 0):
-        return (total / np.asarray(kernel[0] * kernel[1], x.dtype)).astype(x.dtype, copy=False)
-    count = window_counts(x.shape[2:], kernel, stride, padding, dilation).astype(x.dtype)
-    return (total / count).astype(x.dtype, copy=False)
+    before, after = pads[:r], pads[r:]
+    if not any(pads):
+        return x
+    out = np.empty(tuple(d + b + a for d, b, a in zip(x.shape, before, after)), x.dtype)
+    fill = x.dtype.type(value)
+    inner = tuple(slice(b, b + d) for b, d in zip(before, x.shape))
+    for i in range(r):  # the border slabs of axis i (axes before i cut to x's extent: no element twice)
+        lead = inner[:i]
+        if before[i]:
+            out[lead + (slice(0, before[i]),)] = fill
+        if after[i]:
+            out[lead + (slice(before[i] + x.shape[i], None),)] = fill
+    out[inner] = x
+    return out
 
 
 def _class_axis_last(x, labels):
