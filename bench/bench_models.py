@@ -22,11 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-# measure the checkout this script lies in, not whichever tapeir is installed
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.isfile(os.path.join(_ROOT, "tapeir", "__init__.py")) and _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-import harness  # noqa: E402
+import harness  # noqa: E402  (puts this checkout first on sys.path)
 
 import tapeir as tp  # noqa: E402
 

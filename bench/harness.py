@@ -34,6 +34,12 @@ import subprocess
 import sys
 import time
 
+# every script measures the checkout it lies in, not whichever tapeir is installed (each
+# script imports this module before tapeir; its child processes run the script again)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(ROOT, "tapeir", "__init__.py")) and ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
 # OpenBLAS parks its workers after 2**28 cycles (~0.1 s at 2-3 GHz, OPENBLAS_THREAD_TIMEOUT=28);
 # libgomp and onnxruntime stop spinning well before that. Half a second covers all of them
 # with margin on a loaded machine.

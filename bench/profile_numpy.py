@@ -19,7 +19,7 @@ import time
 
 os.environ.setdefault("TAPEIR_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_models  # noqa: E402  (puts this checkout first on sys.path)
+import bench_models  # noqa: E402  (through harness: this checkout first on sys.path)
 
 import tapeir as tp  # noqa: E402
 
