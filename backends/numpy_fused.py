@@ -27,10 +27,7 @@ override for op "fused"). Its rules:
      SMALL_ELEMS elements per register on the small path), and it goes when its thread
      ends; a compiled function stays thread-safe, as NumpyFunction's per-thread plans are.
   5. domains under SMALL_ELEMS elements run the program once on the whole arrays, on the
-     caller's thread (no slicing, no pool); threads are used from THREAD_ELEMS elements, or
-     from THREAD_ELEMS / cost when the body has costly ops (COSTLY: erf is ~15 plain ufunc
-     passes per element, so a GELU over 64K elements pays back a second thread); such a
-     body is cut into 2 blocks per thread, whatever BLOCK_BYTES allows.
+     caller's thread (no slicing, no pool); threads are used from THREAD_ELEMS elements.
   6. a failing step raises BodyError naming the body node (its op and source line); the
      run loop turns it into a RunError.
 """
@@ -61,9 +58,6 @@ THREADED_BLOCK_BYTES = 1 << 22
 MIN_BLOCK = 1 << 13  # elements: below this, per-call overhead of a ufunc dominates its work
 SMALL_ELEMS = 1 << 15  # one block, no slicing: the whole domain fits in L2 anyway
 THREAD_ELEMS = 1 << 17  # measured crossover: below ~128K elements a second thread does not pay back the handoff
-# body ops whose kernel costs many plain ufunc passes per element (ir/erf.py: Cody's rationals in
-# float64, ~14 ns/element against ~0.5-1 for a plain ufunc): they count this much extra per element
-COSTLY = {"erf": 15, "gelu": 15}
 
 
 def default_threads() -> int:
@@ -221,7 +215,6 @@ class _Program:
                 step[2] = n_fixed + n_scratch + (-1 - step[2])
         self.steps = [tuple(s) for s in self.steps]
         # rule 3: bytes of registers one domain element costs (operands read, scratch, outputs)
-        self.cost = 1 + sum(COSTLY.get(m.op, 0) for m in body.nodes)  # rule 5: relative work per element
         self.bytes_per_elem = max(1, sum(d.itemsize for d in scratch) + sum(d.itemsize for d in self.out_dtypes)
                                   + sum(np.dtype(d).itemsize for d in self.dtypes_in[:self.n_in]))
 
@@ -256,10 +249,8 @@ class _Layout:
             self.blocks = None  # rule 5: one pass over the whole arrays
             self.scratch_shape, self.nthreads = self.domain, 1
             return
-        threaded = threads > 1 and size * prog.cost >= THREAD_ELEMS
+        threaded = threads > 1 and size >= THREAD_ELEMS
         block = max(MIN_BLOCK, (THREADED_BLOCK_BYTES if threaded else BLOCK_BYTES) // prog.bytes_per_elem)
-        if threaded and prog.cost > 1:  # costly: 2 blocks per thread (one thread losing its core delays less)
-            block = min(block, max(MIN_BLOCK, -(-size // (2 * threads))))
         dom = (size,) if flat else self.domain
         # the first axis k whose trailing dims fit a block; blocks are ranges of axis k
         k = 0
