@@ -263,12 +263,18 @@ def _pad(n, x, pads=None, value=None, axes=None):
     if n.opset < 11:
         pads, value = n.attr("pads"), n.attr("value", 0.0)
     else:
-        pads, value = n.ints(pads, "pads"), n.scalar(value, "constant_value")
+        # symbolic widths (T-2: the gradient of x[:2] on an axis T) are dims of known shape arithmetic
+        pads, value = n.dims(pads, "pads"), n.scalar(value, "constant_value")
     axes = list(range(r)) if axes is None else [n.axis(a, r) for a in n.ints(axes, "axes")]
     before, after = [0] * r, [0] * r
     for i, a in enumerate(axes):
         before[a], after[a] = pads[i], pads[len(axes) + i]
     mode = n.attr("mode", "constant")
+    if any(isinstance(p, str) for p in before + after):
+        if mode != "constant":
+            raise n.error(f"{mode} padding by symbolic widths {list(zip(before, after))}",
+                          hint="tapeir pads by symbolic widths with a constant only")
+        return F.pad(x, list(zip(before, after)), 0.0 if value is None else value)  # tapeir checks them >= 0
     y = x
     if any(p < 0 for p in before + after):  # negative pads crop
         y = y[tuple(slice(max(-b, 0), e if e < 0 else None) for b, e in zip(before, after))]
