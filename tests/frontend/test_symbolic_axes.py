@@ -94,6 +94,21 @@ def test_gradients_with_symbolic_pads_import_back(fn):
             assert_close(got, want)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_derivative_through_a_symbolic_slice(backend):
+    """The gradient of x[-1:] on an axis B pads by B-1; differentiating that pad again
+    slices from B-1 to B-1 + 1 (a Hessian-vector product)."""
+    g = tp.trace(lambda x: (tp.sin(x[-1:]) * x[-1:]).sum(), tp.Spec(("B",), "float64"))
+    gg = tp.grad(g)
+    hvp = tp.grad(tp.trace(lambda x, v: (tp.call(gg, x) * v).sum(), tp.Spec(("B",), "float64"),
+                           tp.Spec(("B",), "float64")))
+    for b in (1, 4):
+        x, v = rng("hvp", b).standard_normal(b), rng("hvp v", b).standard_normal(b)
+        want = np.zeros(b)  # d2/dx2 of x sin x at the last element, times v there
+        want[-1] = (2 * np.cos(x[-1]) - x[-1] * np.sin(x[-1])) * v[-1]
+        assert_close(tp.run(hvp, x, v, backend=backend), want)
+
+
 def test_text_form_round_trips_sum_dims():
     g = tp.value_and_grad(tp.trace(wrap_around, tp.Spec(("B", "T"))))
     text = str(g)
