@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -85,32 +86,87 @@ SETTINGS = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=True, da
 
 
 # ---- dims ----------------------------------------------------------------------------
-# A dim is an int or a tapeir symbolic dim string over the symbols "B" and "T": "B", "3*B",
-# "B*T". A binding maps each symbol to a size ({"B": 2, "T": 3}).
+# A dim is an int or a polynomial in the symbols "B" and "T" with integer coefficients,
+# written as a canonical string: "B", "3*B", "B*T" (reshapes), "T-1", "T+2", "2*T" (slices,
+# pads, concatenations), "B*T-B". Terms go by degree (highest first), then by name, the
+# constant last. A binding maps each symbol to a size ({"B": 2, "T": 3}). This model is the
+# test's own (it shares no code with tapeir's ir/types.py on purpose).
 
-def _fac(d):
-    """(coefficient, sorted symbols)."""
+def _poly(d):
+    """A dim as {monomial (a sorted tuple of symbols, repeated for powers): coefficient}."""
     if isinstance(d, int):
-        return d, ()
-    coef, syms = 1, []
-    for part in d.split("*"):
-        if part.isdigit():
-            coef *= int(part)
-        else:
-            syms.append(part)
-    return coef, tuple(sorted(syms))
+        return {(): d} if d else {}
+    out = {}
+    for sign, term in re.findall(r"([+-]?)([^+-]+)", d):
+        c, syms = 1, []
+        for part in term.split("*"):
+            if part.isdigit():
+                c *= int(part)
+            else:
+                syms.append(part)
+        m = tuple(sorted(syms))
+        out[m] = out.get(m, 0) + (-c if sign == "-" else c)
+    return {m: c for m, c in out.items() if c}
 
 
-def _dim(coef, syms):
-    if not syms or coef == 0:
-        return coef
-    body = "*".join(sorted(syms))
-    return body if coef == 1 else f"{coef}*{body}"
+def _from_poly(p):
+    """The canonical dim of a polynomial: an int when it has no symbols."""
+    p = {m: c for m, c in p.items() if c}
+    if not any(p):
+        return p.get((), 0)
+    text = ""
+    for m in sorted(p, key=lambda m: (-len(m), m)):
+        c = p[m]
+        body = "*".join(m)
+        term = (body if abs(c) == 1 else f"{abs(c)}*{body}") if m else str(abs(c))
+        text += ("-" if c < 0 else "+" if text else "") + term
+    return text
+
+
+def _canon(d):
+    """Any spelling of a dim (tapeir's types too) in the model's canonical form."""
+    return _from_poly(_poly(d))
 
 
 def _dval(d, b):
-    c, syms = _fac(d)
-    return c * int(np.prod([b[x] for x in syms], dtype=np.int64))
+    return sum(c * math.prod(b[x] for x in m) for m, c in _poly(d).items())
+
+
+def _prod(dims):
+    p = {(): 1}
+    for d in dims:
+        q = {}
+        for m1, c1 in p.items():
+            for m2, c2 in _poly(d).items():
+                m = tuple(sorted(m1 + m2))
+                q[m] = q.get(m, 0) + c1 * c2
+        p = q
+    return _from_poly(p)
+
+
+def _sum(dims, signs=None):
+    """The sum of dims (each times its sign in `signs`, +1 by default)."""
+    p = {}
+    for k, d in enumerate(dims):
+        for m, c in _poly(d).items():
+            p[m] = p.get(m, 0) + c * (signs[k] if signs else 1)
+    return _from_poly(p)
+
+
+def _syms(d):
+    return sorted({x for m in _poly(d) for x in m})
+
+
+def _rename(d, names):
+    """d with each symbol renamed (names: {"B": "N", ...})."""
+    if isinstance(d, int):
+        return d
+    return _from_poly({tuple(sorted(names.get(x, x) for x in m)): c for m, c in _poly(d).items()})
+
+
+def _is_sum(d):
+    """A dim of two or more terms (T-1, B*T+B), not a product (B, 2*B, B*T)."""
+    return len(_poly(d)) > 1
 
 
 def _shape_val(shape, b):
@@ -120,14 +176,6 @@ def _shape_val(shape, b):
 def _static(shape):
     """The shape with every symbolic dim replaced by 1 (constants broadcast against it)."""
     return tuple(d if isinstance(d, int) else 1 for d in shape)
-
-
-def _prod(dims):
-    c, syms = 1, ()
-    for d in dims:
-        dc, ds = _fac(d)
-        c, syms = c * dc, syms + ds
-    return _dim(c, syms)
 
 
 def _bcast(a, b):
@@ -209,7 +257,8 @@ class Gen:
     """Draws one program, op by op, keeping shapes and value intervals; the op table's rows
     (fuzz_ops.ROWS) draw each op's attributes with the helpers here."""
 
-    fac, prod, bcast, static = staticmethod(_fac), staticmethod(_prod), staticmethod(_bcast), staticmethod(_static)
+    poly, prod, dsum, syms = staticmethod(_poly), staticmethod(_prod), staticmethod(_sum), staticmethod(_syms)
+    bcast, static, is_sum = staticmethod(_bcast), staticmethod(_static), staticmethod(_is_sum)
 
     def __init__(self, dtype, sizes, seed, n_inputs, n_ops, sub_input=None, depth=0, no_pool=False):
         self.dtype, self.sizes, self.depth, self.no_pool = dtype, sizes, depth, no_pool
@@ -244,7 +293,8 @@ class Gen:
         rank = self.i(0, 4)
         base = []
         for _ in range(rank):
-            base.append(self.choice([1, 2, 3, 4] + syms * 2 + (["2*B"] if syms and self.i(0, 3) == 0 else [])))
+            base.append(self.choice([1, 2, 3, 4] + syms * 2 + (["2*B"] if syms and self.i(0, 3) == 0 else [])
+                                    + (["T+1"] if "T" in syms and self.i(0, 5) == 0 else [])))  # binds T = n - 1
         if syms and not any(isinstance(d, str) for d in base) and rank:
             base[self.i(0, rank - 1)] = syms[0]
         while _numel_max(base, self.sizes) > 64:
@@ -265,6 +315,10 @@ class Gen:
     def add(self, kind, args, out_shape, lo, hi, **p):
         if not (np.isfinite(lo) and np.isfinite(hi)) or max(abs(lo), abs(hi)) > BOUND:
             return None
+        # every size (T-1, and a slice's start and room past its stop: p["need"]) must be
+        # >= 0 at both bindings the program runs at
+        if not self.valid(tuple(out_shape) + tuple(p.get("need", ()))):
+            return None
         if _numel_max(out_shape, self.sizes) > 256:
             return None
         self.prog.ops.append(Op(kind, tuple(args), p))
@@ -273,6 +327,10 @@ class Gen:
             self.uses[a] += 1
         self.uses.append(0)
         return True
+
+    def valid(self, dims):
+        """Whether every dim is a size (>= 0) at both bindings."""
+        return all(_dval(d, b) >= 0 for d in dims for b in self.sizes)
 
     def pick(self):
         """An operand: mostly recent values (chains), sometimes any."""
@@ -423,8 +481,7 @@ class TPNS:
         """A dim with the symbols a sub-program traces with (N for B, M for T when renamed)."""
         if not self.renamed or not isinstance(d, str):
             return d
-        c, syms = _fac(d)
-        return _dim(c, tuple(RENAMED[x] for x in syms))
+        return _rename(d, RENAMED)
 
 
 class NPNS:
@@ -636,6 +693,10 @@ def check_program(prog, hessian=False):
     # ---- a, b: every value, numpy backend vs reference; onnxruntime vs numpy backend ----
     for dtype in ("float64", "float32"):
         gm = trace_program(prog, dtype, every_value=True)
+        for j, o in enumerate(gm.outputs[:-1]):  # tapeir's types are the model's shapes
+            want = prog.vals[n_in + j].shape
+            assert tuple(map(_canon, o.type.shape)) == tuple(map(_canon, want)), \
+                f"value {n_in + j}: tapeir's type {o.type}, the model's shape {want}"
         f_np, f_pool = tp.compile(gm), tp.compile(gm)
         f_ort = _ort(gm, opset)
         for b in _sizes(prog):
@@ -734,12 +795,64 @@ def check_program(prog, hessian=False):
         _check_empty(prog)
 
 
+def _live(prog):
+    """The indices of the values the program's result depends on: all at the top level
+    (every unused value is a sink), those reaching `out` in a sub-program."""
+    if prog.out < 0:
+        return set(range(len(prog.vals)))
+    live, n = {prog.out}, len(prog.inputs)
+    for j in reversed(range(len(prog.ops))):
+        if n + j in live:
+            live.update(prog.ops[j].args)
+    return live
+
+
+def _negative(prog, b, live_only):
+    """Whether a size goes negative at binding b (B - 1 at B = 0): a value's dim or a slice's
+    start or room past its stop (p["need"]), here or in a sub-program; live values only or all."""
+    n, live = len(prog.inputs), _live(prog) if live_only else range(len(prog.vals))
+    for k in live:
+        if any(_dval(d, b) < 0 for d in prog.vals[k].shape):
+            return True
+        if k >= n:
+            op = prog.ops[k - n]
+            if any(_dval(d, b) < 0 for d in op.p.get("need", ())):
+                return True
+            if "sub" in op.p and _negative(op.p["sub"], b, live_only):
+                return True
+    return False
+
+
+def _check_negative(prog, b, must):
+    """A program a size of which is negative at b: a RunError naming the binding, in both
+    backends and dtypes, for the every-value and the value_and_grad graph. A negative size
+    only in a sub-program's dead code (`must` False) may raise or not (the graph may drop it)."""
+    for dtype in ("float64", "float32"):
+        xs = make_inputs(prog, b, dtype)
+        graphs = (trace_program(prog, dtype, every_value=True), tp.value_and_grad(trace_program(prog, dtype),
+                                                                                   wrt=_wrt(prog)[0]))
+        for g in graphs:
+            for f in (tp.compile(g), _ort(g, _opset(prog))):
+                if f is None:  # a float64 kernel onnxruntime lacks
+                    continue
+                try:
+                    f(*xs)
+                except tp.RunError as e:  # checked before running: it names the size and the binding
+                    assert not must or "B=0" in str(e), f"the RunError does not name the binding: {e}"
+                    continue
+                assert not must, f"{dtype}: no RunError where a size is negative at {b} in\n{g}"
+
+
 def _check_empty(prog):
     """f. A symbolic dim of size 0 (B = 0): the numpy backend against the reference (or a
     RunError where the reference raises: max of nothing), onnxruntime against numpy where
     numpy's result has no nan (the documented differences: mean of nothing is nan in numpy,
-    0 in onnxruntime; max/min of nothing raise in numpy)."""
+    0 in onnxruntime; max/min of nothing raise in numpy). Where a size goes negative at
+    B = 0 (x[1:] of B), a RunError instead (`_check_negative`)."""
     b = {"B": 0, "T": prog.sizes[0]["T"]}
+    if _negative(prog, b, live_only=False):
+        _check_negative(prog, b, must=_negative(prog, b, live_only=True))
+        return
     truth = vg64 = None
     for dtype in ("float64", "float32"):
         xs = make_inputs(prog, b, dtype)
