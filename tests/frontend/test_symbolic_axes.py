@@ -204,3 +204,16 @@ def test_imported_shape_arithmetic_adds_and_subtracts_dims():
         x = rng("range", t).standard_normal((3, t)).astype(np.float32)
         for backend in BACKENDS:
             assert_close(tp.run(g, x, backend=backend), sess.run(None, {"x": x})[0], exact=True)
+
+
+def test_inputs_of_sum_size_import_as_that_sum():
+    """An input of size T+1 exports as dim_param "T+1" and imports as T+1 (not a new symbol
+    T_1, which made x[:, 1:] of it [B, T_1-1], unequal to T); names joined by a dash
+    ("seq-len") stay one symbol."""
+    g = tp.trace(lambda x, y: x[:, 1:] * y, tp.Spec(("B", "T+1")), tp.Spec(("B", "T")))
+    rt = tp.from_onnx(tp.to_onnx(g))
+    assert [str(v.type) for v in rt.inputs] == ["f32[B,T+1]", "f32[B,T]"]
+    x, y = rng("sum input").standard_normal((2, 4)).astype(np.float32), np.ones((2, 3), np.float32)
+    assert_close(tp.run(rt, x, y), x[:, 1:], exact=True)
+    m = _slice_model(1, 2**62, dims=("B", "seq-len"))
+    assert str(tp.from_onnx(m).outputs[0].type) == "f32[B,seq_len-1]"
