@@ -141,8 +141,9 @@ def _slice_symbolic(n, x, starts, ends, axes, steps):
     static, dynamic = ([], [], [], []), {}
     general = [slice(None)] * rank_of(x)
     for a, s, e, st in zip(axes, starts, ends, steps):
-        if isinstance(s, str) or (isinstance(e, str) and (s != 0 or st != 1)):
-            general[a] = _symbolic_bounds(n, a, shape_of(x)[a], s, e, st)  # x[T-3:T], x[1:T]
+        if isinstance(s, str) or (isinstance(e, str) and (s != 0 or st != 1 or isinstance(shape_of(x)[a], str))):
+            # x[T-3:T], x[1:T], x[:2*B-2] of 2*B: dims as bounds, no tensor needs to have them
+            general[a] = _symbolic_bounds(n, a, shape_of(x)[a], s, e, st)
         elif isinstance(e, str):
             if shape_of(x)[a] != e:  # x[:T] of an axis that is T already is the whole axis
                 ref, ref_axis = _run_time_dim(n, e, f"the end of axis {a}")
