@@ -158,8 +158,8 @@ def _slice_symbolic(n, x, starts, ends, axes, steps):
         y = y[_slice_index(n, shape_of(y), static[1], static[2], static[0], static[3])]
     for ref, a, ra in dynamic.values():
         y = F.apply_op("slice_to", [y, ref], {"axes": a, "ref_axes": ra})
-    if any(i != slice(None) for i in general):
-        y = y[tuple(general)]
+    if any(i != slice(None) for i in general):  # known data (a constant cotangent) is a constant here
+        y = F.getitem(F._t(y, "slice"), tuple(general))
     return y
 
 

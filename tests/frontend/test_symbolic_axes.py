@@ -228,3 +228,16 @@ def test_exported_slice_of_a_product_axis_imports_back():
     x = rng("2B").standard_normal((3, 6)).astype(np.float32)
     for backend in BACKENDS:
         assert_close(tp.run(rt, x, backend=backend), x[:, :-2] * 2, exact=True)
+
+
+def test_exported_gradient_slicing_a_constant_by_dims_imports_back():
+    """The gradient of concatenate slices the cotangent back by dims; where the cotangent is a
+    constant (the weights of a sum), the importer sliced a numpy array by the dim "-B+2"."""
+    w = np.arange(4.0, dtype=np.float32)
+    g = tp.value_and_grad(tp.trace(lambda x: (tp.concatenate([x[-1:1], x, np.ones(2, np.float32)]) * w).sum(),
+                                   tp.Spec(("B",))))
+    rt = tp.from_onnx(tp.to_onnx(g))
+    for b in (1, 2):  # x[-1:1] has 2-B elements
+        x = rng("const cotangent", b).standard_normal(b).astype(np.float32)
+        for got, want in zip(tp.run(rt, x), tp.run(g, x)):
+            assert_close(got, want)
