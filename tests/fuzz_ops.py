@@ -378,8 +378,10 @@ def _intpath_gen(g, vi, v):
     if red != "none":
         keep = g.coin()
         shape = _reduced(v.shape, axes, keep)
+        nmin, nmax = g.count(v.shape, axes)
+        if nmin == 0 and red != "sum":  # max of nothing (T-1 at T = 1)
+            return None
         if red == "sum":
-            nmin, nmax = g.count(v.shape, axes)
             lo, hi = min(lo * nmin, lo * nmax), max(hi * nmin, hi * nmax)
     else:
         axis, keep = None, False
@@ -867,7 +869,7 @@ def _sym_slice(g, n):
         a = 0 if start is None else start if start >= 0 else g.dsum([n, start])
         e = n if stop is None else stop if stop >= 0 else g.dsum([n, stop])
         size, room = g.dsum([e, a], [1, -1]), g.dsum([n, e], [1, -1])
-        if g.valid([a, size, room]):
+        if size != 0 and g.valid([a, size, room]):  # (static dims are >= 1, as elsewhere)
             return slice(start, stop, g.choice([None, 1])), size, (a, room)
     return None
 

@@ -4,8 +4,11 @@ Per-op tests check each op alone; this file generates random programs (3-12 ops 
 vocabulary of tp functions, Tensor operators, numpy interop (np.exp(t), ndarray + t,
 numpy scalars), integer and boolean detours, constant subexpressions and tp.call of
 sub-programs) over 1-3 float32 or float64 inputs whose shapes broadcast (size-1 dims, 0-d
-tensors, symbolic dims "B", "T" and "2*B" traced with tp.Spec and run at two bindings),
-ending in a scalar: a weighted sum of every value nothing else uses. Per program:
+tensors, symbolic dims "B", "T", "2*B" and "T+1" traced with tp.Spec and run at two
+bindings), ending in a scalar: a weighted sum of every value nothing else uses. Slices
+(x[:, 1:], x[:, :-1], x[:, :2]), pads and concatenations along symbolic axes make dims
+that are sums (T-1, T+3, 2*T, B*T-B), valid (>= 0) at both bindings; tapeir's type of every
+value must be the generator's shape (its own dim model: `_poly`). Per program:
 
   a. the numpy backend against an independent evaluation written directly in numpy
      (each row's `np` form: numpy calls, never tapeir's kernels), every intermediate
@@ -27,7 +30,8 @@ ending in a scalar: a weighted sum of every value nothing else uses. Per program
   e. for every third program, a Hessian-vector product (tp.grad of a trace that
      tp.call's tp.grad(g)) against central differences of the first gradient (when
      smooth), in onnxruntime and after IR -> ONNX -> IR;
-  f. programs with "B" also run at B = 0 (`_check_empty`);
+  f. programs with "B" also run at B = 0 (`_check_empty`); where a size would be negative
+     there (B-1), both backends must raise a RunError naming the binding instead;
   g. fusion: tp.compile optimizes by default, so a-e run fused graphs; besides, tp.fuse of
      the value_and_grad graph gives the unfused results bit for bit on the numpy backend;
      every third program also checks it in onnxruntime (within its rounding) and the
@@ -53,7 +57,8 @@ leave [-1e3, 1e3].
 Choices come from one seed per program (hypothesis draws the seed and the dtype; its
 own draws lean on their smallest values, which made most programs alike). The default
 run is deterministic (derandomize=True, no example database): 250 programs, ~20-35 s.
-TAPEIR_FUZZ_EXAMPLES=2000 runs more; TAPEIR_FUZZ_MAX_OPS=25 makes them longer.
+TAPEIR_FUZZ_EXAMPLES=2000 runs more; TAPEIR_FUZZ_MAX_OPS=25 makes them longer; pytest's
+--hypothesis-seed=123 draws other programs (derandomize would ignore it: it is off then).
 """
 from __future__ import annotations
 
@@ -63,6 +68,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
+import hypothesis.core
 import numpy as np
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -81,7 +87,9 @@ MAX_OPS = int(os.environ.get("TAPEIR_FUZZ_MAX_OPS", "12"))
 BOUND = 1e3          # |every intermediate value| stays below this
 FD_MARGIN = 1e-3     # skip finite differences when a kink is this close
 
-SETTINGS = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=True, database=None,
+# --hypothesis-seed (set by hypothesis' pytest plugin before this module is collected)
+FORCED_SEED = getattr(hypothesis.core, "global_force_seed", None)
+SETTINGS = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=FORCED_SEED is None, database=None,
                     suppress_health_check=list(HealthCheck), print_blob=False)
 
 
