@@ -815,10 +815,12 @@ def _live(prog):
     return live
 
 
-def _negative(prog, b, live_only):
+def _negative(prog, b, surely):
     """Whether a size goes negative at binding b (B - 1 at B = 0): a value's dim or a slice's
-    start or room past its stop (p["need"]), here or in a sub-program; live values only or all."""
-    n, live = len(prog.inputs), _live(prog) if live_only else range(len(prog.vals))
+    start or room past its stop (p["need"]), here or in a sub-program. `surely`: only where
+    tapeir cannot drop it: the program's values and what a call's result depends on, not a
+    callgrad's sub-program (its gradient graph keeps what the gradient needs, simplified)."""
+    n, live = len(prog.inputs), _live(prog) if surely else range(len(prog.vals))
     for k in live:
         if any(_dval(d, b) < 0 for d in prog.vals[k].shape):
             return True
@@ -826,29 +828,31 @@ def _negative(prog, b, live_only):
             op = prog.ops[k - n]
             if any(_dval(d, b) < 0 for d in op.p.get("need", ())):
                 return True
-            if "sub" in op.p and _negative(op.p["sub"], b, live_only):
+            if "sub" in op.p and not (surely and op.kind == "callgrad") and _negative(op.p["sub"], b, surely):
                 return True
     return False
 
 
 def _check_negative(prog, b, must):
-    """A program a size of which is negative at b: a RunError naming the binding, in both
-    backends and dtypes, for the every-value and the value_and_grad graph. A negative size
-    only in a sub-program's dead code (`must` False) may raise or not (the graph may drop it)."""
+    """A program a size of which is negative at b: in both backends and dtypes, the
+    every-value graph raises a RunError that names the binding (checked before running).
+    Not where only a dropped part has the size (`must` False: dead code of a sub-program, a
+    callgrad's), nor for the value_and_grad graph, which tp.grad simplifies (a callgrad that
+    is 0 drops its slice): there a RunError (the size, or a max of nothing) or a result."""
     for dtype in ("float64", "float32"):
         xs = make_inputs(prog, b, dtype)
-        graphs = (trace_program(prog, dtype, every_value=True), tp.value_and_grad(trace_program(prog, dtype),
-                                                                                   wrt=_wrt(prog)[0]))
-        for g in graphs:
+        graphs = ((trace_program(prog, dtype, every_value=True), must),
+                  (tp.value_and_grad(trace_program(prog, dtype), wrt=_wrt(prog)[0]), False))
+        for g, sure in graphs:
             for f in (tp.compile(g), _ort(g, _opset(prog))):
                 if f is None:  # a float64 kernel onnxruntime lacks
                     continue
                 try:
                     f(*xs)
-                except tp.RunError as e:  # checked before running: it names the size and the binding
-                    assert not must or "B=0" in str(e), f"the RunError does not name the binding: {e}"
+                except tp.RunError as e:
+                    assert not sure or "B=0" in str(e), f"the RunError does not name the binding: {e}"
                     continue
-                assert not must, f"{dtype}: no RunError where a size is negative at {b} in\n{g}"
+                assert not sure, f"{dtype}: no RunError where a size is negative at {b} in\n{g}"
 
 
 def _check_empty(prog):
@@ -858,8 +862,8 @@ def _check_empty(prog):
     0 in onnxruntime; max/min of nothing raise in numpy). Where a size goes negative at
     B = 0 (x[1:] of B), a RunError instead (`_check_negative`)."""
     b = {"B": 0, "T": prog.sizes[0]["T"]}
-    if _negative(prog, b, live_only=False):
-        _check_negative(prog, b, must=_negative(prog, b, live_only=True))
+    if _negative(prog, b, surely=False):
+        _check_negative(prog, b, must=_negative(prog, b, surely=True))
         return
     truth = vg64 = None
     for dtype in ("float64", "float32"):
