@@ -19,7 +19,7 @@ import numpy as np
 from ..frontend import functions as F
 from ..ir.dtypes import FLOATS
 from ..ir.errors import TraceError
-from ..ir.types import dim_product, dim_sum
+from ..ir.types import dim_product, dim_sub, dim_sum
 from ..ir.windows import conv_transpose_out, window_counts
 
 VJP: dict = {}
@@ -96,7 +96,7 @@ def scatter_slice(g, shape, axis, start, stop, step):
         g = slice_axis(g, axis, 0, (m - 1) * step + 1)
     length = g.shape[axis]
     width = [(0, 0)] * g.ndim
-    width[axis] = (start, n - start - length)
+    width[axis] = (start, dim_sub(dim_sub(n, start), length))  # dims: a static n, a start "B" (concatenate's)
     return F.pad(g, width)
 
 

@@ -109,6 +109,26 @@ def test_second_derivative_through_a_symbolic_slice(backend):
         assert_close(tp.run(hvp, x, v, backend=backend), want)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_derivative_through_a_static_concatenation_of_symbolic_parts(backend):
+    """[x, x[-1:2]] of x [B] has 3 elements; its gradient slices the cotangent from B, and the
+    gradient of that slice (in a Hessian-vector product) pads back to 3 by widths that are
+    dims (3 - B - (3-B) after: int minus str was a TypeError)."""
+    w = np.array([0.5, -1.0, 2.0])
+    g = tp.trace(lambda x: (tp.sin(tp.concatenate([x, x[-1:2]])) * w).sum(), tp.Spec(("B",), "float64"))
+    gg = tp.grad(g)
+    hvp = tp.grad(tp.trace(lambda x, v: (tp.call(gg, x) * v).sum(), tp.Spec(("B",), "float64"),
+                           tp.Spec(("B",), "float64")))
+    for b in (2, 3):  # x[-1:2] needs 2 <= B <= 3
+        x, v = rng("hvp concat", b).standard_normal(b), rng("hvp concat v", b).standard_normal(b)
+        z = np.concatenate([x, x[b - 1:2]])
+        d2 = -np.sin(z) * w  # d2/dz2 of sum(sin(z) w); z[j] is x[j] for j < B, x[B-1+j-B] after
+        src = np.concatenate([np.arange(b), np.arange(b - 1, 2)])
+        want = np.zeros(b)
+        np.add.at(want, src, d2 * v[src])
+        assert_close(tp.run(hvp, x, v, backend=backend), want)
+
+
 def test_text_form_round_trips_sum_dims():
     g = tp.value_and_grad(tp.trace(wrap_around, tp.Spec(("B", "T"))))
     text = str(g)
