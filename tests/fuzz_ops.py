@@ -633,9 +633,11 @@ def _softmax_gen(name):
         if not v.shape:
             return None
         axis = g.i(-len(v.shape), len(v.shape) - 1)
+        if min(g.dval(v.shape[axis], b) for b in g.sizes) == 0:  # over nothing (T-1 at T = 1), as reductions
+            return None
         if name == "softmax":
             return g.add(name, [vi], v.shape, 0.0, 1.0, axis=axis)
-        n = max(1, max(g.dval(v.shape[axis], b) for b in g.sizes))  # T-1 may be 0
+        n = max(g.dval(v.shape[axis], b) for b in g.sizes)
         return g.add(name, [vi], v.shape, v.lo - v.hi - math.log(n) - 1e-9, 0.0, axis=axis)
     return gen
 
