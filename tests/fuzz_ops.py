@@ -1347,9 +1347,15 @@ def torch_np(t, shape):
 
 
 def _callgrad_np(op, ns, a):
-    """The gradient from torch autograd (independent of tapeir); eval_np for the kinks."""
+    """The gradient from torch autograd (independent of tapeir); eval_np for the kinks. A
+    kink of the sub-program (a max's runner-up) is a jump of its gradient: a discrete
+    decision for the callgrad's value, which float32 rounding may take otherwise (erf of
+    large values ties at 1.0 in float32, not in float64)."""
     sub, x = op.p["sub"], a[0]
+    kink = ns.kink
+    ns.kink = math.inf
     EVAL["np"](sub, ns, [x])
+    ns.disc, ns.kink = min(ns.disc, ns.kink), min(ns.kink, kink)
     xt = torch.tensor(np.array(x, np.float64, order="C", copy=True), requires_grad=True)  # fresh strides
     out = (EVAL["torch"](sub, EVAL["torchns"](ns.b), [xt])[sub.out] * torch.as_tensor(op.p["w"])).sum()
     g = torch.autograd.grad(out, xt, allow_unused=True)[0] if out.requires_grad else None
