@@ -495,8 +495,11 @@ class _Parser:
     def term(self) -> str:
         t = self.tok
         if t.kind == "number" and t.text.startswith("-") and t.text[1:].isdigit():
-            self.next()  # a signed constant, as in "T-1"
-            text = str(self.integer(t))
+            self.next()  # a signed constant, as in "T-1"; "T-0" keeps its sign (str(-0) is "0": "T0")
+            text = f"-{-self.integer(t)}"
+        elif t.kind == "number" and t.text == "-inf":  # the symbol inf, negated ("T-inf"): "-inf" lexes as one number
+            self.next()
+            text = "-inf"
         else:
             text = str(self.dim_part())
         while self.accept("*"):

@@ -19,7 +19,7 @@ import numpy as np
 from ..frontend import functions as F
 from ..ir.dtypes import FLOATS
 from ..ir.errors import TraceError
-from ..ir.types import dim_product
+from ..ir.types import dim_product, dim_sub, dim_sum
 from ..ir.windows import conv_out, conv_transpose_out, window_counts
 
 VJP: dict = {}
@@ -96,7 +96,7 @@ def scatter_slice(g, shape, axis, start, stop, step):
         g = slice_axis(g, axis, 0, (m - 1) * step + 1)
     length = g.shape[axis]
     width = [(0, 0)] * g.ndim
-    width[axis] = (start, n - start - length)
+    width[axis] = (start, dim_sub(dim_sub(n, start), length))  # dims: a static n, a start "B" (concatenate's)
     return F.pad(g, width)
 
 
@@ -470,7 +470,9 @@ def _slice(g, x, y, a):
 @rule("pad")
 def _pad(g, x, y, a):
     r, pads = x[0].ndim, a["pads"]
-    idx = tuple(slice(pads[i], pads[i] + x[0].shape[i]) if pads[i] or pads[r + i] else slice(None) for i in range(r))
+    # a width may be a dim ("B-1": pad is the gradient of x[-1:]), so the stop is a dim sum
+    idx = tuple(slice(pads[i], dim_sum([pads[i], x[0].shape[i]])) if pads[i] or pads[r + i] else slice(None)
+                for i in range(r))
     return [g[idx]]
 
 

@@ -378,8 +378,10 @@ def _intpath_gen(g, vi, v):
     if red != "none":
         keep = g.coin()
         shape = _reduced(v.shape, axes, keep)
+        nmin, nmax = g.count(v.shape, axes)
+        if nmin == 0 and red != "sum":  # max of nothing (T-1 at T = 1)
+            return None
         if red == "sum":
-            nmin, nmax = g.count(v.shape, axes)
             lo, hi = min(lo * nmin, lo * nmax), max(hi * nmin, hi * nmax)
     else:
         axis, keep = None, False
@@ -631,6 +633,8 @@ def _softmax_gen(name):
         if not v.shape:
             return None
         axis = g.i(-len(v.shape), len(v.shape) - 1)
+        if min(g.dval(v.shape[axis], b) for b in g.sizes) == 0:  # over nothing (T-1 at T = 1), as reductions
+            return None
         if name == "softmax":
             return g.add(name, [vi], v.shape, 0.0, 1.0, axis=axis)
         n = max(g.dval(v.shape[axis], b) for b in g.sizes)
@@ -733,7 +737,14 @@ row("matmul", _matmul_gen,
 
 
 def _reshape_gen(g, vi, v):
-    c, symf = g.fac(g.prod(v.shape))
+    c, symf = 1, []  # the static count and the symbolic factors: B, T, and sums (T-1) kept whole
+    for d in v.shape:
+        p = g.poly(d)
+        if g.is_sum(d):
+            symf.append(d)
+        else:
+            (m, k), = p.items() if p else (((), 0),)
+            c, symf = c * k, symf + list(m)
     facs, rest = [], c  # split the static count into factors, shuffle in the B's
     while rest > 1 and len(facs) < 3:
         f = g.choice([d for d in range(2, rest + 1) if rest % d == 0])
@@ -848,15 +859,38 @@ row("squeeze", _squeeze_gen, lambda op, ns, a, cache: (tp if op.p["form"] == "tp
     lambda op, ns, a: np.squeeze(a[0], op.p["axes"]), _squeeze_torch)
 
 
+def _sym_slice(g, n):
+    """A step-1 slice of a symbolic axis of size n with int bounds from the start or the end
+    (x[1:], x[:-1], x[1:-1], x[:2]), valid at both bindings: (slice, its size, the sizes
+    that must not be negative: the start and the room past the stop); None when none fits."""
+    for _ in range(3):
+        start, stop = g.choice([None, 1, 2, -1, -2]), g.choice([None, 1, 2, 3, -1, -2])
+        if start is None and stop is None:
+            continue
+        # where the bounds land: an int from the start, n + k from the end (not clamped)
+        a = 0 if start is None else start if start >= 0 else g.dsum([n, start])
+        e = n if stop is None else stop if stop >= 0 else g.dsum([n, stop])
+        size, room = g.dsum([e, a], [1, -1]), g.dsum([n, e], [1, -1])
+        if size != 0 and g.valid([a, size, room]):  # (static dims are >= 1, as elsewhere)
+            return slice(start, stop, g.choice([None, 1])), size, (a, room)
+    return None
+
+
 def _getitem_gen(g, vi, v):
     r = len(v.shape)
-    index, shape = [], []
+    index, shape, need = [], [], []
     n_real = g.i(0, r)
     for k in range(n_real):
         d = v.shape[k]
         if g.i(0, 4) == 0:
             index.append(None)
             shape.append(1)
+        sym = _sym_slice(g, d) if not isinstance(d, int) and g.coin() else None
+        if sym is not None:
+            index.append(sym[0])
+            shape.append(sym[1])
+            need.extend(sym[2])
+            continue
         if not isinstance(d, int) or d == 0:
             index.append(slice(None))
             shape.append(d)
@@ -885,7 +919,7 @@ def _getitem_gen(g, vi, v):
     if not ell:
         shape.extend(v.shape[n_real:])
     idx = index[0] if len(index) == 1 and g.coin() else tuple(index)
-    return g.add("getitem", [vi], tuple(shape), v.lo, v.hi, index=idx)
+    return g.add("getitem", [vi], tuple(shape), v.lo, v.hi, index=idx, need=tuple(need))
 
 
 def _getitem_torch(op, ns, a):
@@ -914,6 +948,25 @@ row("getitem", _getitem_gen, lambda op, ns, a, cache: a[0][op.p["index"]], lambd
     _getitem_torch, weight=2)
 
 
+def _sym_slice_gen(g, vi, v):
+    """x[:, 1:], x[..., :-1, :]: one symbolic axis sliced (getitem draws these too, rarely)."""
+    axes = [k for k, d in enumerate(v.shape) if not isinstance(d, int)]
+    if not axes:
+        return None
+    k = g.choice(axes)
+    sym = _sym_slice(g, v.shape[k])
+    if sym is None:
+        return None
+    r = len(v.shape)
+    index = (slice(None),) * k + (sym[0],) if g.coin() else (Ellipsis, sym[0]) + (slice(None),) * (r - k - 1)
+    return g.add("sym_slice", [vi], v.shape[:k] + (sym[1],) + v.shape[k + 1:], v.lo, v.hi, index=index,
+                 need=sym[2])
+
+
+row("sym_slice", _sym_slice_gen, lambda op, ns, a, cache: a[0][op.p["index"]], lambda op, ns, a: a[0][op.p["index"]],
+    _getitem_torch, weight=3)
+
+
 def _broadcast_to_gen(g, vi, v):
     target = [g.choice([2, 3]) if d == 1 and g.coin() else d for d in v.shape]
     if len(target) < 4 and g.coin():
@@ -928,52 +981,62 @@ row("broadcast_to", _broadcast_to_gen,
     lambda op, ns, a: torch.broadcast_to(a[0], ns.shape(op.p["shape"])))
 
 
-def _concatenate_gen(g, vi, v):
+def _concatenate_gen(g, vi, v, symbolic=False):
+    """Along any axis, symbolic ones too ([B,T] and [B,T] -> [B,2*T]; [B,T] and [B,2] ->
+    [B,T+2]), with values of the same shape off that axis or constants; a constant with a
+    symbolic dim off the axis is broadcast to it ([1,2] to [B,2])."""
     r = len(v.shape)
-    axes = [a for a in range(r) if isinstance(v.shape[a], int)]
+    axes = [k for k in range(r) if not symbolic or not isinstance(v.shape[k], int)]
     if not axes:
         return None
     a = g.choice(axes)
-    args, cs, total, lo, hi = [vi], [], v.shape[a], v.lo, v.hi
+    args, cs, sizes, lo, hi = [vi], [], [v.shape[a]], v.lo, v.hi
     for _ in range(g.i(1, 2)):
         same = [k for k, w in enumerate(g.prog.vals) if len(w.shape) == r
-                and all(w.shape[j] == v.shape[j] for j in range(r) if j != a) and isinstance(w.shape[a], int)]
+                and all(w.shape[j] == v.shape[j] for j in range(r) if j != a)]
         if same and g.coin():
             k = g.choice(same)
             args.append(k)
-            total += g.prog.vals[k].shape[a]
+            sizes.append(g.prog.vals[k].shape[a])
             lo, hi = min(lo, g.prog.vals[k].lo), max(hi, g.prog.vals[k].hi)
-        elif all(isinstance(d, int) for d in v.shape):
+        else:
             shape = list(v.shape)
             shape[a] = g.i(1, 3)
-            cs.append((len(args) + len(cs), g.const(tuple(shape))))
-            total += shape[a]
+            cs.append((len(args) + len(cs), g.const(g.static(shape)), tuple(shape)))
+            sizes.append(shape[a])
             lo, hi = min(lo, -1), max(hi, 1)
     shape = list(v.shape)
-    shape[a] = total
+    shape[a] = g.dsum(sizes)
     return g.add("concatenate", args, tuple(shape), lo, hi, axis=a - r if g.coin() else a, consts=tuple(cs),
                  form=g.choice(["tp", "np"]))
 
 
-def _parts(op, ns, a):
+def _parts(op, ns, a, bcast):
+    """The operands in order: values and constants (broadcast where the value's shape has a
+    symbolic dim off the axis, by `bcast(array, dims)` in tapeir, numpy or torch)."""
     xs = list(a)
-    for pos, cst in op.p["consts"]:
-        xs.insert(pos, ns.c(cst))
+    for pos, cst, dims in op.p["consts"]:
+        c = ns.c(cst)
+        xs.insert(pos, c if all(isinstance(d, int) for d in dims) else bcast(c, dims))
     return xs
 
 
-row("concatenate", _concatenate_gen,
-    lambda op, ns, a, cache: (tp if op.p["form"] == "tp" else np).concatenate(_parts(op, ns, a), axis=op.p["axis"]),
-    lambda op, ns, a: np.concatenate(_parts(op, ns, a), axis=op.p["axis"]),
-    lambda op, ns, a: torch.cat(_parts(op, ns, a), dim=op.p["axis"]))
+_CONCAT = (lambda op, ns, a, cache: (tp if op.p["form"] == "tp" else np).concatenate(
+    _parts(op, ns, a, lambda c, dims: tp.broadcast_to(c, tuple(ns.rename(d) for d in dims))), axis=op.p["axis"]),
+    lambda op, ns, a: np.concatenate(_parts(op, ns, a, lambda c, dims: np.broadcast_to(c, ns.shape(dims))),
+                                     axis=op.p["axis"]),
+    lambda op, ns, a: torch.cat(_parts(op, ns, a, lambda c, dims: torch.broadcast_to(c, ns.shape(dims))),
+                                dim=op.p["axis"]))
+row("concatenate", _concatenate_gen, *_CONCAT)
+row("sym_concat", lambda g, vi, v: _concatenate_gen(g, vi, v, symbolic=True), *_CONCAT, weight=2)
 
 
 def _pad_gen(g, vi, v):
     if not v.shape:
         return None
-    widths = tuple((0, 0) if not isinstance(d, int) else (g.i(0, 2), g.i(0, 1)) for d in v.shape)
+    widths = tuple((g.i(0, 2), g.i(0, 1)) for d in v.shape)
     val = g.choice([0.0, 1.5, -0.5])
-    return g.add("pad", [vi], tuple(d if not isinstance(d, int) else d + w[0] + w[1] for d, w in zip(v.shape, widths)),
+    return g.add("pad", [vi], tuple(g.dsum([d, w[0], w[1]]) for d, w in zip(v.shape, widths)),
                  min(v.lo, val), max(v.hi, val), widths=widths, value=val, form=g.choice(["tp", "np"]))
 
 
@@ -1230,11 +1293,19 @@ def _call_gen(g, vi, v):
     sub = g.choice(again) if again and g.coin() else g.sub(v)
     g.subs.append(sub)
     o = sub.vals[sub.out]
-    # renamed symbols must be solvable from the call's dims: each stands alone (or times an
-    # int) in some input dim (tp.call cannot bind N from a dim N*N or N*M alone)
-    alone = {g.fac(d)[1][0] for d in v.shape if isinstance(d, str) and len(g.fac(d)[1]) == 1}
-    solvable = all(set(g.fac(d)[1]) <= alone for d in v.shape if isinstance(d, str))
-    return g.add("call", [vi], o.shape, o.lo, o.hi, sub=sub, renamed=solvable and g.coin())
+    return g.add("call", [vi], o.shape, o.lo, o.hi, sub=sub, renamed=_solvable(g, v.shape) and g.coin())
+
+
+def _solvable(g, shape):
+    """Whether tp.call can bind renamed symbols from the call's dims: a dim binds its one
+    unbound symbol when it is linear in it (T-1, 2*B, B*T once B is known, not T*T)."""
+    bound, dims = set(), [d for d in shape if isinstance(d, str)]
+    for _ in dims:
+        for d in dims:
+            free = set(g.syms(d)) - bound
+            if len(free) == 1 and all(m.count(x) <= 1 for m in g.poly(d) for x in free):
+                bound |= free
+    return all(set(g.syms(d)) <= bound for d in dims)
 
 
 def _call_tp(op, ns, a, cache):
@@ -1276,9 +1347,15 @@ def torch_np(t, shape):
 
 
 def _callgrad_np(op, ns, a):
-    """The gradient from torch autograd (independent of tapeir); eval_np for the kinks."""
+    """The gradient from torch autograd (independent of tapeir); eval_np for the kinks. A
+    kink of the sub-program (a max's runner-up) is a jump of its gradient: a discrete
+    decision for the callgrad's value, which float32 rounding may take otherwise (erf of
+    large values ties at 1.0 in float32, not in float64)."""
     sub, x = op.p["sub"], a[0]
+    kink = ns.kink
+    ns.kink = math.inf
     EVAL["np"](sub, ns, [x])
+    ns.disc, ns.kink = min(ns.disc, ns.kink), min(ns.kink, kink)
     xt = torch.tensor(np.array(x, np.float64, order="C", copy=True), requires_grad=True)  # fresh strides
     out = (EVAL["torch"](sub, EVAL["torchns"](ns.b), [xt])[sub.out] * torch.as_tensor(op.p["w"])).sum()
     g = torch.autograd.grad(out, xt, allow_unused=True)[0] if out.requires_grad else None

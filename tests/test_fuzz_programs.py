@@ -4,8 +4,11 @@ Per-op tests check each op alone; this file generates random programs (3-12 ops 
 vocabulary of tp functions, Tensor operators, numpy interop (np.exp(t), ndarray + t,
 numpy scalars), integer and boolean detours, constant subexpressions and tp.call of
 sub-programs) over 1-3 float32 or float64 inputs whose shapes broadcast (size-1 dims, 0-d
-tensors, symbolic dims "B", "T" and "2*B" traced with tp.Spec and run at two bindings),
-ending in a scalar: a weighted sum of every value nothing else uses. Per program:
+tensors, symbolic dims "B", "T", "2*B" and "T+1" traced with tp.Spec and run at two
+bindings), ending in a scalar: a weighted sum of every value nothing else uses. Slices
+(x[:, 1:], x[:, :-1], x[:, :2]), pads and concatenations along symbolic axes make dims
+that are sums (T-1, T+3, 2*T, B*T-B), valid (>= 0) at both bindings; tapeir's type of every
+value must be the generator's shape (its own dim model: `_poly`). Per program:
 
   a. the numpy backend against an independent evaluation written directly in numpy
      (each row's `np` form: numpy calls, never tapeir's kernels), every intermediate
@@ -27,7 +30,8 @@ ending in a scalar: a weighted sum of every value nothing else uses. Per program
   e. for every third program, a Hessian-vector product (tp.grad of a trace that
      tp.call's tp.grad(g)) against central differences of the first gradient (when
      smooth), in onnxruntime and after IR -> ONNX -> IR;
-  f. programs with "B" also run at B = 0 (`_check_empty`);
+  f. programs with "B" also run at B = 0 (`_check_empty`); where a size would be negative
+     there (B-1), both backends must raise a RunError naming the binding instead;
   g. fusion: tp.compile optimizes by default, so a-e run fused graphs; besides, tp.fuse of
      the value_and_grad graph gives the unfused results bit for bit on the numpy backend;
      every third program also checks it in onnxruntime (within its rounding) and the
@@ -53,15 +57,18 @@ leave [-1e3, 1e3].
 Choices come from one seed per program (hypothesis draws the seed and the dtype; its
 own draws lean on their smallest values, which made most programs alike). The default
 run is deterministic (derandomize=True, no example database): 250 programs, ~20-35 s.
-TAPEIR_FUZZ_EXAMPLES=2000 runs more; TAPEIR_FUZZ_MAX_OPS=25 makes them longer.
+TAPEIR_FUZZ_EXAMPLES=2000 runs more; TAPEIR_FUZZ_MAX_OPS=25 makes them longer; pytest's
+--hypothesis-seed=123 draws other programs (derandomize would ignore it: it is off then).
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 
+import hypothesis.core
 import numpy as np
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -80,37 +87,94 @@ MAX_OPS = int(os.environ.get("TAPEIR_FUZZ_MAX_OPS", "12"))
 BOUND = 1e3          # |every intermediate value| stays below this
 FD_MARGIN = 1e-3     # skip finite differences when a kink is this close
 
-SETTINGS = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=True, database=None,
+# --hypothesis-seed (set by hypothesis' pytest plugin before this module is collected)
+FORCED_SEED = getattr(hypothesis.core, "global_force_seed", None)
+SETTINGS = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=FORCED_SEED is None, database=None,
                     suppress_health_check=list(HealthCheck), print_blob=False)
 
 
 # ---- dims ----------------------------------------------------------------------------
-# A dim is an int or a tapeir symbolic dim string over the symbols "B" and "T": "B", "3*B",
-# "B*T". A binding maps each symbol to a size ({"B": 2, "T": 3}).
+# A dim is an int or a polynomial in the symbols "B" and "T" with integer coefficients,
+# written as a canonical string: "B", "3*B", "B*T" (reshapes), "T-1", "T+2", "2*T" (slices,
+# pads, concatenations), "B*T-B". Terms go by degree (highest first), then by name, the
+# constant last. A binding maps each symbol to a size ({"B": 2, "T": 3}). This model is the
+# test's own (it shares no code with tapeir's ir/types.py on purpose).
 
-def _fac(d):
-    """(coefficient, sorted symbols)."""
+def _poly(d):
+    """A dim as {monomial (a sorted tuple of symbols, repeated for powers): coefficient}."""
     if isinstance(d, int):
-        return d, ()
-    coef, syms = 1, []
-    for part in d.split("*"):
-        if part.isdigit():
-            coef *= int(part)
-        else:
-            syms.append(part)
-    return coef, tuple(sorted(syms))
+        return {(): d} if d else {}
+    out = {}
+    for sign, term in re.findall(r"([+-]?)([^+-]+)", d):
+        c, syms = 1, []
+        for part in term.split("*"):
+            if part.isdigit():
+                c *= int(part)
+            else:
+                syms.append(part)
+        m = tuple(sorted(syms))
+        out[m] = out.get(m, 0) + (-c if sign == "-" else c)
+    return {m: c for m, c in out.items() if c}
 
 
-def _dim(coef, syms):
-    if not syms or coef == 0:
-        return coef
-    body = "*".join(sorted(syms))
-    return body if coef == 1 else f"{coef}*{body}"
+def _from_poly(p):
+    """The canonical dim of a polynomial: an int when it has no symbols."""
+    p = {m: c for m, c in p.items() if c}
+    if not any(p):
+        return p.get((), 0)
+    text = ""
+    for m in sorted(p, key=lambda m: (-len(m), m)):
+        c = p[m]
+        body = "*".join(m)
+        term = (body if abs(c) == 1 else f"{abs(c)}*{body}") if m else str(abs(c))
+        text += ("-" if c < 0 else "+" if text else "") + term
+    return text
+
+
+def _canon(d):
+    """Any spelling of a dim (tapeir's types too) in the model's canonical form."""
+    return _from_poly(_poly(d))
 
 
 def _dval(d, b):
-    c, syms = _fac(d)
-    return c * int(np.prod([b[x] for x in syms], dtype=np.int64))
+    return sum(c * math.prod(b[x] for x in m) for m, c in _poly(d).items())
+
+
+def _prod(dims):
+    p = {(): 1}
+    for d in dims:
+        q = {}
+        for m1, c1 in p.items():
+            for m2, c2 in _poly(d).items():
+                m = tuple(sorted(m1 + m2))
+                q[m] = q.get(m, 0) + c1 * c2
+        p = q
+    return _from_poly(p)
+
+
+def _sum(dims, signs=None):
+    """The sum of dims (each times its sign in `signs`, +1 by default)."""
+    p = {}
+    for k, d in enumerate(dims):
+        for m, c in _poly(d).items():
+            p[m] = p.get(m, 0) + c * (signs[k] if signs else 1)
+    return _from_poly(p)
+
+
+def _syms(d):
+    return sorted({x for m in _poly(d) for x in m})
+
+
+def _rename(d, names):
+    """d with each symbol renamed (names: {"B": "N", ...})."""
+    if isinstance(d, int):
+        return d
+    return _from_poly({tuple(sorted(names.get(x, x) for x in m)): c for m, c in _poly(d).items()})
+
+
+def _is_sum(d):
+    """A dim of two or more terms (T-1, B*T+B), not a product (B, 2*B, B*T)."""
+    return len(_poly(d)) > 1
 
 
 def _shape_val(shape, b):
@@ -120,14 +184,6 @@ def _shape_val(shape, b):
 def _static(shape):
     """The shape with every symbolic dim replaced by 1 (constants broadcast against it)."""
     return tuple(d if isinstance(d, int) else 1 for d in shape)
-
-
-def _prod(dims):
-    c, syms = 1, ()
-    for d in dims:
-        dc, ds = _fac(d)
-        c, syms = c * dc, syms + ds
-    return _dim(c, syms)
 
 
 def _bcast(a, b):
@@ -209,7 +265,8 @@ class Gen:
     """Draws one program, op by op, keeping shapes and value intervals; the op table's rows
     (fuzz_ops.ROWS) draw each op's attributes with the helpers here."""
 
-    fac, prod, bcast, static = staticmethod(_fac), staticmethod(_prod), staticmethod(_bcast), staticmethod(_static)
+    poly, prod, dsum, syms = staticmethod(_poly), staticmethod(_prod), staticmethod(_sum), staticmethod(_syms)
+    bcast, static, is_sum = staticmethod(_bcast), staticmethod(_static), staticmethod(_is_sum)
 
     def __init__(self, dtype, sizes, seed, n_inputs, n_ops, sub_input=None, depth=0, no_pool=False):
         self.dtype, self.sizes, self.depth, self.no_pool = dtype, sizes, depth, no_pool
@@ -244,7 +301,8 @@ class Gen:
         rank = self.i(0, 4)
         base = []
         for _ in range(rank):
-            base.append(self.choice([1, 2, 3, 4] + syms * 2 + (["2*B"] if syms and self.i(0, 3) == 0 else [])))
+            base.append(self.choice([1, 2, 3, 4] + syms * 2 + (["2*B"] if syms and self.i(0, 3) == 0 else [])
+                                    + (["T+1"] if "T" in syms and self.i(0, 5) == 0 else [])))  # binds T = n - 1
         if syms and not any(isinstance(d, str) for d in base) and rank:
             base[self.i(0, rank - 1)] = syms[0]
         while _numel_max(base, self.sizes) > 64:
@@ -265,6 +323,10 @@ class Gen:
     def add(self, kind, args, out_shape, lo, hi, **p):
         if not (np.isfinite(lo) and np.isfinite(hi)) or max(abs(lo), abs(hi)) > BOUND:
             return None
+        # every size (T-1, and a slice's start and room past its stop: p["need"]) must be
+        # >= 0 at both bindings the program runs at
+        if not self.valid(tuple(out_shape) + tuple(p.get("need", ()))):
+            return None
         if _numel_max(out_shape, self.sizes) > 256:
             return None
         self.prog.ops.append(Op(kind, tuple(args), p))
@@ -273,6 +335,10 @@ class Gen:
             self.uses[a] += 1
         self.uses.append(0)
         return True
+
+    def valid(self, dims):
+        """Whether every dim is a size (>= 0) at both bindings."""
+        return all(_dval(d, b) >= 0 for d in dims for b in self.sizes)
 
     def pick(self):
         """An operand: mostly recent values (chains), sometimes any."""
@@ -423,8 +489,7 @@ class TPNS:
         """A dim with the symbols a sub-program traces with (N for B, M for T when renamed)."""
         if not self.renamed or not isinstance(d, str):
             return d
-        c, syms = _fac(d)
-        return _dim(c, tuple(RENAMED[x] for x in syms))
+        return _rename(d, RENAMED)
 
 
 class NPNS:
@@ -636,6 +701,10 @@ def check_program(prog, hessian=False):
     # ---- a, b: every value, numpy backend vs reference; onnxruntime vs numpy backend ----
     for dtype in ("float64", "float32"):
         gm = trace_program(prog, dtype, every_value=True)
+        for j, o in enumerate(gm.outputs[:-1]):  # tapeir's types are the model's shapes
+            want = prog.vals[n_in + j].shape
+            assert tuple(map(_canon, o.type.shape)) == tuple(map(_canon, want)), \
+                f"value {n_in + j}: tapeir's type {o.type}, the model's shape {want}"
         f_np, f_pool = tp.compile(gm), tp.compile(gm)
         f_ort = _ort(gm, opset)
         for b in _sizes(prog):
@@ -734,12 +803,68 @@ def check_program(prog, hessian=False):
         _check_empty(prog)
 
 
+def _live(prog):
+    """The indices of the values the program's result depends on: all at the top level
+    (every unused value is a sink), those reaching `out` in a sub-program."""
+    if prog.out < 0:
+        return set(range(len(prog.vals)))
+    live, n = {prog.out}, len(prog.inputs)
+    for j in reversed(range(len(prog.ops))):
+        if n + j in live:
+            live.update(prog.ops[j].args)
+    return live
+
+
+def _negative(prog, b, surely):
+    """Whether a size goes negative at binding b (B - 1 at B = 0): a value's dim or a slice's
+    start or room past its stop (p["need"]), here or in a sub-program. `surely`: only where
+    tapeir cannot drop it: the program's values and what a call's result depends on, not a
+    callgrad's sub-program (its gradient graph keeps what the gradient needs, simplified)."""
+    n, live = len(prog.inputs), _live(prog) if surely else range(len(prog.vals))
+    for k in live:
+        if any(_dval(d, b) < 0 for d in prog.vals[k].shape):
+            return True
+        if k >= n:
+            op = prog.ops[k - n]
+            if any(_dval(d, b) < 0 for d in op.p.get("need", ())):
+                return True
+            if "sub" in op.p and not (surely and op.kind == "callgrad") and _negative(op.p["sub"], b, surely):
+                return True
+    return False
+
+
+def _check_negative(prog, b, must):
+    """A program a size of which is negative at b: in both backends and dtypes, the
+    every-value graph raises a RunError that names the binding (checked before running).
+    Not where only a dropped part has the size (`must` False: dead code of a sub-program, a
+    callgrad's), nor for the value_and_grad graph, which tp.grad simplifies (a callgrad that
+    is 0 drops its slice): there a RunError (the size, or a max of nothing) or a result."""
+    for dtype in ("float64", "float32"):
+        xs = make_inputs(prog, b, dtype)
+        graphs = ((trace_program(prog, dtype, every_value=True), must),
+                  (tp.value_and_grad(trace_program(prog, dtype), wrt=_wrt(prog)[0]), False))
+        for g, sure in graphs:
+            for f in (tp.compile(g), _ort(g, _opset(prog))):
+                if f is None:  # a float64 kernel onnxruntime lacks
+                    continue
+                try:
+                    f(*xs)
+                except tp.RunError as e:
+                    assert not sure or "B=0" in str(e), f"the RunError does not name the binding: {e}"
+                    continue
+                assert not sure, f"{dtype}: no RunError where a size is negative at {b} in\n{g}"
+
+
 def _check_empty(prog):
     """f. A symbolic dim of size 0 (B = 0): the numpy backend against the reference (or a
     RunError where the reference raises: max of nothing), onnxruntime against numpy where
     numpy's result has no nan (the documented differences: mean of nothing is nan in numpy,
-    0 in onnxruntime; max/min of nothing raise in numpy)."""
+    0 in onnxruntime; max/min of nothing raise in numpy). Where a size goes negative at
+    B = 0 (x[1:] of B), a RunError instead (`_check_negative`)."""
     b = {"B": 0, "T": prog.sizes[0]["T"]}
+    if _negative(prog, b, surely=False):
+        _check_negative(prog, b, must=_negative(prog, b, surely=True))
+        return
     truth = vg64 = None
     for dtype in ("float64", "float32"):
         xs = make_inputs(prog, b, dtype)

@@ -277,8 +277,9 @@ def _run(n: OnnxNode, ins):
                               f"{len(inspect.signature(rule).parameters) - 1}") from None
             return rule(n, *ins)
         given = [v for v in ins if v is not None]
-        # Expand of known data to a symbolic shape is a real tensor (e.g. zeros [B, 2]), not dims
-        data_is_dims = not (n.op == "Expand" and not is_symbolic(ins[0]) and is_symbolic(ins[1]))
+        # Expand of known data to a symbolic shape, or Pad of it by symbolic widths (the gradient
+        # of x[:2] on an axis T pads by T-2), is a real tensor (e.g. zeros [B, 2]), not dims
+        data_is_dims = not (n.op in ("Expand", "Pad") and not is_symbolic(ins[0]) and is_symbolic(ins[1]))
         if n.op != "Constant" and given and all(is_static(v) for v in given) and data_is_dims:
             if any(is_symbolic(v) for v in given):
                 if n.op not in SYMBOLIC:

@@ -141,8 +141,9 @@ def _slice_symbolic(n, x, starts, ends, axes, steps):
     static, dynamic = ([], [], [], []), {}
     general = [slice(None)] * rank_of(x)
     for a, s, e, st in zip(axes, starts, ends, steps):
-        if isinstance(s, str) or (isinstance(e, str) and (s != 0 or st != 1)):
-            general[a] = _symbolic_bounds(n, a, shape_of(x)[a], s, e, st)  # x[T-3:T], x[1:T]
+        if isinstance(s, str) or (isinstance(e, str) and (s != 0 or st != 1 or isinstance(shape_of(x)[a], str))):
+            # x[T-3:T], x[1:T], x[:2*B-2] of 2*B: dims as bounds, no tensor needs to have them
+            general[a] = _symbolic_bounds(n, a, shape_of(x)[a], s, e, st)
         elif isinstance(e, str):
             if shape_of(x)[a] != e:  # x[:T] of an axis that is T already is the whole axis
                 ref, ref_axis = _run_time_dim(n, e, f"the end of axis {a}")
@@ -157,8 +158,8 @@ def _slice_symbolic(n, x, starts, ends, axes, steps):
         y = y[_slice_index(n, shape_of(y), static[1], static[2], static[0], static[3])]
     for ref, a, ra in dynamic.values():
         y = F.apply_op("slice_to", [y, ref], {"axes": a, "ref_axes": ra})
-    if any(i != slice(None) for i in general):
-        y = y[tuple(general)]
+    if any(i != slice(None) for i in general):  # known data (a constant cotangent) is a constant here
+        y = F.getitem(F._t(y, "slice"), tuple(general))
     return y
 
 
@@ -263,12 +264,18 @@ def _pad(n, x, pads=None, value=None, axes=None):
     if n.opset < 11:
         pads, value = n.attr("pads"), n.attr("value", 0.0)
     else:
-        pads, value = n.ints(pads, "pads"), n.scalar(value, "constant_value")
+        # symbolic widths (T-2: the gradient of x[:2] on an axis T) are dims of known shape arithmetic
+        pads, value = n.dims(pads, "pads"), n.scalar(value, "constant_value")
     axes = list(range(r)) if axes is None else [n.axis(a, r) for a in n.ints(axes, "axes")]
     before, after = [0] * r, [0] * r
     for i, a in enumerate(axes):
         before[a], after[a] = pads[i], pads[len(axes) + i]
     mode = n.attr("mode", "constant")
+    if any(isinstance(p, str) for p in before + after):
+        if mode != "constant":
+            raise n.error(f"{mode} padding by symbolic widths {list(zip(before, after))}",
+                          hint="tapeir pads by symbolic widths with a constant only")
+        return F.pad(x, list(zip(before, after)), 0.0 if value is None else value)  # tapeir checks them >= 0
     y = x
     if any(p < 0 for p in before + after):  # negative pads crop
         y = y[tuple(slice(max(-b, 0), e if e < 0 else None) for b, e in zip(before, after))]

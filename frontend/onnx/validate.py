@@ -24,7 +24,7 @@ from onnx import defs, numpy_helper
 
 from ..tensor import Tensor
 from ...ir.errors import TapeirError
-from ...ir.types import max_coefficient
+from ...ir.types import check_dim, max_coefficient
 from .node import check_constant, limits, sparse_to_dense
 
 
@@ -203,8 +203,20 @@ _DIM = re.compile(r"[A-Za-z_]\w*(\*(\d+|[A-Za-z_]\w*))*|\d+(\*[A-Za-z_]\w*)+", r
 _WORD = re.compile(r"[A-Za-z_]\w*", re.ASCII)
 
 
+def _is_ir_sum(name: str) -> bool:
+    """A dim_param that is a sum in tapeir's canonical form with an int or a product in it
+    ("T+1", "B*T-B", as tapeir exports an input of that size). Names joined by a dash
+    ("seq-len", "a-b") stay one symbol each (seq_len), as do non-canonical spellings."""
+    if "+" not in name and "-" not in name:
+        return False
+    try:
+        return check_dim(name) == name and bool(re.search(r"\*|(^|[+-])\d+($|[+-])", name))
+    except TapeirError:
+        return False
+
+
 class DimSymbols:
-    """ONNX dim_params -> IR dims. A name that already is an IR dim ("B", "3*B", as
+    """ONNX dim_params -> IR dims. A name that already is an IR dim ("B", "3*B", "T+1", as
     tapeir exports) stays itself; any other is sanitized to an identifier and, should that
     clash with a symbol already in use, numbered (`a_b_2`), so that distinct names always
     map to distinct symbols. Unnamed dynamic dims get `<input>_<axis>`, numbered alike."""
@@ -214,7 +226,7 @@ class DimSymbols:
         self._used: set[str] = set()
         names = [d.dim_param for vi in graph_inputs for d in vi.type.tensor_type.shape.dim if d.dim_param]
         for name in names:  # names that are IR dims already take their own symbols first
-            if _DIM.fullmatch(name):
+            if _DIM.fullmatch(name) or _is_ir_sum(name):
                 self._map[name] = name
                 self._used.update(_WORD.findall(name))
 

@@ -80,6 +80,55 @@ def test_exported_model_runs_in_plain_onnxruntime_at_two_lengths():
         assert_close(got[1], want[1], ulps=1024, why="onnxruntime's tanh")
 
 
+@pytest.mark.parametrize("fn", [wrap_around, lambda x: x[:, :2].sum()], ids=["cotangent", "constant"])
+def test_gradients_with_symbolic_pads_import_back(fn):
+    """The gradient of x[:, :2] pads by T-2, which the export computes from x's shape: the
+    importer reads the pads back as dims, also when the padded data is a known constant
+    (the cotangent of a sum), which it must not fold as shape arithmetic."""
+    g = tp.value_and_grad(tp.trace(fn, tp.Spec(("B", "T"))))
+    rt = tp.from_onnx(tp.to_onnx(g))
+    assert any(n.op == "pad" and "T-2" in n.attrs["pads"] for n in rt.nodes), rt
+    for t in (2, 5):
+        x = rng("import", t).standard_normal((3, t)).astype(np.float32)
+        for got, want in zip(tp.run(rt, x), tp.run(g, x)):
+            assert_close(got, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_derivative_through_a_symbolic_slice(backend):
+    """The gradient of x[-1:] on an axis B pads by B-1; differentiating that pad again
+    slices from B-1 to B-1 + 1 (a Hessian-vector product)."""
+    g = tp.trace(lambda x: (tp.sin(x[-1:]) * x[-1:]).sum(), tp.Spec(("B",), "float64"))
+    gg = tp.grad(g)
+    hvp = tp.grad(tp.trace(lambda x, v: (tp.call(gg, x) * v).sum(), tp.Spec(("B",), "float64"),
+                           tp.Spec(("B",), "float64")))
+    for b in (1, 4):
+        x, v = rng("hvp", b).standard_normal(b), rng("hvp v", b).standard_normal(b)
+        want = np.zeros(b)  # d2/dx2 of x sin x at the last element, times v there
+        want[-1] = (2 * np.cos(x[-1]) - x[-1] * np.sin(x[-1])) * v[-1]
+        assert_close(tp.run(hvp, x, v, backend=backend), want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_derivative_through_a_static_concatenation_of_symbolic_parts(backend):
+    """[x, x[-1:2]] of x [B] has 3 elements; its gradient slices the cotangent from B, and the
+    gradient of that slice (in a Hessian-vector product) pads back to 3 by widths that are
+    dims (3 - B - (3-B) after: int minus str was a TypeError)."""
+    w = np.array([0.5, -1.0, 2.0])
+    g = tp.trace(lambda x: (tp.sin(tp.concatenate([x, x[-1:2]])) * w).sum(), tp.Spec(("B",), "float64"))
+    gg = tp.grad(g)
+    hvp = tp.grad(tp.trace(lambda x, v: (tp.call(gg, x) * v).sum(), tp.Spec(("B",), "float64"),
+                           tp.Spec(("B",), "float64")))
+    for b in (2, 3):  # x[-1:2] needs 2 <= B <= 3
+        x, v = rng("hvp concat", b).standard_normal(b), rng("hvp concat v", b).standard_normal(b)
+        z = np.concatenate([x, x[b - 1:2]])
+        d2 = -np.sin(z) * w  # d2/dz2 of sum(sin(z) w); z[j] is x[j] for j < B, x[B-1+j-B] after
+        src = np.concatenate([np.arange(b), np.arange(b - 1, 2)])
+        want = np.zeros(b)
+        np.add.at(want, src, d2 * v[src])
+        assert_close(tp.run(hvp, x, v, backend=backend), want)
+
+
 def test_text_form_round_trips_sum_dims():
     g = tp.value_and_grad(tp.trace(wrap_around, tp.Spec(("B", "T"))))
     text = str(g)
@@ -175,3 +224,40 @@ def test_imported_shape_arithmetic_adds_and_subtracts_dims():
         x = rng("range", t).standard_normal((3, t)).astype(np.float32)
         for backend in BACKENDS:
             assert_close(tp.run(g, x, backend=backend), sess.run(None, {"x": x})[0], exact=True)
+
+
+def test_inputs_of_sum_size_import_as_that_sum():
+    """An input of size T+1 exports as dim_param "T+1" and imports as T+1 (not a new symbol
+    T_1, which made x[:, 1:] of it [B, T_1-1], unequal to T); names joined by a dash
+    ("seq-len") stay one symbol."""
+    g = tp.trace(lambda x, y: x[:, 1:] * y, tp.Spec(("B", "T+1")), tp.Spec(("B", "T")))
+    rt = tp.from_onnx(tp.to_onnx(g))
+    assert [str(v.type) for v in rt.inputs] == ["f32[B,T+1]", "f32[B,T]"]
+    x, y = rng("sum input").standard_normal((2, 4)).astype(np.float32), np.ones((2, 3), np.float32)
+    assert_close(tp.run(rt, x, y), x[:, 1:], exact=True)
+    m = _slice_model(1, 2**62, dims=("B", "seq-len"))
+    assert str(tp.from_onnx(m).outputs[0].type) == "f32[B,seq_len-1]"
+
+
+def test_exported_slice_of_a_product_axis_imports_back():
+    """x[:, :-2] of an axis 2*B exports its end as 2*B-2 (shape arithmetic): the importer
+    slices by that dim; it looked for a tensor with a dim 2*B-2, or B, and found none."""
+    g = tp.trace(lambda x: x[:, :-2] * 2.0, tp.Spec((3, "2*B")))
+    rt = tp.from_onnx(tp.to_onnx(g))
+    assert str(rt.outputs[0].type) == "f32[3,2*B-2]"
+    x = rng("2B").standard_normal((3, 6)).astype(np.float32)
+    for backend in BACKENDS:
+        assert_close(tp.run(rt, x, backend=backend), x[:, :-2] * 2, exact=True)
+
+
+def test_exported_gradient_slicing_a_constant_by_dims_imports_back():
+    """The gradient of concatenate slices the cotangent back by dims; where the cotangent is a
+    constant (the weights of a sum), the importer sliced a numpy array by the dim "-B+2"."""
+    w = np.arange(4.0, dtype=np.float32)
+    g = tp.value_and_grad(tp.trace(lambda x: (tp.concatenate([x[-1:1], x, np.ones(2, np.float32)]) * w).sum(),
+                                   tp.Spec(("B",))))
+    rt = tp.from_onnx(tp.to_onnx(g))
+    for b in (1, 2):  # x[-1:1] has 2-B elements
+        x = rng("const cotangent", b).standard_normal(b).astype(np.float32)
+        for got, want in zip(tp.run(rt, x), tp.run(g, x)):
+            assert_close(got, want)

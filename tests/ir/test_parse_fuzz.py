@@ -2,7 +2,8 @@
 Graph or raises a TapeirError, never another exception, within a time and memory budget.
 
 The corpus is the printed form of traced graphs that between them use every part of the
-grammar (argument trees with quoted keys, symbolic dims, inline and base64 constants,
+grammar (argument trees with quoted keys, symbolic dims (sums too: T+1, 2*T-3, B*T-B), inline
+and base64 constants,
 attributes of every kind, multi-output nodes, sources that need quoting, output names).
 Each case applies one to three mutations drawn by a seeded `random.Random`: character
 flips, deletions, duplications, token swaps, line moves, splices of two graphs, and a few
@@ -58,6 +59,13 @@ def _corpus() -> list[str]:
         a = tp.where(args["odd key"] > 0.0, args["odd key"] * w, tp.exp(args["b"]))
         return a.max(axis=1, keepdims=True), (s.astype("float64") * 3.0 + 1e-300, tp.leaky_relu(a, 0.25))
 
+    def sums(x, y):  # symbolic dims that are sums: T+1, 2*T-3, B*T-B, B-1, ...
+        a = x[:, 1:] * y
+        c = tp.concatenate([a, a[:, 3:]], axis=1)
+        p = tp.pad(y[1:], ((0, 0), (2, 0)))
+        return (c.reshape(-1).sum() + p.sum() + y[:, 1:].reshape(-1).sum() +
+                tp.concatenate([x, y], axis=1)[:, :-2].sum())
+
     ns = {"tp": tp}
     exec(compile("def evil(x):\n    return tp.exp(x) * 2.0\n", 'a\n  %9: f32[] = const 1.0\n"b.py', "exec"), ns)
     graphs = [
@@ -66,6 +74,7 @@ def _corpus() -> list[str]:
         tp.trace(conv, tp.Spec(("N", 8))),
         tp.trace(mixed, {"odd key": tp.Spec((4, 6)), "b": tp.Spec((4, 6))}, tp.Spec(("T", 2), "float16")),
         tp.trace(ns["evil"], tp.Spec((3,))),
+        tp.value_and_grad(tp.trace(sums, tp.Spec(("B", "T+1")), tp.Spec(("B", "T")))),
     ]
     graphs.append(tp.optimize(graphs[0]))  # fused nodes: nested bodies, several outputs
     assert any(n.op == "fused" for n in graphs[-1].nodes)
@@ -151,7 +160,24 @@ def _retype(r, text, _):
     return text[:m.start()] + new + text[m.end():]
 
 
-MUTATIONS = [_retype] * 3 + [_flip] * 4 + [_delete] * 3 + [_duplicate] * 2 + [_swap_tokens] * 2 + [_replace_token] * 2 + \
+# dims as a hand might write them: sums in any order, signed zeros, the symbol inf (which lexes as
+# a number), cancelling terms, and malformed ones
+DIMS = ["T+1", "1+T", "T-1", "-1+T", "T-0", "T-00", "-0+T", "2*T-3", "B*T-B", "T*B-B", "-T", "T-T", "B*T-B*T",
+        "T-inf", "-inf+T", "inf-1", "T-nan", "T+-1", "T--1", "T-1-1", "T-01", "T*0+1", "T-999999999999999999",
+        "T-9999999999999999999", "T+1.", "T-1e5", "T-", "+T", "T+ 1", "T -1"]
+_DIMS_IN = re.compile(r"(?<=[\[,])[^\[\],\n]*(?=[\],])")
+
+
+def _redim(r, text, _):
+    """One dim of a type, or of a dims attribute, respelled from DIMS."""
+    spots = list(_DIMS_IN.finditer(text))
+    if not spots:
+        return text
+    m = r.choice(spots)
+    return text[:m.start()] + r.choice(DIMS) + text[m.end():]
+
+
+MUTATIONS = [_redim] * 2 + [_retype] * 3 + [_flip] * 4 + [_delete] * 3 + [_duplicate] * 2 + [_swap_tokens] * 2 + [_replace_token] * 2 + \
     [_move_line, _splice, _hostile]
 
 
@@ -234,6 +260,23 @@ def _run(seeds) -> dict:
 def test_the_corpus_parses():
     for text in CORPUS:
         assert str(tp.parse(text)) == text
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_both_parsers_read_a_dim_alike(dim):
+    """A dim in a node's type (the fast path's line regex, then the token parser where it
+    declines) and in an input's type (the token parser): the same outcome either way."""
+    for text in (f"graph f(x: f32[T,B]) {{\n  %0: f32[{dim}] = reshape(x) {{shape=[-1]}}\n  return %0\n}}",
+                 f"graph f(x: f32[{dim}]) {{\n  return x\n}}"):
+        fast, slow = _outcome(text, fast=True), _outcome(text, fast=False)
+        assert type(fast) is type(slow) and str(fast) == str(slow), f"{dim!r}:\n{fast}\n---\n{slow}"
+
+
+def test_signed_zeros_and_the_symbol_inf_in_dims():
+    """'T-0' is T (the token parser read T0: str(-0) lost the sign); '-inf+T' is T minus the
+    symbol inf (the token parser refused '-inf', the fast path took it)."""
+    read = lambda d: tp.parse(f"graph f(x: f32[{d}]) {{\n  return x\n}}").inputs[0].type.shape[0]  # noqa: E731
+    assert [read(d) for d in ("T-0", "T-00", "-0+T", "-inf+T", "T-01")] == ["T", "T", "T", "T-inf", "T-1"]
 
 
 def test_mutated_graphs_parse_or_raise_tapeir_errors():
