@@ -51,9 +51,11 @@ def _imported(name):
         torch.onnx.export(model, (torch.from_numpy(x),), f, dynamo=False, opset_version=17, input_names=["x"],
                           output_names=["y"], dynamic_axes={"x": {0: "batch"}})
     proto = load_from_string(f.getvalue())
-    t0 = time.perf_counter()
-    g = tp.from_onnx(proto, params="inputs")
-    dt = time.perf_counter() - t0
+    dt = float("inf")
+    for _ in range(3):  # best of 3: the first call also imports (and may compile) the importer's modules
+        t0 = time.perf_counter()
+        g = tp.from_onnx(proto, params="inputs")
+        dt = min(dt, time.perf_counter() - t0)
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     params = [inits[n] for n in g.arg_names[1:]]
     w = np.random.default_rng(1).standard_normal(model(torch.from_numpy(x)).shape).astype(np.float32)
