@@ -116,16 +116,25 @@ def _window_cells(n):
     H*W (one past the last cell: a zero row) where it reads the padding."""
     a = n.attrs
     (_, _, h, wd), (_, _, kh, kw), (_, _, oh, ow) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
-    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
     cells = np.full((oh * ow, kh * kw), h * wd, np.int64)
-    for i in range(oh):
-        for j in range(ow):
+    for out_pos, tap, cell in _taps((oh, ow), (h, wd), (kh, kw), a["stride"], a["padding"], a["dilation"]):
+        cells[out_pos, tap] = cell
+    return cells
+
+
+def _taps(small, big, kernel, stride, padding, dilation):
+    """(flat position in the small map, flat kernel tap, flat cell of the big map) for every tap
+    of every small-map position that lands inside the big map: a conv's output positions
+    reading its input, or a conv_transpose's input positions writing its output."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    (kh, kw), (bh, bw) = kernel, big
+    for i in range(small[0]):
+        for j in range(small[1]):
             for u in range(kh):
                 for v in range(kw):
                     r, col = i * sh + u * dh - ph, j * sw + v * dw - pw
-                    if 0 <= r < h and 0 <= col < wd:
-                        cells[i * ow + j, u * kw + v] = r * wd + col
-    return cells
+                    if 0 <= r < bh and 0 <= col < bw:
+                        yield i * small[1] + j, u * kw + v, r * bw + col
 
 
 def _windows_sliced(low, n, x):
@@ -199,16 +208,10 @@ def _conv_transpose_dense(low, n, ins, outs):
     position q (a zero where none does): a Gather of the weight as [O, kH*kW + 1, C]."""
     a = n.attrs
     (b, o, h, wd), (_, c, kh, kw), (_, _, yh, yw) = (v.type.shape for v in (n.inputs[0], n.inputs[1], n.outputs[0]))
-    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
     K = kh * kw
     T = np.full((h * wd, yh * yw), K, np.int64)  # tap K: the zero row Pad adds below
-    for i in range(h):
-        for j in range(wd):
-            for u in range(kh):
-                for v in range(kw):
-                    r, col = i * sh + u * dh - ph, j * sw + v * dw - pw
-                    if 0 <= r < yh and 0 <= col < yw:
-                        T[i * wd + j, r * yw + col] = u * kw + v
+    for in_pos, tap, cell in _taps((h, wd), (yh, yw), (kh, kw), a["stride"], a["padding"], a["dilation"]):
+        T[in_pos, cell] = tap
     wt = low.op("Pad", taps_last(low, ins[1], (o, c, kh, kw)), low.ints([0, 0, 0, 0, 1, 0]), mode="constant")                        # [O, K+1, C]
     big = low.op("Gather", wt, _named_const(low, "taps", T), axis=1)                            # [O, H*W, yH*yW, C]
     big = low.op("Reshape", big, low.ints([o * h * wd, yh * yw * c]))
