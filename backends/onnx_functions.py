@@ -148,7 +148,15 @@ _DOCS = {
     "pad_to": "x zero-padded at the end to ref's sizes on the axes where keep is 1",
     "gelu_tanh": "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (ai.onnx Gelu needs opset 20)",
 }
-NAMES = tuple(_BODIES)
+NAMES = tuple(_BODIES)  # complete once backends/onnx_lowering.py (which imports the op families) is loaded
+
+
+def register(name: str, body, doc: str) -> None:
+    """Add an op family's local function (backends/onnx_lowering_index.py, _random.py): its body
+    builder `opset -> (inputs, outputs, attribute names, nodes)` and its doc string."""
+    global NAMES
+    _BODIES[name], _DOCS[name] = body, doc
+    NAMES = tuple(_BODIES)
 
 
 def make_function(name: str, opset: int):

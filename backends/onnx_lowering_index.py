@@ -66,10 +66,8 @@ def _scatter_add_body(opset):
 
 
 # registered from here (not written into onnx_functions.py) so the family's export stays in one module
-onnx_functions._BODIES.update(scatter_add=_scatter_add_body)
-onnx_functions.NAMES = tuple(onnx_functions._BODIES)
-onnx_functions._DOCS.update(
-    scatter_add="DATA with UPD added at IDX along axis 0 (ScatterND, reduction='add'): the adjoint of Gather")
+onnx_functions.register("scatter_add", _scatter_add_body,
+                        "DATA with UPD added at IDX along axis 0 (ScatterND, reduction='add'): the adjoint of Gather")
 
 
 EXPORT_INDEX = {"cumsum": _cumsum, "trilu": _trilu, "scatter_add": _scatter_add}

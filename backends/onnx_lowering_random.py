@@ -57,11 +57,9 @@ def _random_uniform_body(opset):
 
 
 # registered from here (not written into onnx_functions.py) so the family's export stays in one module
-onnx_functions._BODIES.update(random_uniform=_random_uniform_body)
-onnx_functions.NAMES = tuple(onnx_functions._BODIES)
-onnx_functions._DOCS.update(
-    random_uniform="uniform float32 in [0, 1) of shape SHAPE from int64 KEY: a counter-based integer hash "
-                   "(identical to tapeir's numpy backend)")
+onnx_functions.register("random_uniform", _random_uniform_body,
+                        "uniform float32 in [0, 1) of shape SHAPE from int64 KEY: a counter-based integer hash "
+                        "(identical to tapeir's numpy backend)")
 
 
 EXPORT_RANDOM = {"random_uniform": _random_uniform}

@@ -112,9 +112,13 @@ def run_time_dims(n, v):
     when the graph runs, for a node that mixes them with tensors (torch's row pick
     h.flatten(0, 1)[arange(B) * T + n - 1]): each symbol is the length of an iota over a
     tensor that has it as a dim, a product of symbols the product of those lengths."""
+    sizes: dict = {}
+
     def size(s):
-        ref, axis = _run_time_dim(n, s, f"the symbolic size {s}")
-        return F.sum(F.astype(F.greater_equal(F.apply_op("iota", [ref], {"axis": axis}), 0), "i64"))
+        if s not in sizes:
+            ref, axis = _run_time_dim(n, s, f"the symbolic size {s}")
+            sizes[s] = F.sum(F.astype(F.greater_equal(F.apply_op("iota", [ref], {"axis": axis}), 0), "i64"))
+        return sizes[s]
 
     def one(d):  # a sum of products of symbols (T+1, B*T), each symbol's size read once per node
         total = None
